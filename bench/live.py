@@ -1,0 +1,183 @@
+"""Live-path benchmark.
+
+1. Server-side time per frame, decode to result, for a 640x480 webcam-style JPEG with one face: the web
+   app's own LiveSession (YuNet, tracking, smoothing) in this process against a real model server.
+2. N websocket clients (default 20) each offering 5 frames/s for 30 s to the real web app (gunicorn +
+   gevent) and model server. Each client behaves like the browser page: at most one frame in flight; a
+   tick that finds its previous frame unanswered is skipped (back-pressure).
+
+    python -m bench.live                          # both parts; starts its own servers on free ports
+    python -m bench.live --clients 20 --fps 5 --seconds 30 --frames 500
+
+Needs ../shared (media and the YuNet file), like the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import requests
+import websockets
+
+from tests.conftest import ROOT, SHARED, YUNET, free_port, wait_until
+
+
+def webcam_frame() -> bytes:
+    """A 640x480 JPEG of the real single-face video (centre 4:3 crop of a 640x360 frame, scaled up)."""
+    capture = cv2.VideoCapture(str(SHARED / "media" / "videos" / "single_face.mp4"))
+    _, frame = capture.read()
+    height, width = frame.shape[:2]
+    crop = frame[:, (width - height * 4 // 3) // 2 :][:, : height * 4 // 3]
+    frame = cv2.resize(crop, (640, 480), interpolation=cv2.INTER_LINEAR)
+    return cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 80])[1].tobytes()
+
+
+def percentile(values: list[float], q: float) -> float:
+    return round(float(np.percentile(values, q)), 2)
+
+
+def start(args: list[str], env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, *args], cwd=ROOT, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
+def per_frame(model_target: str, frames: int) -> dict:
+    from emotion_detector.detection import DetectorOptions, create_detector
+    from emotion_detector.model_client import ModelServerClient
+    from emotion_detector.pipeline import FaceAnalyzer, LiveSession
+    from emotion_detector.settings import Settings
+
+    settings = Settings(model_server=model_target, yunet_path=YUNET)
+    detector = create_detector(DetectorOptions(kind="yunet", yunet_path=YUNET, max_input_side=settings.detection_max_side_px))
+    session = LiveSession(FaceAnalyzer(detector, ModelServerClient(model_target), settings))
+    jpeg = webcam_frame()
+    for _ in range(30):
+        session.process(jpeg)
+    totals, stages = [], {}
+    for _ in range(frames):
+        started = time.perf_counter()
+        analysis = session.process(jpeg)
+        totals.append((time.perf_counter() - started) * 1000)
+        assert len(analysis.faces) == 1
+        for stage, ms in analysis.timing_ms.items():
+            stages.setdefault(stage, []).append(ms)
+    return {
+        "frame": "640x480 JPEG, 1 face",
+        "detector": f"yunet, detection copy <= {settings.detection_max_side_px} px",
+        "frames": frames,
+        "p50_ms": percentile(totals, 50),
+        "p99_ms": percentile(totals, 99),
+        "stage_p50_ms": {stage: percentile(ms, 50) for stage, ms in stages.items() if stage != "total"},
+    }
+
+
+async def one_client(url: str, jpeg: bytes, fps: float, seconds: float) -> dict:
+    stats = {"offered": 0, "sent": 0, "answered": 0, "skipped_backpressure": 0, "dropped_by_server": 0, "errors": 0, "rtt_ms": []}
+    async with websockets.connect(url, max_size=None) as ws:
+        await ws.recv()  # hello
+        in_flight: dict[int, float] = {}
+
+        async def reader() -> None:
+            async for message in ws:
+                answer = json.loads(message)
+                if answer["type"] == "error":
+                    stats["errors"] += 1
+                elif answer["type"] == "result":
+                    stats["answered"] += 1
+                    stats["dropped_by_server"] += answer.get("dropped", 0)
+                sent_at = in_flight.pop(answer.get("frame"), None)
+                if sent_at is not None:
+                    stats["rtt_ms"].append((time.perf_counter() - sent_at) * 1000)
+                in_flight.clear()  # older frames were dropped by the server
+
+        reading = asyncio.create_task(reader())
+        interval, started = 1 / fps, time.perf_counter()
+        tick = 0
+        while time.perf_counter() - started < seconds:
+            tick += 1
+            stats["offered"] += 1
+            if in_flight:
+                stats["skipped_backpressure"] += 1
+            else:
+                stats["sent"] += 1
+                in_flight[stats["sent"]] = time.perf_counter()
+                await ws.send(jpeg)
+            await asyncio.sleep(max(0.0, started + tick * interval - time.perf_counter()))
+        deadline = time.perf_counter() + 5
+        while in_flight and time.perf_counter() < deadline:
+            await asyncio.sleep(0.01)
+        reading.cancel()
+    return stats
+
+
+async def many_clients(url: str, clients: int, fps: float, seconds: float) -> dict:
+    jpeg = webcam_frame()
+    results = await asyncio.gather(*(one_client(url, jpeg, fps, seconds) for _ in range(clients)))
+    rtts = [r for result in results for r in result["rtt_ms"]]
+    totals = {
+        key: sum(result[key] for result in results)
+        for key in ("offered", "sent", "answered", "skipped_backpressure", "dropped_by_server", "errors")
+    }
+    per_client = [result["answered"] for result in results]
+    return {
+        "clients": clients,
+        "fps_per_client": fps,
+        "seconds": seconds,
+        **totals,
+        "answered_per_s": round(totals["answered"] / seconds, 1),
+        "rtt_p50_ms": percentile(rtts, 50),
+        "rtt_p99_ms": percentile(rtts, 99),
+        "answered_per_client_min_max": [min(per_client), max(per_client)],
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--frames", type=int, default=500)
+    parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--fps", type=float, default=5.0)
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+
+    grpc_port, rest_port, web_port = free_port(), free_port(), free_port()
+    model = start(["-m", "serving", "--host", "127.0.0.1", "--port", str(grpc_port), "--rest_api_port", str(rest_port)])
+    web = start(
+        ["-m", "gunicorn", "-c", "gunicorn.conf.py", "app:create_app()"],
+        {"PORT": str(web_port), "HOST": "127.0.0.1", "EMOTION_MODEL_SERVER": f"127.0.0.1:{grpc_port}", "EMOTION_YUNET_PATH": str(YUNET)},
+    )
+    try:
+        wait_until(lambda: requests.get(f"http://127.0.0.1:{rest_port}/readyz", timeout=1).ok, 60, "model server", model)
+        wait_until(lambda: requests.get(f"http://127.0.0.1:{web_port}/api/v1/health", timeout=1).ok, 60, "web app", web)
+        results = {"per_frame": per_frame(f"127.0.0.1:{grpc_port}", args.frames)}
+        print(json.dumps(results["per_frame"]), flush=True)
+        results["websocket_load"] = asyncio.run(many_clients(f"ws://127.0.0.1:{web_port}/ws/live", args.clients, args.fps, args.seconds))
+        print(json.dumps(results["websocket_load"]), flush=True)
+    finally:
+        for process in (web, model):
+            process.terminate()
+            process.wait()
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    per, load = results["per_frame"], results["websocket_load"]
+    print(f"\nper frame (server side, decode to result): p50 {per['p50_ms']} ms, p99 {per['p99_ms']} ms; stages p50 {per['stage_p50_ms']}")
+    print(
+        f"{load['clients']} clients x {load['fps_per_client']} frames/s x {load['seconds']} s: "
+        f"offered {load['offered']}, sent {load['sent']}, answered {load['answered']} ({load['answered_per_s']}/s), "
+        f"skipped by back-pressure {load['skipped_backpressure']}, dropped by server {load['dropped_by_server']}, "
+        f"errors {load['errors']}; round trip p50 {load['rtt_p50_ms']} ms, p99 {load['rtt_p99_ms']} ms"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,191 @@
+"""Video-job benchmark: processing speed as a multiple of real time.
+
+../shared/media/videos/single_face.mp4 (640x360, 30 fps, 2.4 s) is looped to one minute (1,800 frames) and
+re-encoded as H.264; every frame is analysed. The job goes through the real path: upload into the
+VideoService, the Celery queue, worker processes (one, then two), the model server, the annotated-video
+render. Speed = video duration / (queued → done).
+
+    python -m bench.video                        # 1 worker, then 2 workers; embedded SQLite + local queue
+    python -m bench.video --workers 1 2 --backend production   # PostgreSQL + Redis on this machine
+    python -m bench.video --fer                  # also the `fer` package's Video analysis, if installed
+
+Needs ../shared (media and the YuNet file), like the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import requests
+
+from tests.conftest import ROOT, SHARED, YUNET, free_port, wait_until
+
+SOURCE = SHARED / "media" / "videos" / "single_face.mp4"
+
+
+def looped_video(target: Path, seconds: float) -> Path:
+    """The source looped until ``seconds`` long, as an H.264 MP4 with constant frame rate."""
+    with av.open(str(SOURCE)) as source:
+        stream = source.streams.video[0]
+        rate = Fraction(stream.average_rate).limit_denominator(1001)
+        frames = [frame.to_ndarray(format="bgr24") for frame in source.decode(stream)]
+    wanted = round(seconds * rate)
+    with av.open(str(target), mode="w", format="mp4") as output:
+        encoder = output.add_stream("libx264", rate=rate, options={"preset": "veryfast", "crf": "20"})
+        encoder.width, encoder.height, encoder.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+        for index in range(wanted):
+            output.mux(encoder.encode(av.VideoFrame.from_ndarray(frames[index % len(frames)], format="bgr24")))
+        output.mux(encoder.encode(None))
+    return target
+
+
+def start(args: list[str], env: dict, log: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=open(log, "w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def backend_env(backend: str, workdir: Path) -> tuple[dict, callable]:
+    if backend == "embedded":
+        return {
+            "EMOTION_DATABASE_URL": f"sqlite:///{workdir / 'videos.db'}",
+            "EMOTION_BROKER_URL": f"sqla+sqlite:///{workdir / 'queue.db'}",
+        }, lambda: None
+    import psycopg
+    import redis
+
+    name = f"emotion_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    redis.Redis.from_url("redis://127.0.0.1:6379/12").flushdb()
+
+    def cleanup() -> None:
+        with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    return {
+        "EMOTION_DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}",
+        "EMOTION_BROKER_URL": "redis://127.0.0.1:6379/12",
+    }, cleanup
+
+
+def run_job(video: Path, workers: int, backend: str, model_target: str, workdir: Path) -> dict:
+    """A fresh database / queue and ``workers`` worker processes; one job from upload to done."""
+    env, cleanup = backend_env(backend, workdir / f"{workers}w")
+    (workdir / f"{workers}w").mkdir(exist_ok=True)
+    env |= {
+        "EMOTION_STORAGE_DIR": str(workdir / f"{workers}w" / "videos"),
+        "EMOTION_MODEL_SERVER": model_target,
+        "EMOTION_YUNET_PATH": str(YUNET),
+    }
+    os.environ.update(env)
+    from emotion_detector.settings import Settings
+    from emotion_detector.videos.service import VideoService
+
+    service = VideoService(Settings())
+    processes = []
+    try:
+        for n in range(workers):
+            log = workdir / f"worker-{workers}-{n}.log"
+            args = ["-m", "celery", "-A", "emotion_detector.videos.jobs", "worker", "--concurrency", "1", "--loglevel", "WARNING"]
+            processes.append(
+                start([*args, "--hostname", f"bench{n}-{uuid.uuid4().hex[:4]}@%h", "--without-gossip", "--without-mingle"], env, log)
+            )
+        time.sleep(8)  # workers import, connect and start polling
+        with open(video, "rb") as file:
+            job = service.create(file, video.name)
+        started = time.perf_counter()
+        while (status := service.status(job.id))["status"] not in ("done", "failed"):
+            time.sleep(0.2)
+        wall_s = time.perf_counter() - started
+        if status["status"] != "done":
+            raise RuntimeError(f"job failed: {status}")
+        summary = service.results(job.id)["video"]
+        segments = service.get(job.id).segments
+        return {
+            "workers": workers,
+            "backend": backend,
+            "duration_s": summary["duration_s"],
+            "frames_analysed": summary["frames_analysed"],
+            "segments": summary["segments"],
+            "wall_s": round(wall_s, 2),
+            "speed_x_realtime": round(summary["duration_s"] / wall_s, 2),
+            "analysis_busy_s": summary["segment_busy_s"],
+            "analysis_ms_per_frame": round(1000 * summary["segment_busy_s"] / summary["frames_analysed"], 2),
+            "worker_processes_used": len({s.worker for s in segments if s.worker}),
+        }
+    finally:
+        for process in processes:
+            os.killpg(process.pid, signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+        cleanup()
+
+
+def fer_speed(video: Path) -> dict:
+    """The `fer` package (TensorFlow, MTCNN off) on the same file, every frame — only if installed."""
+    try:
+        from fer import FER, Video
+    except ImportError as error:
+        return {"fer": f"not installed ({error})"}
+    started = time.perf_counter()
+    Video(str(video), outdir=tempfile.mkdtemp()).analyze(FER(mtcnn=False), display=False, frequency=1, save_video=False, save_frames=False)
+    wall_s = time.perf_counter() - started
+    with av.open(str(video)) as container:
+        duration_s = container.duration / 1e6
+    return {"fer": {"wall_s": round(wall_s, 2), "speed_x_realtime": round(duration_s / wall_s, 2)}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--backend", choices=["embedded", "production"], default="embedded")
+    parser.add_argument("--segment-seconds", type=float, default=10.0)
+    parser.add_argument("--fer", action="store_true")
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench-video-"))
+    video = looped_video(workdir / "single_face_1min.mp4", args.seconds)
+    os.environ["EMOTION_SEGMENT_SECONDS"] = str(args.segment_seconds)
+    grpc_port, rest_port = free_port(), free_port()
+    model = start(
+        ["-m", "serving", "--host", "127.0.0.1", "--port", str(grpc_port), "--rest_api_port", str(rest_port)], {}, workdir / "model.log"
+    )
+    try:
+        wait_until(lambda: requests.get(f"http://127.0.0.1:{rest_port}/readyz", timeout=1).ok, 60, "model server", model)
+        results = [run_job(video, n, args.backend, f"127.0.0.1:{grpc_port}", workdir) for n in args.workers]
+    finally:
+        os.killpg(model.pid, signal.SIGTERM)
+    report = {"video": {"source": SOURCE.name, "seconds": args.seconds, "cpu_count": os.cpu_count()}, "runs": results}
+    if len(results) > 1:
+        report["speed_up"] = {
+            f"{r['workers']}_vs_{results[0]['workers']}": round(r["speed_x_realtime"] / results[0]["speed_x_realtime"], 2)
+            for r in results[1:]
+        }
+    if args.fer:
+        report |= fer_speed(video)
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Emotion Detector: face detection, tracking and expression / age / gender analysis."""

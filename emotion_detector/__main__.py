@@ -1,0 +1,44 @@
+"""Command line: ``python -m emotion_detector models download|list``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from emotion_detector.models import MODEL_FILES, ChecksumMismatch, download
+from emotion_detector.settings import Settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m emotion_detector")
+    commands = parser.add_subparsers(dest="command", required=True)
+    models = commands.add_parser("models", help="optional third-party model files").add_subparsers(dest="action", required=True)
+    fetch = models.add_parser("download", help="download and verify a model file")
+    fetch.add_argument("name", nargs="?", default="yunet", choices=sorted(MODEL_FILES))
+    fetch.add_argument("--dest", type=Path, help="directory (default: where EMOTION_YUNET_PATH points)")
+    fetch.add_argument("--url", help="download from a mirror instead (the checksum is still enforced)")
+    models.add_parser("list", help="show the known model files and whether they are present")
+    args = parser.parse_args(argv)
+
+    settings = Settings()
+    if args.action == "list":
+        for model in MODEL_FILES.values():
+            present = settings.yunet_path.is_file() if model.name == "yunet" else False
+            print(f"{model.name}: {model.filename} ({model.licence}) -> {settings.yunet_path} [{'present' if present else 'missing'}]")
+        return 0
+    model = MODEL_FILES[args.name]
+    destination = args.dest or settings.yunet_path.parent
+    try:
+        path = download(model, destination, url=args.url)
+    except (OSError, ChecksumMismatch) as error:
+        print(f"download failed: {error}", file=sys.stderr)
+        return 1
+    print(f"{model.name}: {path} (sha256 {model.sha256[:12]}…, {model.licence})")
+    if path != settings.yunet_path:
+        print(f"set EMOTION_YUNET_PATH={path} so the app uses it")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""Face detectors behind one interface: ``detector.detect(image_bgr) -> sv.Detections`` with boxes in pixels
+of the given image, a score per face and, where the model gives them, five landmarks in ``data``.
+
+- ``YuNetDetector``: OpenCV's YuNet (``cv2.FaceDetectorYN``), used when its ONNX file is present.
+- ``HaarDetector``: the frontal-face Haar cascade bundled with ``opencv-python-headless<5``; always there.
+
+Detection runs on a copy scaled down to ``max_input_side`` (faces at webcam distance stay well above the
+detectors' minimum size there, and the cost falls with the pixel count); boxes are scaled back.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+import cv2
+import numpy as np
+import supervision as sv
+
+log = logging.getLogger(__name__)
+
+HAAR_CASCADE = "haarcascade_frontalface_default.xml"
+
+
+class FaceDetector(Protocol):
+    name: str  # "yunet" | "haar"
+    model: str  # the model file in use
+
+    def detect(self, image_bgr: np.ndarray) -> sv.Detections: ...
+
+
+@dataclass(frozen=True)
+class DetectorOptions:
+    kind: Literal["auto", "yunet", "haar"] = "auto"
+    yunet_path: Path | None = None
+    max_input_side: int = 480
+    score_threshold: float = 0.7
+    nms_threshold: float = 0.3
+    min_face_side_px: int = 20  # in the scaled-down copy
+    # Near-profile faces are skipped: the expression / age / gender models are trained on faces seen from
+    # the front, and their outputs on a profile are noise. Measured with YuNet's landmarks: the nose's
+    # position along the eye line is 0.5 when frontal and leaves [0, 1] as the head turns past ~60 degrees.
+    max_nose_outside_eyes: float = 0.3
+
+
+def _scale_for(image: np.ndarray, max_side: int) -> float:
+    return min(1.0, max_side / max(image.shape[:2]))
+
+
+def _detections(xyxy: np.ndarray, score: np.ndarray, landmarks: np.ndarray) -> sv.Detections:
+    return sv.Detections(
+        xyxy=xyxy.astype(np.float32), confidence=score.astype(np.float32), data={"landmarks": landmarks.astype(np.float32)}
+    )
+
+
+def _empty() -> sv.Detections:
+    return _detections(np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2)))
+
+
+def nose_along_eyes(landmarks: np.ndarray) -> np.ndarray:
+    """(N, 5, 2) YuNet landmarks (right eye, left eye, nose, mouth corners) → where the nose projects on the
+    line between the eyes: 0 and 1 at the eyes, 0.5 for a frontal face, whatever the head's roll."""
+    eye_a, eye_b, nose = landmarks[:, 0], landmarks[:, 1], landmarks[:, 2]
+    axis = eye_b - eye_a
+    return np.einsum("ij,ij->i", nose - eye_a, axis) / np.maximum(np.einsum("ij,ij->i", axis, axis), 1e-6)
+
+
+class YuNetDetector:
+    name = "yunet"
+
+    def __init__(self, model_path: Path, options: DetectorOptions):
+        if not Path(model_path).is_file():
+            raise FileNotFoundError(f"YuNet model not found at {model_path}")
+        self.model = str(model_path)
+        self.options = options
+        self._detector = cv2.FaceDetectorYN.create(self.model, "", (320, 240), options.score_threshold, options.nms_threshold, 5000)
+        self._input_size: tuple[int, int] = (320, 240)
+        self._lock = threading.Lock()  # one cv2 detector object; its input size is state
+
+    def detect(self, image_bgr: np.ndarray) -> sv.Detections:
+        scale = _scale_for(image_bgr, self.options.max_input_side)
+        small = cv2.resize(image_bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else image_bgr
+        size = (small.shape[1], small.shape[0])
+        with self._lock:
+            if size != self._input_size:
+                self._detector.setInputSize(size)
+                self._input_size = size
+            _, faces = self._detector.detect(small)
+        if faces is None:
+            return _empty()
+        faces = faces[np.minimum(faces[:, 2], faces[:, 3]) >= self.options.min_face_side_px]
+        faces = faces[np.abs(nose_along_eyes(faces[:, 4:14].reshape(-1, 5, 2)) - 0.5) <= 0.5 + self.options.max_nose_outside_eyes]
+        if not len(faces):
+            return _empty()
+        x, y, w, h = faces[:, 0], faces[:, 1], faces[:, 2], faces[:, 3]
+        xyxy = np.stack([x, y, x + w, y + h], axis=1) / scale
+        xyxy = np.clip(xyxy, 0, [image_bgr.shape[1], image_bgr.shape[0]] * 2)
+        landmarks = faces[:, 4:14].reshape(-1, 5, 2) / scale
+        return _detections(xyxy, faces[:, 14], landmarks)
+
+
+class HaarDetector:
+    name = "haar"
+
+    def __init__(self, options: DetectorOptions):
+        self.model = str(Path(cv2.data.haarcascades) / HAAR_CASCADE)
+        self.options = options
+        self._cascade = cv2.CascadeClassifier(self.model)
+        if self._cascade.empty():
+            raise RuntimeError(f"cannot load the Haar cascade {self.model}")
+
+    def detect(self, image_bgr: np.ndarray) -> sv.Detections:
+        scale = _scale_for(image_bgr, self.options.max_input_side)
+        small = cv2.resize(image_bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else image_bgr
+        grey = cv2.equalizeHist(cv2.cvtColor(small, cv2.COLOR_BGR2GRAY) if small.ndim == 3 else small)
+        side = self.options.min_face_side_px
+        boxes, _, level_weights = self._cascade.detectMultiScale3(grey, 1.1, 5, minSize=(side, side), outputRejectLevels=True)
+        if len(boxes) == 0:
+            return _empty()
+        # The cascade's final-stage weight is an unbounded margin: faces in our test photos score 5-10,
+        # look-alikes (collars, hands) 1.5-2. sigma(weight - 3) turns it into a score on YuNet's scale.
+        score = 1 / (1 + np.exp(3 - np.asarray(level_weights, np.float32).ravel()))
+        keep = score >= self.options.score_threshold
+        if not keep.any():
+            return _empty()
+        boxes, score = np.asarray(boxes, np.float32)[keep], score[keep]
+        xyxy = np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], axis=1) / scale
+        return _detections(xyxy, score, np.full((len(boxes), 5, 2), np.nan))
+
+
+def create_detector(options: DetectorOptions) -> FaceDetector:
+    """YuNet when asked for or (``auto``) when its file exists, the Haar cascade otherwise."""
+    if options.kind in ("auto", "yunet") and options.yunet_path and Path(options.yunet_path).is_file():
+        detector: FaceDetector = YuNetDetector(options.yunet_path, options)
+    elif options.kind == "yunet":
+        raise FileNotFoundError(
+            f"detector 'yunet' requested but {options.yunet_path} does not exist (run `python -m emotion_detector models download`)"
+        )
+    else:
+        detector = HaarDetector(options)
+    log.info("face detector: %s (%s)", detector.name, detector.model)
+    return detector

@@ -1,0 +1,160 @@
+"""The analysis stages, one typed object between each:
+
+    image ─decode─► BGR array ─detect─► sv.Detections ─track─► + tracker_id ─attributes─► FaceAttributes
+          ─smooth─► per-track averages ─► FrameAnalysis (the JSON of DESIGN.md §2)
+
+``FaceAnalyzer`` does single images (no tracking); ``LiveSession`` adds tracking and smoothing for a stream.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+import supervision as sv
+
+from emotion_detector.crops import crop_faces
+from emotion_detector.detection import FaceDetector
+from emotion_detector.frames import ImageLimits, decode_image
+from emotion_detector.labels import EMOTIONS, GENDERS
+from emotion_detector.model_client import ModelServerClient
+from emotion_detector.settings import Settings
+from emotion_detector.tracking import AttributeSmoother, FaceAttributes, FaceTracker
+
+
+@dataclass(frozen=True)
+class Face:
+    box_xyxy: tuple[float, float, float, float]
+    score: float
+    emotion_probabilities: np.ndarray  # (7,) in EMOTIONS order
+    age_years: float
+    gender_probabilities: np.ndarray  # (2,) in GENDERS order
+    track_id: int | None = None
+
+    def to_json(self) -> dict:
+        emotion = int(np.argmax(self.emotion_probabilities))
+        gender = int(np.argmax(self.gender_probabilities))
+        face = {
+            "box": [round(float(v), 1) for v in self.box_xyxy],
+            "score": round(self.score, 4),
+            "emotion": {
+                "label": EMOTIONS[emotion],
+                "confidence": round(float(self.emotion_probabilities[emotion]), 4),
+                "probabilities": {label: round(float(p), 4) for label, p in zip(EMOTIONS, self.emotion_probabilities, strict=True)},
+            },
+            "age": {"years": round(float(self.age_years), 1)},
+            "gender": {"label": GENDERS[gender], "confidence": round(float(self.gender_probabilities[gender]), 4)},
+        }
+        return {"id": self.track_id, **face} if self.track_id is not None else face
+
+
+@dataclass
+class Timer:
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        yield
+        self.timings_ms[name] = round((time.perf_counter() - started) * 1000, 2)
+
+
+@dataclass(frozen=True)
+class FrameAnalysis:
+    faces: list[Face]
+    width: int
+    height: int
+    timing_ms: dict[str, float]
+
+    def to_json(self) -> dict:
+        return {"faces": [face.to_json() for face in self.faces], "width": self.width, "height": self.height, "timing_ms": self.timing_ms}
+
+
+class FaceAnalyzer:
+    """Stateless: detection, crops and one batched model-server call per model. Shared by all sessions."""
+
+    def __init__(self, detector: FaceDetector, client: ModelServerClient, settings: Settings):
+        self.detector = detector
+        self.client = client
+        self.settings = settings
+        self.frame_limits = ImageLimits(settings.max_frame_bytes, settings.max_image_pixels, settings.max_image_side_px)
+        self.image_limits = ImageLimits(settings.max_image_bytes, settings.max_image_pixels, settings.max_image_side_px)
+
+    def detect(self, image_bgr: np.ndarray) -> sv.Detections:
+        detections = self.detector.detect(image_bgr)
+        if len(detections) > self.settings.max_faces_per_frame:
+            keep = np.argsort(-detections.confidence)[: self.settings.max_faces_per_frame]
+            detections = detections[np.sort(keep)]
+        return detections
+
+    def attributes(self, image_bgr: np.ndarray, boxes_xyxy: np.ndarray, detector_name: str) -> FaceAttributes:
+        if len(boxes_xyxy) == 0:
+            return FaceAttributes.empty()
+        specs = self.client.specs()
+        batches = {
+            name: spec.normalise(crop_faces(image_bgr, boxes_xyxy, spec.crop_rule(detector_name), spec.size, spec.grey))
+            for name, spec in specs.items()
+        }
+        outputs = self.client.predict(batches)
+        return FaceAttributes(emotion=outputs["emotion"], age_years=outputs["age"].reshape(-1), gender=outputs["gender"])
+
+    def analyze_image(self, data: bytes, detect: bool = True) -> FrameAnalysis:
+        """One picture: every face found (or, with ``detect=False``, the whole picture as one face crop)."""
+        timer = Timer()
+        with timer.stage("decode"):
+            image = decode_image(data, self.image_limits)
+        height, width = image.shape[:2]
+        with timer.stage("detect"):
+            if detect:
+                detections = self.detect(image)
+                boxes, scores, detector_name = detections.xyxy, detections.confidence, self.detector.name
+            else:
+                boxes, scores, detector_name = np.array([[0, 0, width, height]], np.float32), np.ones(1, np.float32), "none"
+        with timer.stage("models"):
+            found = self.attributes(image, boxes, detector_name)
+        timer.timings_ms["total"] = round(sum(timer.timings_ms.values()), 2)
+        faces = [
+            Face(tuple(boxes[i].tolist()), float(scores[i]), found.emotion[i], float(found.age_years[i]), found.gender[i])
+            for i in range(len(boxes))
+        ]
+        return FrameAnalysis(faces, width, height, timer.timings_ms)
+
+
+class LiveSession:
+    """One live stream: ids that stay with a face while it stays in view, and labels smoothed per track."""
+
+    def __init__(self, analyzer: FaceAnalyzer, nominal_fps: float = 10.0):
+        settings = analyzer.settings
+        self.analyzer = analyzer
+        self.tracker = FaceTracker(nominal_fps, settings.track_lost_after_s)
+        self.smoother = AttributeSmoother(settings.smoothing_new_frame_weight, forget_after_frames=self.tracker.lost_after_frames)
+
+    def process(self, data: bytes) -> FrameAnalysis:
+        timer = Timer()
+        with timer.stage("decode"):
+            image = decode_image(data, self.analyzer.frame_limits)
+        with timer.stage("detect"):
+            detections = self.analyzer.detect(image)
+        with timer.stage("track"):
+            track_ids = self.tracker.update(detections)
+        with timer.stage("models"):
+            found = self.analyzer.attributes(image, detections.xyxy, self.analyzer.detector.name)
+        with timer.stage("smooth"):
+            smoothed = self.smoother.update(track_ids, found)
+        timer.timings_ms["total"] = round(sum(timer.timings_ms.values()), 2)
+        faces = [
+            Face(
+                tuple(detections.xyxy[i].tolist()),
+                float(detections.confidence[i]),
+                smoothed.emotion[i],
+                float(smoothed.age_years[i]),
+                smoothed.gender[i],
+                None if track_ids[i] < 0 else int(track_ids[i]),
+            )
+            for i in range(len(detections))
+        ]
+        height, width = image.shape[:2]
+        return FrameAnalysis(faces, width, height, timer.timings_ms)

@@ -1,0 +1,65 @@
+"""One typed configuration, read from the environment (prefix ``EMOTION_``) and an optional ``.env`` file.
+
+EMOTION_MODEL_SERVER=localhost:8500      the model server's gRPC address
+EMOTION_DETECTOR=auto|yunet|haar         auto: YuNet when its file exists, else the Haar cascade
+EMOTION_YUNET_PATH=...                   where `python -m emotion_detector models download` puts YuNet
+EMOTION_ENVIRONMENT=production           refuses the development secret key
+EMOTION_DATABASE_URL=postgresql+psycopg://user@host/db     video jobs (default: SQLite under instance/)
+EMOTION_BROKER_URL=redis://localhost:6379/0                the job queue (default: a SQLite-backed local queue)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_SECRET_KEY = "development-only-not-secret"
+DEFAULT_MODEL_DIR = Path.home() / ".cache" / "emotion-detector" / "models"
+INSTANCE_DIR = Path(__file__).resolve().parents[1] / "instance"  # local data of the embedded default
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EMOTION_", env_file=".env", extra="ignore")
+
+    environment: Literal["development", "test", "production"] = "development"
+    secret_key: str = DEV_SECRET_KEY
+
+    model_server: str = "localhost:8500"
+    model_server_tls: bool = False  # e.g. a model server behind Cloud Run's HTTPS front (host:443)
+    model_server_timeout_s: float = Field(2.0, gt=0)
+
+    detector: Literal["auto", "yunet", "haar"] = "auto"
+    yunet_path: Path = DEFAULT_MODEL_DIR / "face_detection_yunet_2026may.onnx"
+    detection_max_side_px: int = Field(480, ge=64)  # detection runs on a copy at most this wide / tall
+    detection_score_threshold: float = Field(0.7, gt=0, lt=1)
+    max_faces_per_frame: int = Field(16, ge=1)
+
+    max_frame_bytes: int = Field(5 * 1024 * 1024, ge=1024)  # one live frame (JPEG / PNG)
+    max_image_bytes: int = Field(20 * 1024 * 1024, ge=1024)  # one image for /api/v1/analyze
+    max_image_pixels: int = Field(40_000_000, ge=64 * 64)  # refused from the header, before decoding
+    max_image_side_px: int = Field(10_000, ge=64)
+
+    # Per-track temporal smoothing: exponential moving average with this weight for the newest frame.
+    smoothing_new_frame_weight: float = Field(0.35, gt=0, le=1)
+    track_lost_after_s: float = Field(1.0, gt=0)
+
+    # Video jobs: database, queue, files.
+    database_url: str = f"sqlite:///{INSTANCE_DIR / 'emotion-detector.db'}"
+    broker_url: str = f"sqla+sqlite:///{INSTANCE_DIR / 'queue.db'}"
+    storage_dir: Path = INSTANCE_DIR / "videos"
+    video_max_bytes: int = Field(500 * 1024 * 1024, ge=1024)
+    video_max_duration_s: float = Field(15 * 60, gt=0)
+    analyse_every_n_frames: int = Field(1, ge=1)  # 1: every frame
+    segment_seconds: float = Field(10.0, gt=0)  # videos are split into segments analysed in parallel
+    segment_overlap_frames: int = Field(6, ge=2)  # analysed by both neighbours, to join their tracks
+    job_stale_after_s: float = Field(60.0, gt=0)  # a segment without a heartbeat this long is re-queued
+    broker_visibility_timeout_s: int = Field(600, ge=10)  # Redis: redeliver unacknowledged tasks after this
+
+    @model_validator(mode="after")
+    def _refuse_insecure_production(self) -> Settings:
+        if self.environment == "production" and self.secret_key == DEV_SECRET_KEY:
+            raise ValueError("EMOTION_SECRET_KEY must be set to a secret value when EMOTION_ENVIRONMENT=production")
+        return self

@@ -1,0 +1,92 @@
+"""Track ids across frames (ByteTrack from supervision) and per-track smoothing of the model outputs."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import supervision as sv
+
+
+@dataclass(frozen=True)
+class FaceAttributes:
+    """Model outputs for N faces, in detection order."""
+
+    emotion: np.ndarray  # (N, 7) probabilities
+    age_years: np.ndarray  # (N,)
+    gender: np.ndarray  # (N, 2) probabilities
+
+    @classmethod
+    def empty(cls) -> FaceAttributes:
+        return cls(np.zeros((0, 7), np.float32), np.zeros(0, np.float32), np.zeros((0, 2), np.float32))
+
+
+class FaceTracker:
+    """ByteTrack over face boxes. Returns a track id per detection, in detection order, or -1 for a face
+    seen for the first time mid-stream (ByteTrack confirms a new track on its second matching frame)."""
+
+    def __init__(self, nominal_fps: float, lost_after_s: float):
+        self.lost_after_frames = max(1, round(nominal_fps * lost_after_s))
+        # ByteTrack keeps a lost track for frame_rate / 30 * lost_track_buffer frames. supervision 0.30 marks
+        # its ByteTrack deprecated in favour of the separate `trackers` package, which requires the
+        # non-headless opencv-python; the pinned supervision keeps working, so we stay on it for now.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            self._tracker = sv.ByteTrack(frame_rate=30, lost_track_buffer=self.lost_after_frames, minimum_matching_threshold=0.8)
+
+    def update(self, detections: sv.Detections) -> np.ndarray:
+        ids = np.full(len(detections), -1, dtype=int)
+        if len(detections) == 0:
+            self._tracker.update_with_detections(detections)
+            return ids
+        tagged = sv.Detections(
+            xyxy=detections.xyxy,
+            confidence=detections.confidence,
+            class_id=np.zeros(len(detections), dtype=int),
+            data={"index": np.arange(len(detections))},
+        )
+        tracked = self._tracker.update_with_detections(tagged)
+        if len(tracked):  # nothing confirmed yet comes back as a bare empty Detections
+            ids[tracked.data["index"]] = tracked.tracker_id
+        return ids
+
+
+@dataclass
+class _TrackState:
+    emotion: np.ndarray
+    age_years: float
+    gender: np.ndarray
+    last_frame: int
+
+
+@dataclass
+class AttributeSmoother:
+    """Exponential moving average of each track's probabilities and age, so labels don't flicker from frame
+    to frame; faces without a track id pass through unchanged."""
+
+    new_frame_weight: float
+    forget_after_frames: int
+    _tracks: dict[int, _TrackState] = field(default_factory=dict)
+    _frame: int = 0
+
+    def update(self, track_ids: np.ndarray, found: FaceAttributes) -> FaceAttributes:
+        self._frame += 1
+        w = self.new_frame_weight
+        emotion, age, gender = found.emotion.copy(), found.age_years.astype(np.float32).copy(), found.gender.copy()
+        for i, track_id in enumerate(track_ids):
+            if track_id < 0:
+                continue
+            state = self._tracks.get(int(track_id))
+            if state is None:
+                self._tracks[int(track_id)] = _TrackState(emotion[i], float(age[i]), gender[i], self._frame)
+                continue
+            state.emotion = (1 - w) * state.emotion + w * emotion[i]
+            state.age_years = (1 - w) * state.age_years + w * float(age[i])
+            state.gender = (1 - w) * state.gender + w * gender[i]
+            state.last_frame = self._frame
+            emotion[i], age[i], gender[i] = state.emotion, state.age_years, state.gender
+        stale = [tid for tid, s in self._tracks.items() if self._frame - s.last_frame > self.forget_after_frames]
+        for tid in stale:
+            del self._tracks[tid]
+        return FaceAttributes(emotion, age, gender)

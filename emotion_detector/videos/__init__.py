@@ -1,0 +1,1 @@
+"""Video analysis: upload, segment-parallel processing on workers, results (issue: video analysis)."""

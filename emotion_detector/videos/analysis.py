@@ -1,0 +1,183 @@
+"""Analyse a stretch of a video: decode (PyAV), detect, track, and score faces on the model server.
+
+The same stages as the live path (detector, FaceTracker, crops, ModelServerClient). Frames are scored in
+batches: while the model server works on one batch, this process decodes and detects the next.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import av
+import numpy as np
+
+from emotion_detector.crops import crop_faces
+from emotion_detector.detection import FaceDetector
+from emotion_detector.model_client import ModelServerClient, PendingPrediction
+from emotion_detector.tracking import FaceTracker
+from emotion_detector.videos.probe import frame_timestamps
+
+FIRST_UNCONFIRMED_ID = 1_000_000  # ids for faces the tracker never confirmed (seen in one frame only)
+
+
+class Cancelled(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class FaceObservation:
+    frame_index: int
+    local_track: int
+    box_xyxy: tuple[float, float, float, float]
+    score: float
+    emotion: tuple[float, ...]  # EMOTIONS order
+    age_years: float
+    female_probability: float
+
+
+def decode_frames(path: Path, start: int, stop: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(frame index, BGR image) for start <= index < stop. Seeks to the keyframe before ``start`` and
+    numbers frames by their position in the file's timestamp order (exact for variable frame rates)."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"  # frame- and slice-threaded decoding
+        timestamps = frame_timestamps(container)
+        index_of = {pts: i for i, pts in enumerate(timestamps)}
+        stop = min(stop, len(timestamps))
+        if start >= stop:
+            return
+        container.seek(timestamps[start], stream=stream, backward=True, any_frame=False)
+        for frame in container.decode(stream):
+            index = index_of.get(frame.pts)
+            if index is None or index < start:
+                continue
+            if index >= stop:
+                return
+            yield index, frame.to_ndarray(format="bgr24")
+
+
+@dataclass(frozen=True)
+class _Frame:
+    index: int
+    boxes: np.ndarray  # (N, 4)
+    scores: np.ndarray  # (N,)
+    track_ids: np.ndarray  # (N,), -1: not confirmed yet
+
+
+@dataclass
+class _Batch:
+    frames: list[_Frame]
+    pending: PendingPrediction | None = None
+
+
+class SegmentAnalyzer:
+    def __init__(self, detector: FaceDetector, client: ModelServerClient, fps: float, every_n_frames: int = 1, batch_frames: int = 8):
+        self.detector, self.client = detector, client
+        self.fps, self.every_n_frames, self.batch_frames = fps, every_n_frames, batch_frames
+
+    def run(self, path: Path, start: int, stop: int, on_progress: Callable[[int], bool] | None = None) -> list[FaceObservation]:
+        """Observations for the analysed frames in [start, stop) (every n-th frame from ``start``).
+        ``on_progress(frames_done)`` is called after each batch; returning False raises Cancelled."""
+        tracker = FaceTracker(self.fps / self.every_n_frames, lost_after_s=1.0)
+        observations: list[FaceObservation] = []
+        batch, images = _Batch([]), []
+        in_flight: _Batch | None = None
+        done = 0
+        for index, image in decode_frames(path, start, stop):
+            done = index - start + 1
+            if index % self.every_n_frames:  # aligned to the whole video, so neighbours analyse the same overlap frames
+                continue
+            detections = self.detector.detect(image)
+            batch.frames.append(_Frame(index, detections.xyxy, detections.confidence, tracker.update(detections)))
+            images.append(image)
+            if len(batch.frames) == self.batch_frames:
+                batch.pending = self._submit(batch.frames, images)
+                if in_flight:
+                    observations += self._collect(in_flight)
+                in_flight, batch, images = batch, _Batch([]), []
+                if on_progress and not on_progress(done):
+                    raise Cancelled()
+        if batch.frames:
+            batch.pending = self._submit(batch.frames, images)
+        for pending in (in_flight, batch):
+            if pending:
+                observations += self._collect(pending)
+        if on_progress and not on_progress(done):
+            raise Cancelled()
+        return link_first_sightings(observations)
+
+    def _submit(self, frames: list[_Frame], images: list[np.ndarray]) -> PendingPrediction | None:
+        with_faces = [(frame, image) for frame, image in zip(frames, images, strict=True) if len(frame.boxes)]
+        if not with_faces:
+            return None
+        inputs = {}
+        for name, spec in self.client.specs().items():
+            rule = spec.crop_rule(self.detector.name)
+            crops = [crop_faces(image, frame.boxes, rule, spec.size, spec.grey) for frame, image in with_faces]
+            inputs[name] = spec.normalise(np.concatenate(crops))
+        return self.client.submit(inputs)
+
+    def _collect(self, batch: _Batch) -> list[FaceObservation]:
+        if batch.pending is None:
+            return []
+        outputs = batch.pending.result()
+        emotion, age, gender = outputs["emotion"], outputs["age"].reshape(-1), outputs["gender"]
+        female = self.client.specs()["gender"].labels.index("female")
+        observations, row = [], 0
+        for frame in batch.frames:
+            for box, score, track in zip(frame.boxes, frame.scores, frame.track_ids, strict=True):
+                observations.append(
+                    FaceObservation(
+                        frame_index=frame.index,
+                        local_track=int(track),
+                        box_xyxy=tuple(round(float(v), 2) for v in box),
+                        score=round(float(score), 4),
+                        emotion=tuple(round(float(p), 5) for p in emotion[row]),
+                        age_years=round(float(age[row]), 2),
+                        female_probability=round(float(gender[row, female]), 5),
+                    )
+                )
+                row += 1
+        return observations
+
+
+def box_iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = width * height
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def link_first_sightings(observations: list[FaceObservation]) -> list[FaceObservation]:
+    """ByteTrack confirms a face that appears mid-stream on its second frame, so its first frame has no
+    id (-1). Give that sighting the id of the track that starts in the next analysed frame at the same
+    place; a face never confirmed keeps an id of its own. Nothing is dropped."""
+    by_frame: dict[int, list[FaceObservation]] = defaultdict(list)
+    for observation in observations:
+        by_frame[observation.frame_index].append(observation)
+    frames = sorted(by_frame)
+    first_frame_of: dict[int, int] = {}
+    for frame in frames:
+        for observation in by_frame[frame]:
+            if observation.local_track >= 0:
+                first_frame_of.setdefault(observation.local_track, frame)
+    next_own_id = FIRST_UNCONFIRMED_ID
+    relabelled = []
+    for position, frame in enumerate(frames):
+        following = by_frame[frames[position + 1]] if position + 1 < len(frames) else []
+        for observation in by_frame[frame]:
+            if observation.local_track >= 0:
+                relabelled.append(observation)
+                continue
+            starts_next = [o for o in following if o.local_track >= 0 and first_frame_of[o.local_track] == o.frame_index]
+            best = max(starts_next, key=lambda o: box_iou(o.box_xyxy, observation.box_xyxy), default=None)
+            if best is not None and box_iou(best.box_xyxy, observation.box_xyxy) >= 0.3:
+                relabelled.append(replace(observation, local_track=best.local_track))
+            else:
+                relabelled.append(replace(observation, local_track=next_own_id))
+                next_own_id += 1
+    return relabelled

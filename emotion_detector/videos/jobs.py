@@ -1,0 +1,402 @@
+"""Video jobs on Celery workers:  celery -A emotion_detector.videos.jobs worker
+
+    videos.start(id)            plan the segments, queue one task per segment
+    videos.segment(id, index)   analyse one segment; the last one to finish queues videos.finalise
+    videos.finalise(id)         join tracks across segments, statistics, annotated video; status done
+
+Nothing is lost when a worker dies: tasks are acknowledged only after they ran (``acks_late``), a segment
+is claimed with an atomic database lease that its worker keeps alive with heartbeats, and a sweep in every
+worker re-queues segments (and finalisations) whose heartbeat stopped. A segment's results are written in
+one transaction that first deletes any earlier attempt's rows, so a segment analysed twice (a redelivered
+task racing the sweep) leaves exactly the rows of one clean run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import logging
+import os
+import shutil
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from celery import Celery, signals
+from sqlalchemy import and_, delete, exists, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from emotion_detector.detection import DetectorOptions, FaceDetector, create_detector
+from emotion_detector.model_client import ModelServerClient, ModelUnavailable
+from emotion_detector.settings import Settings
+from emotion_detector.videos.analysis import Cancelled, SegmentAnalyzer
+from emotion_detector.videos.db import engine_for, migrate, sessions
+from emotion_detector.videos.models import Observation, Person, Segment, Video, utcnow
+from emotion_detector.videos.render import render_annotated
+from emotion_detector.videos.summary import Row, group_mix, join_tracks, main_people, people_frames, person_stats
+
+log = logging.getLogger(__name__)
+
+celery_app = Celery("emotion_detector")
+
+
+def configure(settings: Settings) -> None:
+    # Redis redelivers an unacknowledged task after this long; kombu's SQLAlchemy transport would pass the
+    # option on to create_engine, so it is set for Redis only (the lease sweep covers the embedded queue).
+    transport_options = {"visibility_timeout": settings.broker_visibility_timeout_s} if settings.broker_url.startswith("redis") else {}
+    if settings.broker_url.startswith("sqla+sqlite:///"):
+        Path(settings.broker_url.removeprefix("sqla+sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    celery_app.conf.update(
+        broker_url=settings.broker_url,
+        task_acks_late=True,  # a task whose worker dies is delivered again
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,  # a busy worker does not sit on queued segments others could take
+        task_default_queue="videos",
+        broker_transport_options=transport_options,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        task_ignore_result=True,
+    )
+
+
+configure(Settings())
+
+
+@dataclass(frozen=True)
+class Database:
+    settings: Settings
+    sessions: sessionmaker[Session]
+
+
+@dataclass(frozen=True)
+class WorkerContext(Database):
+    detector: FaceDetector
+    client: ModelServerClient
+
+
+@functools.cache
+def database() -> Database:
+    settings = Settings()
+    return Database(settings, sessions(settings.database_url))
+
+
+@functools.cache
+def context() -> WorkerContext:
+    """Built once per pool process, after the fork (a gRPC channel must never cross a fork)."""
+    settings, session_factory = database().settings, database().sessions
+    detector = create_detector(
+        DetectorOptions(kind=settings.detector, yunet_path=settings.yunet_path, max_input_side=settings.detection_max_side_px)
+    )
+    client = ModelServerClient(settings.model_server, timeout_s=max(settings.model_server_timeout_s, 10.0), tls=settings.model_server_tls)
+    return WorkerContext(settings, session_factory, detector, client)
+
+
+def plan_segments(frame_count: int, fps: float, segment_seconds: float, overlap: int) -> list[tuple[int, int, int]]:
+    """(start, end, overlap_end) per segment; a short remainder joins the last segment."""
+    length = max(4 * overlap, round(segment_seconds * fps))
+    starts = list(range(0, frame_count, length))
+    if len(starts) > 1 and frame_count - starts[-1] < length // 2:
+        starts.pop()
+    ends = [*starts[1:], frame_count]
+    return [(s, e, min(frame_count, e + overlap)) for s, e in zip(starts, ends, strict=True)]
+
+
+# ---- tasks -------------------------------------------------------------------------------------------
+
+
+@celery_app.task(name="videos.start")
+def start(video_id: str) -> None:
+    ctx = database()
+    with ctx.sessions.begin() as session:
+        video = session.get(Video, video_id)
+        if video is None or video.status in ("done", "failed"):
+            return
+        if not video.segments:
+            overlap = ctx.settings.segment_overlap_frames * video.every_n_frames  # counted in analysed frames
+            plan = plan_segments(video.frame_count, video.fps, ctx.settings.segment_seconds, overlap)
+            video.segments = [Segment(index=i, start_frame=s, end_frame=e, overlap_end_frame=o) for i, (s, e, o) in enumerate(plan)]
+        if video.status == "queued":
+            video.status, video.started_at = "running", utcnow()
+        pending = [s.index for s in video.segments if s.status != "done"]
+    for index in pending:
+        segment.delay(video_id, index)
+    if not pending:
+        maybe_finalise(video_id)
+
+
+@celery_app.task(name="videos.segment", bind=True, max_retries=None)
+def segment(self, video_id: str, index: int) -> None:
+    ctx = context()
+    attempt = claim_segment(ctx, video_id, index)
+    if attempt is None:
+        return  # done already, or another worker holds a live lease on it
+    with ctx.sessions() as session:
+        video = session.get(Video, video_id)
+        seg = session.scalar(select(Segment).where(Segment.video_id == video_id, Segment.index == index))
+        source, fps, every_n = Path(video.source_path), video.fps, video.every_n_frames
+        start_frame, end_frame, overlap_end = seg.start_frame, seg.end_frame, seg.overlap_end_frame
+    started = time.perf_counter()
+
+    def heartbeat(frames_done: int) -> bool:
+        with ctx.sessions.begin() as session:
+            session.execute(
+                update(Segment)
+                .where(Segment.video_id == video_id, Segment.index == index, Segment.attempts == attempt)
+                .values(heartbeat_at=utcnow(), frames_done=min(frames_done, end_frame - start_frame))
+            )
+            return not session.scalar(select(Video.cancel_requested).where(Video.id == video_id))
+
+    try:
+        analyzer = SegmentAnalyzer(ctx.detector, ctx.client, fps, every_n)
+        found = analyzer.run(source, start_frame, overlap_end, on_progress=heartbeat)
+    except Cancelled:
+        log.info("video %s segment %d: cancelled", video_id, index)
+        return
+    except ModelUnavailable as error:
+        release_segment(ctx, video_id, index, attempt)
+        log.warning("video %s segment %d: %s; retrying in 5 s", video_id, index, error)
+        raise self.retry(countdown=5) from None
+    except Exception as error:
+        log.exception("video %s segment %d failed", video_id, index)
+        fail(ctx, video_id, f"analysis failed at frames {start_frame}-{end_frame}: {error}")
+        return
+    with ctx.sessions.begin() as session:
+        current = session.scalar(select(Segment).where(Segment.video_id == video_id, Segment.index == index).with_for_update())
+        if current.attempts != attempt or current.status == "done":
+            return  # another worker took this segment over; its results stand
+        session.execute(delete(Observation).where(Observation.video_id == video_id, Observation.segment_index == index))
+        session.add_all(
+            Observation(
+                video_id=video_id,
+                segment_index=index,
+                frame_index=o.frame_index,
+                local_track=o.local_track,
+                in_overlap=o.frame_index >= end_frame,
+                x1=o.box_xyxy[0],
+                y1=o.box_xyxy[1],
+                x2=o.box_xyxy[2],
+                y2=o.box_xyxy[3],
+                score=o.score,
+                emotion=list(o.emotion),
+                age_years=o.age_years,
+                female_probability=o.female_probability,
+            )
+            for o in found
+        )
+        current.status, current.frames_done = "done", end_frame - start_frame
+        current.seconds = round(time.perf_counter() - started, 3)
+    maybe_finalise(video_id)
+
+
+@celery_app.task(name="videos.finalise", bind=True, max_retries=None)
+def finalise(self, video_id: str) -> None:
+    ctx = context()
+    with ctx.sessions() as session:
+        video = session.get(Video, video_id)
+        if video is None or video.status != "running" or video.cancel_requested:
+            return
+        rows = [
+            Row(
+                o.segment_index,
+                o.frame_index,
+                o.local_track,
+                o.in_overlap,
+                (o.x1, o.y1, o.x2, o.y2),
+                o.score,
+                tuple(o.emotion),
+                o.age_years,
+                o.female_probability,
+            )
+            for o in session.scalars(
+                select(Observation).where(Observation.video_id == video_id).order_by(Observation.segment_index, Observation.frame_index)
+            )
+        ]
+        segment_seconds = [s.seconds or 0.0 for s in video.segments]
+        fps, frame_count, duration_s, every_n = video.fps, video.frame_count, video.duration_s, video.every_n_frames
+        analysed = len(range(0, frame_count, every_n))
+        source, started_at = Path(video.source_path), video.started_at
+    persons = join_tracks(rows)
+    people = people_frames(rows, persons)
+    stats = {person: person_stats(frames, fps, analysed) for person, frames in people.items()}
+    main = set(main_people(stats))
+
+    def render_heartbeat(fraction: float) -> None:
+        with ctx.sessions.begin() as session:
+            session.execute(update(Video).where(Video.id == video_id).values(heartbeat_at=utcnow(), render_progress=round(fraction, 3)))
+
+    target = source.parent / "annotated.mp4"
+    partial = source.parent / "annotated.mp4.part"
+    try:
+        specs = ctx.client.specs()
+        render_annotated(source, partial, people, fps, frame_count, hold_frames=every_n, on_progress=render_heartbeat)
+        os.replace(partial, target)
+    except ModelUnavailable as error:
+        log.warning("video %s: %s; finalising again in 5 s", video_id, error)
+        raise self.retry(countdown=5) from None
+    except Exception as error:
+        log.exception("video %s: finalising failed", video_id)
+        fail(ctx, video_id, f"could not write the annotated video: {error}")
+        return
+    finally:
+        partial.unlink(missing_ok=True)
+    finished = utcnow()
+    processing_s = max(1e-3, (finished - started_at).total_seconds())
+    summary = {
+        "duration_s": duration_s,
+        "frames": frame_count,
+        "frames_analysed": analysed,
+        "every_n_frames": every_n,
+        "processing_s": round(processing_s, 3),
+        "speed_x_realtime": round(duration_s / processing_s, 3),
+        "segments": len(segment_seconds),
+        "segment_busy_s": round(sum(segment_seconds), 3),
+        "detector": ctx.detector.name,
+        "models": {name: spec.version for name, spec in specs.items()},
+        "main_people": sorted(main),
+        "group_mix": group_mix(people, fps, duration_s),
+    }
+    with ctx.sessions.begin() as session:
+        video = session.get(Video, video_id, with_for_update=True)
+        if video is None or video.status != "running":
+            return
+        for (segment_index, local_track), person in persons.items():
+            session.execute(
+                update(Observation)
+                .where(Observation.video_id == video_id, Observation.segment_index == segment_index, Observation.local_track == local_track)
+                .values(person=person)
+            )
+        session.execute(delete(Person).where(Person.video_id == video_id))
+        session.add_all(
+            Person(
+                video_id=video_id, person=p, first_frame=s["first_frame"], last_frame=s["last_frame"], frames_seen=s["frames_seen"], stats=s
+            )
+            for p, s in stats.items()
+        )
+        video.summary = summary
+        video.annotated_path = str(target)
+        video.status, video.finished_at, video.render_progress = "done", finished, 1.0
+    log.info("video %s done: %d people, %.2fx real time", video_id, len(stats), summary["speed_x_realtime"])
+
+
+# ---- leases ------------------------------------------------------------------------------------------
+
+
+def stale_before(ctx: Database) -> dt.datetime:
+    return utcnow() - dt.timedelta(seconds=ctx.settings.job_stale_after_s)
+
+
+def claim_segment(ctx: Database, video_id: str, index: int) -> int | None:
+    """Take the segment if nobody holds a live lease on it; returns this attempt's number."""
+    with ctx.sessions.begin() as session:
+        if session.scalar(select(Video.cancel_requested).where(Video.id == video_id)) in (None, True):
+            return None
+        claimed = session.execute(
+            update(Segment)
+            .where(
+                Segment.video_id == video_id,
+                Segment.index == index,
+                or_(Segment.status == "pending", and_(Segment.status == "running", Segment.heartbeat_at < stale_before(ctx))),
+            )
+            .values(status="running", heartbeat_at=utcnow(), attempts=Segment.attempts + 1, worker=f"{socket.gethostname()}:{os.getpid()}")
+        )
+        if claimed.rowcount != 1:
+            return None
+        return session.scalar(select(Segment.attempts).where(Segment.video_id == video_id, Segment.index == index))
+
+
+def release_segment(ctx: Database, video_id: str, index: int, attempt: int) -> None:
+    with ctx.sessions.begin() as session:
+        session.execute(
+            update(Segment)
+            .where(Segment.video_id == video_id, Segment.index == index, Segment.attempts == attempt, Segment.status == "running")
+            .values(status="pending")
+        )
+
+
+def maybe_finalise(video_id: str) -> None:
+    """Queue the finalisation once, when every segment is done (an atomic flag flip decides who does)."""
+    ctx = database()
+    with ctx.sessions.begin() as session:
+        unfinished = exists().where(Segment.video_id == video_id, Segment.status != "done")
+        flipped = session.execute(
+            update(Video)
+            .where(
+                Video.id == video_id,
+                Video.status == "running",
+                ~unfinished,
+                or_(Video.finalising.is_(False), Video.heartbeat_at < stale_before(ctx)),
+            )
+            .values(finalising=True, heartbeat_at=utcnow())
+        )
+    if flipped.rowcount == 1:
+        finalise.delay(video_id)
+
+
+def fail(ctx: Database, video_id: str, error: str) -> None:
+    with ctx.sessions.begin() as session:
+        session.execute(
+            update(Video)
+            .where(Video.id == video_id, Video.status.in_(("queued", "running")))
+            .values(status="failed", error=error, finished_at=utcnow())
+        )
+
+
+def recover(ctx: Database) -> int:
+    """Re-queue work whose worker died: stale segment leases, stale finalisations, jobs never started."""
+    requeued = 0
+    cutoff = stale_before(ctx)
+    with ctx.sessions() as session:
+        stale_segments = session.execute(
+            select(Segment.video_id, Segment.index)
+            .join(Video)
+            .where(Video.status == "running", Video.cancel_requested.is_(False), Segment.status == "running", Segment.heartbeat_at < cutoff)
+        ).all()
+        unfinished = exists().where(Segment.video_id == Video.id, Segment.status != "done")
+        stuck = session.scalars(
+            select(Video.id).where(
+                Video.status == "running",
+                Video.cancel_requested.is_(False),
+                ~unfinished,
+                or_(Video.finalising.is_(False), Video.heartbeat_at < cutoff),
+            )
+        ).all()
+        never_started = session.scalars(select(Video.id).where(Video.status == "queued", Video.created_at < cutoff)).all()
+    for video_id, index in stale_segments:
+        log.warning("video %s segment %d: its worker stopped sending heartbeats; queued again", video_id, index)
+        segment.delay(video_id, index)
+        requeued += 1
+    for video_id in stuck:
+        maybe_finalise(video_id)
+        requeued += 1
+    for video_id in never_started:
+        start.delay(video_id)
+        requeued += 1
+    return requeued
+
+
+@signals.worker_ready.connect
+def _start_recovery(**_kwargs) -> None:
+    ctx = database()
+    migrate(ctx.settings.database_url)
+
+    def sweep() -> None:
+        while True:
+            try:
+                recover(ctx)
+            except Exception:
+                log.exception("recovery sweep failed")
+            time.sleep(max(1.0, ctx.settings.job_stale_after_s / 3))
+
+    threading.Thread(target=sweep, name="recovery-sweep", daemon=True).start()
+
+
+@signals.worker_process_init.connect
+def _fresh_connections_after_fork(**_kwargs) -> None:
+    context.cache_clear()
+    engine_for(database().settings.database_url).dispose(close=False)  # the parent's pooled connections stay its own
+
+
+def delete_files(source_path: str) -> None:
+    shutil.rmtree(Path(source_path).parent, ignore_errors=True)

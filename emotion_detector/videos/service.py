@@ -1,0 +1,264 @@
+"""What the web app does with videos: accept an upload, report status, build results, cancel, retry, delete."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from sqlalchemy import delete, func, select
+
+from emotion_detector.labels import EMOTIONS
+from emotion_detector.settings import Settings
+from emotion_detector.videos import jobs
+from emotion_detector.videos.db import migrate, sessions
+from emotion_detector.videos.models import Observation, Person, Segment, Video, utcnow
+from emotion_detector.videos.probe import VideoRejected, probe
+from emotion_detector.videos.summary import PersonFrame, csv_rows, to_csv
+
+log = logging.getLogger(__name__)
+
+
+class NotFound(LookupError):
+    pass
+
+
+class Conflict(RuntimeError):
+    pass
+
+
+class VideoService:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        migrate(settings.database_url)
+        self.sessions = sessions(settings.database_url)
+        jobs.configure(settings)
+
+    # ---- intake ------------------------------------------------------------------------------------------
+
+    def create(self, upload: BinaryIO, filename: str, every_n_frames: int | None = None) -> Video:
+        """Store the upload, prove it is a video, record the job and queue it. On any failure the partial
+        file is removed: nothing half-written stays behind."""
+        video_id = uuid.uuid4().hex
+        incoming = self.settings.storage_dir / ".incoming"
+        incoming.mkdir(parents=True, exist_ok=True)
+        partial = incoming / f"{video_id}.part"
+        folder = self.settings.storage_dir / video_id
+        try:
+            written = _copy_limited(upload, partial, self.settings.video_max_bytes)
+            if written == 0:
+                raise VideoRejected("empty_upload", "the upload is empty")
+            info = probe(partial, self.settings.video_max_duration_s)
+            folder.mkdir(parents=True)
+            source = folder / f"source{_safe_suffix(filename)}"
+            os.replace(partial, source)
+            video = Video(
+                id=video_id,
+                filename=_safe_name(filename),
+                source_path=str(source),
+                width=info.width,
+                height=info.height,
+                fps=info.fps,
+                frame_count=info.frame_count,
+                duration_s=info.duration_s,
+                every_n_frames=every_n_frames or self.settings.analyse_every_n_frames,
+            )
+            with self.sessions.begin() as session:
+                session.add(video)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        self._enqueue(video_id)
+        return video
+
+    def _enqueue(self, video_id: str) -> None:
+        try:
+            jobs.start.delay(video_id)
+        except Exception:  # the broker is down: the job stays queued and a worker's sweep picks it up
+            log.exception("could not queue video %s now; a worker will pick it up when the queue is back", video_id)
+
+    # ---- reading -----------------------------------------------------------------------------------------
+
+    def get(self, video_id: str) -> Video:
+        with self.sessions() as session:
+            video = session.get(Video, video_id)
+            if video is None:
+                raise NotFound(video_id)
+            video.segments  # noqa: B018 - loaded while the session is open
+            return video
+
+    def status(self, video_id: str) -> dict:
+        video = self.get(video_id)
+        body = {"id": video.id, "status": video.status, "progress": round(_progress(video), 4), "filename": video.filename}
+        if video.error:
+            body["error"] = video.error
+        body["status_url"] = f"/api/v1/videos/{video.id}"
+        return body
+
+    def list(self) -> list[dict]:
+        with self.sessions() as session:
+            videos = session.scalars(select(Video).order_by(Video.created_at.desc())).all()
+            return [
+                {
+                    "id": v.id,
+                    "filename": v.filename,
+                    "status": v.status,
+                    "progress": round(_progress(v), 4),
+                    "created_at": v.created_at.isoformat() + "Z",
+                    "duration_s": v.duration_s,
+                    "people": len(v.summary["main_people"]) if v.summary else None,
+                    **({"error": v.error} if v.error else {}),
+                }
+                for v in videos
+            ]
+
+    def results(self, video_id: str) -> dict:
+        video = self.get(video_id)
+        if video.status != "done":
+            raise Conflict(f"video {video_id} is {video.status}; results exist once it is done")
+        people = self._people_frames(video_id)
+        with self.sessions() as session:
+            stats = {p.person: p.stats for p in session.scalars(select(Person).where(Person.video_id == video_id).order_by(Person.person))}
+        main = set(video.summary["main_people"])
+        return {
+            "id": video.id,
+            "status": video.status,
+            "video": {
+                "filename": video.filename,
+                "width": video.width,
+                "height": video.height,
+                "fps": video.fps,
+                **{k: v for k, v in video.summary.items() if k not in ("group_mix", "main_people")},
+            },
+            "people": [
+                {
+                    "id": person,
+                    "main": person in main,
+                    **stats[person],
+                    "timeline": [
+                        {
+                            "frame": f.frame_index,
+                            "time_s": round(f.frame_index / video.fps, 3),
+                            "box": list(f.box_xyxy),
+                            "emotion": dict(zip(EMOTIONS, f.emotion, strict=True)),
+                            "age_years": f.age_years,
+                            "female_probability": f.female_probability,
+                        }
+                        for f in frames
+                    ],
+                }
+                for person, frames in people.items()
+            ],
+            "group_mix": video.summary["group_mix"],
+        }
+
+    def results_csv(self, video_id: str) -> Iterator[str]:
+        video = self.get(video_id)
+        if video.status != "done":
+            raise Conflict(f"video {video_id} is {video.status}; results exist once it is done")
+        return to_csv(csv_rows(self._people_frames(video_id), video.fps))
+
+    def annotated_path(self, video_id: str) -> Path:
+        video = self.get(video_id)
+        if video.status != "done" or not video.annotated_path or not Path(video.annotated_path).is_file():
+            raise Conflict(f"video {video_id} has no annotated video yet ({video.status})")
+        return Path(video.annotated_path)
+
+    def _people_frames(self, video_id: str) -> dict[int, list[PersonFrame]]:
+        with self.sessions() as session:
+            rows = session.scalars(
+                select(Observation)
+                .where(Observation.video_id == video_id, Observation.in_overlap.is_(False), Observation.person.is_not(None))
+                .order_by(Observation.person, Observation.frame_index)
+            )
+            people: dict[int, list[PersonFrame]] = {}
+            for o in rows:
+                people.setdefault(o.person, []).append(
+                    PersonFrame(o.frame_index, (o.x1, o.y1, o.x2, o.y2), tuple(o.emotion), o.age_years, o.female_probability)
+                )
+            return people
+
+    # ---- changing ----------------------------------------------------------------------------------------
+
+    def cancel(self, video_id: str) -> dict:
+        with self.sessions.begin() as session:
+            video = session.get(Video, video_id, with_for_update=True)
+            if video is None:
+                raise NotFound(video_id)
+            if video.status not in ("queued", "running"):
+                raise Conflict(f"video {video_id} is {video.status}; only queued or running jobs can be cancelled")
+            video.cancel_requested, video.status, video.error, video.finished_at = True, "failed", "cancelled by the user", utcnow()
+        return self.status(video_id)
+
+    def retry(self, video_id: str) -> dict:
+        """Start a failed (or cancelled) job again from scratch."""
+        with self.sessions.begin() as session:
+            video = session.get(Video, video_id, with_for_update=True)
+            if video is None:
+                raise NotFound(video_id)
+            if video.status != "failed":
+                raise Conflict(f"video {video_id} is {video.status}; only failed jobs can be retried")
+            _delete_results(session, video_id)
+            video.status, video.error, video.cancel_requested, video.finalising = "queued", None, False, False
+            video.started_at = video.finished_at = video.heartbeat_at = video.summary = video.annotated_path = None
+            video.render_progress, video.attempts = 0.0, video.attempts + 1
+        (Path(video.source_path).parent / "annotated.mp4").unlink(missing_ok=True)
+        self._enqueue(video_id)
+        return self.status(video_id)
+
+    def delete(self, video_id: str) -> None:
+        """Remove the files and every row; a running job is told to stop first."""
+        with self.sessions.begin() as session:
+            video = session.get(Video, video_id, with_for_update=True)
+            if video is None:
+                raise NotFound(video_id)
+            video.cancel_requested = True
+            source = video.source_path
+            _delete_results(session, video_id)
+            session.delete(video)
+        jobs.delete_files(source)
+
+    def counts(self) -> dict[str, int]:
+        with self.sessions() as session:
+            return dict(session.execute(select(Video.status, func.count()).group_by(Video.status)).all())
+
+
+def _delete_results(session, video_id: str) -> None:
+    for table in (Observation, Person, Segment):
+        session.execute(delete(table).where(table.video_id == video_id))
+
+
+def _progress(video: Video) -> float:
+    if video.status == "done":
+        return 1.0
+    if not video.segments:
+        return 0.0
+    analysed = sum(s.frames_done for s in video.segments) / max(1, video.frame_count)
+    return min(0.99, 0.9 * analysed + 0.1 * video.render_progress)
+
+
+def _copy_limited(upload: BinaryIO, target: Path, max_bytes: int) -> int:
+    written = 0
+    with open(target, "wb") as out:
+        while chunk := upload.read(1024 * 1024):
+            written += len(chunk)
+            if written > max_bytes:
+                raise VideoRejected("video_too_large", f"the upload is larger than the limit of {max_bytes} bytes")
+            out.write(chunk)
+    return written
+
+
+def _safe_name(filename: str) -> str:
+    name = Path(filename or "video").name
+    return re.sub(r"[^\w.\- ]", "_", name)[:200] or "video"
+
+
+def _safe_suffix(filename: str) -> str:
+    suffix = Path(filename or "").suffix.lower()
+    return suffix if re.fullmatch(r"\.[a-z0-9]{1,5}", suffix) else ".video"

@@ -1,0 +1,193 @@
+"""Pure functions from observations to results: joining segment tracks into people, per-person statistics,
+per-video statistics, and the JSON / CSV exports (DESIGN.md §2, video jobs)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from emotion_detector.labels import EMOTIONS
+from emotion_detector.videos.analysis import box_iou
+
+MIN_MATCH_IOU = 0.5
+
+
+@dataclass(frozen=True)
+class Row:
+    """One observation as stored (what summaries need of it)."""
+
+    segment_index: int
+    frame_index: int
+    local_track: int
+    in_overlap: bool
+    box_xyxy: tuple[float, float, float, float]
+    score: float
+    emotion: tuple[float, ...]
+    age_years: float
+    female_probability: float
+
+
+def join_tracks(rows: list[Row]) -> dict[tuple[int, int], int]:
+    """(segment, local track) → person id. Neighbouring segments both analyse the overlap frames; a track
+    of one and a track of the next that cover the same faces there (mean box IoU >= 0.5) are one person.
+    Person ids are numbered 1, 2, ... in order of first appearance."""
+    parent: dict[tuple[int, int], tuple[int, int]] = {}
+
+    def find(key):
+        parent.setdefault(key, key)
+        while parent[key] != key:
+            parent[key] = parent[parent[key]]
+            key = parent[key]
+        return key
+
+    boxes: dict[tuple[int, int], dict[int, tuple]] = defaultdict(dict)  # (segment, track) → frame → box
+    for row in rows:
+        boxes[(row.segment_index, row.local_track)][row.frame_index] = row.box_xyxy
+        find((row.segment_index, row.local_track))
+    segments = sorted({row.segment_index for row in rows})
+    for earlier, later in itertools.pairwise(segments):
+        left = {k: v for k, v in boxes.items() if k[0] == earlier}
+        right = {k: v for k, v in boxes.items() if k[0] == later}
+        candidates = []
+        for a, a_boxes in left.items():
+            for b, b_boxes in right.items():
+                shared = set(a_boxes) & set(b_boxes)
+                if shared:
+                    iou = float(np.mean([box_iou(a_boxes[f], b_boxes[f]) for f in shared]))
+                    if iou >= MIN_MATCH_IOU:
+                        candidates.append((iou, len(shared), a, b))
+        used_a, used_b = set(), set()
+        for _, _, a, b in sorted(candidates, reverse=True):  # greedy, best overlap first
+            if a not in used_a and b not in used_b:
+                used_a.add(a)
+                used_b.add(b)
+                parent[find(b)] = find(a)
+    first_seen: dict[tuple[int, int], int] = {}
+    for row in rows:
+        if not row.in_overlap:
+            root = find((row.segment_index, row.local_track))
+            first_seen[root] = min(first_seen.get(root, row.frame_index), row.frame_index)
+    numbering = {root: person for person, root in enumerate(sorted(first_seen, key=lambda r: (first_seen[r], r)), start=1)}
+    return {key: numbering[find(key)] for key in list(parent) if find(key) in numbering}
+
+
+@dataclass(frozen=True)
+class PersonFrame:
+    frame_index: int
+    box_xyxy: tuple[float, float, float, float]
+    emotion: tuple[float, ...]
+    age_years: float
+    female_probability: float
+
+
+def people_frames(rows: list[Row], persons: dict[tuple[int, int], int]) -> dict[int, list[PersonFrame]]:
+    """Each person's frames in order; overlap rows (analysed twice) are left to the segment that owns them."""
+    frames: dict[int, dict[int, PersonFrame]] = defaultdict(dict)
+    for row in rows:
+        if row.in_overlap:
+            continue
+        person = persons[(row.segment_index, row.local_track)]
+        frames[person][row.frame_index] = PersonFrame(row.frame_index, row.box_xyxy, row.emotion, row.age_years, row.female_probability)
+    return {person: [by_frame[f] for f in sorted(by_frame)] for person, by_frame in sorted(frames.items())}
+
+
+def person_stats(frames: list[PersonFrame], fps: float, analysed_frames: int) -> dict:
+    probabilities = np.array([f.emotion for f in frames], dtype=np.float64)
+    top = probabilities.argmax(axis=1)
+    counts = Counter(EMOTIONS[i] for i in top)
+    female = float(np.mean([f.female_probability for f in frames]))
+    ages = np.array([f.age_years for f in frames])
+    return {
+        "first_seen_s": round(frames[0].frame_index / fps, 3),
+        "last_seen_s": round(frames[-1].frame_index / fps, 3),
+        "first_frame": frames[0].frame_index,
+        "last_frame": frames[-1].frame_index,
+        "frames_seen": len(frames),
+        "share_of_analysed_frames": round(len(frames) / max(1, analysed_frames), 4),
+        "expression_counts": {label: counts.get(label, 0) for label in EMOTIONS},
+        "most_common_expression": counts.most_common(1)[0][0],
+        # mean probability the model gave each expression over this person's frames
+        "mean_probability": {label: round(float(probabilities[:, i].mean()), 4) for i, label in enumerate(EMOTIONS)},
+        # mean confidence on the frames where that expression was the top label
+        "mean_confidence_when_top": {
+            label: round(float(probabilities[top == i, i].mean()), 4) if (top == i).any() else None for i, label in enumerate(EMOTIONS)
+        },
+        "age": {"mean_years": round(float(ages.mean()), 1), "std_years": round(float(ages.std()), 1)},
+        "gender": {"label": "female" if female >= 0.5 else "male", "confidence": round(max(female, 1 - female), 4)},
+    }
+
+
+def group_mix(people: dict[int, list[PersonFrame]], fps: float, duration_s: float, bin_s: float = 1.0) -> list[dict]:
+    """Per time bin, the share of each top expression over every face seen in that bin."""
+    bins: dict[int, Counter] = defaultdict(Counter)
+    for frames in people.values():
+        for frame in frames:
+            bins[int(frame.frame_index / fps // bin_s)][EMOTIONS[int(np.argmax(frame.emotion))]] += 1
+    mix = []
+    for b in range(int(np.ceil(duration_s / bin_s))):
+        total = sum(bins[b].values())
+        mix.append(
+            {"start_s": round(b * bin_s, 3), "faces": total, "share": {e: round(bins[b][e] / total, 4) if total else 0.0 for e in EMOTIONS}}
+        )
+    return mix
+
+
+def main_people(stats: dict[int, dict], min_share: float = 0.1, min_frames: int = 5) -> list[int]:
+    """People seen long enough to matter (brief false detections and passers-by are not)."""
+    return [p for p, s in stats.items() if s["frames_seen"] >= min_frames and s["share_of_analysed_frames"] >= min_share]
+
+
+CSV_COLUMNS = [
+    "person",
+    "frame",
+    "time_s",
+    "x1",
+    "y1",
+    "x2",
+    "y2",
+    "emotion",
+    "confidence",
+    *[f"p_{e}" for e in EMOTIONS],
+    "age_years",
+    "gender",
+    "gender_confidence",
+]
+
+
+def csv_rows(people: dict[int, list[PersonFrame]], fps: float) -> Iterator[list]:
+    for person, frames in people.items():
+        for f in frames:
+            top = int(np.argmax(f.emotion))
+            female = f.female_probability
+            yield [
+                person,
+                f.frame_index,
+                round(f.frame_index / fps, 3),
+                *f.box_xyxy,
+                EMOTIONS[top],
+                f.emotion[top],
+                *f.emotion,
+                f.age_years,
+                "female" if female >= 0.5 else "male",
+                round(max(female, 1 - female), 5),
+            ]
+
+
+def to_csv(rows: Iterable[list]) -> Iterator[str]:
+    """CSV text in chunks (streamed to the client)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_COLUMNS)
+    for i, row in enumerate(rows):
+        writer.writerow(row)
+        if i % 500 == 499:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue()

@@ -1,0 +1,10 @@
+"""Flask blueprints of the web front end (registered by app.create_app)."""
+
+from __future__ import annotations
+
+from flask import current_app
+
+
+def services():
+    """The Services object create_app attached to the running app."""
+    return current_app.extensions["emotion_detector"]

@@ -1,0 +1,57 @@
+"""REST API: ``POST /api/v1/analyze`` (one image; ``detect=false`` for a ready face crop), health."""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from emotion_detector.frames import FrameError
+from emotion_detector.model_client import ModelServerError, ModelUnavailable
+from emotion_detector.web import services
+
+blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
+
+STATUS_FOR_CODE = {"frame_too_large": 413, "image_too_large": 413, "unsupported_format": 415}
+
+
+def error(code: str, message: str, status: int):
+    return jsonify({"error": {"code": code, "message": message}}), status
+
+
+@blueprint.errorhandler(HTTPException)
+def http_error(exc: HTTPException):
+    code = {413: "payload_too_large", 404: "not_found", 405: "method_not_allowed", 500: "internal_error"}.get(
+        exc.code or 500, "bad_request"
+    )
+    return error(code, exc.description or exc.name, exc.code or 500)
+
+
+@blueprint.post("/analyze")
+def analyze():
+    if request.mimetype == "multipart/form-data":
+        upload = request.files.get("image")
+        if upload is None:
+            return error("missing_image", "send the image as the multipart field 'image' or as the raw request body", 400)
+        data = upload.read()
+    else:
+        data = request.get_data()  # the raw body, whatever Content-Type the client claimed
+    detect = request.args.get("detect", "true").lower() not in ("false", "0", "no")
+    try:
+        analysis = services().analyzer.analyze_image(data, detect=detect)
+    except FrameError as exc:
+        return error(exc.code, exc.message, STATUS_FOR_CODE.get(exc.code, 400))
+    except ModelUnavailable:
+        return error("model_unavailable", "the model server is unavailable; try again shortly", 503)
+    except ModelServerError as exc:
+        return error("model_error", str(exc), 502)
+    return jsonify(analysis.to_json())
+
+
+@blueprint.get("/health")
+def health():
+    found = services()
+    try:
+        models = {name: spec.version for name, spec in found.client.specs().items()}
+    except (ModelUnavailable, ModelServerError) as exc:
+        return jsonify({"status": "degraded", "detector": found.detector.name, "model_server": str(exc)}), 503
+    return jsonify({"status": "ok", "detector": found.detector.name, "detector_model": found.detector.model, "models": models})

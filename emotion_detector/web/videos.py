@@ -1,0 +1,134 @@
+"""Video pages and API (DESIGN.md §2, video jobs):
+
+POST   /api/v1/videos                 multipart 'video' (or the raw body) -> 202 {id, status_url}
+GET    /api/v1/videos                 past videos
+GET    /api/v1/videos/<id>            {id, status, progress, error?}
+GET    /api/v1/videos/<id>/results    JSON; /results.csv (one row per person per analysed frame)
+GET    /api/v1/videos/<id>/annotated  the annotated MP4 (range requests, so browsers can seek)
+POST   /api/v1/videos/<id>/cancel, /retry;  DELETE /api/v1/videos/<id>
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app, jsonify, render_template, request, send_file, url_for
+from werkzeug.exceptions import HTTPException
+
+from emotion_detector.videos.probe import VideoRejected
+from emotion_detector.videos.service import Conflict, NotFound, VideoService
+
+blueprint = Blueprint("videos", __name__)
+UPLOAD_OVERHEAD_BYTES = 1024 * 1024  # multipart headers around the file
+
+
+def service() -> VideoService:
+    return current_app.extensions["emotion_detector"].videos
+
+
+def error(code: str, message: str, status: int):
+    return jsonify({"error": {"code": code, "message": message}}), status
+
+
+STATUS_FOR_REJECTION = {"video_too_large": 413, "video_too_long": 413, "not_a_video": 415}
+
+
+@blueprint.errorhandler(NotFound)
+def not_found(exc: NotFound):
+    return error("not_found", f"no video with id {exc}", 404)
+
+
+@blueprint.errorhandler(Conflict)
+def conflict(exc: Conflict):
+    return error("conflict", str(exc), 409)
+
+
+@blueprint.errorhandler(VideoRejected)
+def rejected(exc: VideoRejected):
+    return error(exc.code, exc.message, STATUS_FOR_REJECTION.get(exc.code, 400))
+
+
+@blueprint.errorhandler(HTTPException)
+def http_error(exc: HTTPException):
+    if exc.code == 413:
+        return error("video_too_large", f"the upload is larger than the limit of {service().settings.video_max_bytes} bytes", 413)
+    return error("bad_request", exc.description or exc.name, exc.code or 400)
+
+
+# ---- pages -------------------------------------------------------------------------------------------
+
+
+@blueprint.get("/videos")
+def videos_page():
+    settings = service().settings
+    return render_template("videos.html", max_bytes=settings.video_max_bytes, max_duration_s=settings.video_max_duration_s)
+
+
+@blueprint.get("/videos/<video_id>")
+def video_page(video_id: str):
+    video = service().get(video_id)
+    return render_template("video.html", video=video)
+
+
+# ---- API ---------------------------------------------------------------------------------------------
+
+
+@blueprint.post("/api/v1/videos")
+def upload():
+    request.max_content_length = service().settings.video_max_bytes + UPLOAD_OVERHEAD_BYTES
+    every = request.args.get("every_n_frames", type=int)
+    if every is not None and every < 1:
+        return error("bad_request", "every_n_frames must be a positive integer", 400)
+    if request.mimetype == "multipart/form-data":
+        file = request.files.get("video")
+        if file is None:
+            return error("missing_video", "send the video as the multipart field 'video'", 400)
+        video = service().create(file.stream, file.filename or "video", every)
+    else:
+        video = service().create(request.stream, request.args.get("filename", "video"), every)
+    status_url = url_for("videos.status", video_id=video.id)
+    return jsonify({"id": video.id, "status": video.status, "status_url": status_url}), 202, {"Location": status_url}
+
+
+@blueprint.get("/api/v1/videos")
+def list_videos():
+    return jsonify({"videos": service().list()})
+
+
+@blueprint.get("/api/v1/videos/<video_id>")
+def status(video_id: str):
+    return jsonify(service().status(video_id))
+
+
+@blueprint.get("/api/v1/videos/<video_id>/results")
+def results(video_id: str):
+    return jsonify(service().results(video_id))
+
+
+@blueprint.get("/api/v1/videos/<video_id>/results.csv")
+def results_csv(video_id: str):
+    chunks = service().results_csv(video_id)
+    filename = f"{service().get(video_id).filename.rsplit('.', 1)[0]}-emotions.csv"
+    return Response(chunks, mimetype="text/csv", headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+@blueprint.get("/api/v1/videos/<video_id>/annotated")
+def annotated(video_id: str):
+    path = service().annotated_path(video_id)
+    download = request.args.get("download") == "1"
+    name = f"{service().get(video_id).filename.rsplit('.', 1)[0]}-annotated.mp4"
+    return send_file(path, mimetype="video/mp4", conditional=True, as_attachment=download, download_name=name)
+
+
+@blueprint.post("/api/v1/videos/<video_id>/cancel")
+def cancel(video_id: str):
+    return jsonify(service().cancel(video_id))
+
+
+@blueprint.post("/api/v1/videos/<video_id>/retry")
+def retry(video_id: str):
+    return jsonify(service().retry(video_id)), 202
+
+
+@blueprint.delete("/api/v1/videos/<video_id>")
+def remove(video_id: str):
+    service().delete(video_id)
+    return "", 204

@@ -1,0 +1,1 @@
+"""Model server: emotion, age and gender models behind the TensorFlow Serving Predict API (gRPC + REST)."""

@@ -1,0 +1,229 @@
+// Live view: camera → sampled JPEG frames over /ws/live → boxes and labels drawn over the video.
+// The video plays on its own; the overlay is redrawn every animation frame from the latest result, with
+// boxes eased towards their newest position, so nothing waits on the network.
+"use strict";
+
+const EMOTIONS = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"];
+const COLOURS = { angry: "#e5484d", disgust: "#8e4ec6", fear: "#f76b15", happy: "#30a46c", sad: "#0090ff", surprise: "#ffc53d", neutral: "#8b8d98" };
+const SEND_WIDTHS = [320, 480, 640];     // adapted to the measured round trip
+const MAX_IN_FLIGHT = 1;                 // back-pressure: the next frame leaves when the last answer came
+const MIN_INTERVAL_MS = 66, MAX_INTERVAL_MS = 500;
+
+const $ = (id) => document.getElementById(id);
+const video = $("video"), overlay = $("overlay"), context = overlay.getContext("2d");
+const grab = document.createElement("canvas");
+
+const state = {
+  stream: null, socket: null, wantOpen: false, reconnectDelayMs: 500,
+  sent: 0, answered: 0, sentAt: new Map(), rttMs: null,
+  widthIndex: 2, intervalMs: 100, lastSendAt: 0, encoding: false,
+  faces: [], frameSize: [640, 480], drawn: new Map(), resultTimes: [],
+};
+
+function showProblem(text) { $("problem").textContent = text; $("problem").hidden = !text; }
+function setConnection(text, kind) { const pill = $("connection"); pill.textContent = text; pill.className = "pill " + (kind || ""); }
+
+// ---- camera ------------------------------------------------------------------------------------------
+
+function explainCameraError(error) {
+  if (!window.isSecureContext) return "The camera needs a secure page: open this site over https:// or on http://localhost.";
+  switch (error && error.name) {
+    case "NotAllowedError": return "Camera permission was denied. Allow camera access for this site (the camera icon in the address bar), then press Start again.";
+    case "NotFoundError": case "OverconstrainedError": return "No camera was found. Connect a camera, or pick another one, and press Start.";
+    case "NotReadableError": return "The camera is in use by another application or could not be started.";
+    default: return "The camera could not be started: " + (error && error.message ? error.message : error);
+  }
+}
+
+async function listCameras() {
+  const devices = await navigator.mediaDevices.enumerateDevices();
+  const select = $("camera"), chosen = select.value;
+  select.replaceChildren(new Option("default camera", ""));
+  devices.filter((d) => d.kind === "videoinput").forEach((d, i) => select.add(new Option(d.label || `camera ${i + 1}`, d.deviceId)));
+  select.value = chosen;
+}
+
+async function start() {
+  showProblem("");
+  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) { showProblem(explainCameraError(null)); return; }
+  const deviceId = $("camera").value;
+  try {
+    state.stream = await navigator.mediaDevices.getUserMedia({
+      video: { ...(deviceId ? { deviceId: { exact: deviceId } } : {}), width: { ideal: 640 }, height: { ideal: 480 } }, audio: false,
+    });
+  } catch (error) {
+    showProblem(explainCameraError(error));
+    return;
+  }
+  video.srcObject = state.stream;
+  await video.play().catch(() => {});
+  listCameras().catch(() => {});
+  $("start").disabled = true; $("stop").disabled = false;
+  state.wantOpen = true;
+  connect();
+}
+
+function stop() {
+  state.wantOpen = false;
+  if (state.socket) state.socket.close();
+  if (state.stream) state.stream.getTracks().forEach((t) => t.stop());
+  state.stream = null; video.srcObject = null; state.faces = []; state.drawn.clear();
+  $("start").disabled = false; $("stop").disabled = true;
+  setConnection("not connected");
+  renderFaceList([]);
+}
+
+// ---- websocket ---------------------------------------------------------------------------------------
+
+function connect() {
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const socket = new WebSocket(`${scheme}://${location.host}/ws/live`);
+  socket.binaryType = "arraybuffer";
+  state.socket = socket;
+  setConnection("connecting…", "warn");
+  socket.onopen = () => {
+    state.reconnectDelayMs = 500;
+    state.sent = 0; state.answered = 0; state.sentAt.clear();
+    setConnection("connected", "ok");
+  };
+  socket.onmessage = (event) => handleMessage(JSON.parse(event.data));
+  socket.onclose = () => {
+    if (state.socket !== socket) return;
+    state.socket = null;
+    if (!state.wantOpen) return;
+    setConnection(`connection lost — reconnecting in ${(state.reconnectDelayMs / 1000).toFixed(1)} s`, "warn");
+    setTimeout(() => { if (state.wantOpen && !state.socket) connect(); }, state.reconnectDelayMs);
+    state.reconnectDelayMs = Math.min(state.reconnectDelayMs * 2, 5000);
+  };
+}
+
+function handleMessage(message) {
+  if (message.type === "hello") {
+    $("detector").textContent = message.detector.name;
+    $("detector-model").textContent = `(${message.detector.model})`;
+    return;
+  }
+  if (message.type !== "result" && message.type !== "error") return;
+  if (typeof message.frame === "number") acknowledge(message.frame);
+  if (message.type === "error") {
+    setConnection(message.code === "model_unavailable" ? "model server unavailable — retrying" : `frame error: ${message.code}`, "warn");
+    return;
+  }
+  setConnection("connected", "ok");
+  state.faces = message.faces;
+  state.frameSize = [message.width, message.height];
+  const now = performance.now();
+  state.resultTimes.push(now);
+  while (state.resultTimes.length && now - state.resultTimes[0] > 2000) state.resultTimes.shift();
+  $("fps").textContent = (state.resultTimes.length / 2).toFixed(1);
+  renderFaceList(message.faces);
+}
+
+function acknowledge(frame) {
+  const sentAt = state.sentAt.get(frame);
+  for (const n of state.sentAt.keys()) if (n <= frame) state.sentAt.delete(n);  // older ones were dropped
+  state.answered = Math.max(state.answered, frame);
+  if (sentAt === undefined) return;
+  const rtt = performance.now() - sentAt;
+  state.rttMs = state.rttMs === null ? rtt : 0.8 * state.rttMs + 0.2 * rtt;
+  $("latency").textContent = state.rttMs.toFixed(0);
+  adapt();
+}
+
+// Slow round trips: smaller frames, then fewer of them; fast ones: the reverse.
+function adapt() {
+  if (state.rttMs > 250) {
+    if (state.widthIndex > 0) state.widthIndex -= 1;
+    else state.intervalMs = Math.min(MAX_INTERVAL_MS, state.intervalMs * 1.25);
+  } else if (state.rttMs < 120) {
+    if (state.intervalMs > MIN_INTERVAL_MS) state.intervalMs = Math.max(MIN_INTERVAL_MS, state.intervalMs * 0.9);
+    else if (state.widthIndex < SEND_WIDTHS.length - 1) state.widthIndex += 1;
+  }
+}
+
+// ---- sampling ----------------------------------------------------------------------------------------
+
+function maybeSend(now) {
+  const socket = state.socket;
+  if (!socket || socket.readyState !== WebSocket.OPEN || state.encoding || !video.videoWidth) return;
+  if (state.sent - state.answered >= MAX_IN_FLIGHT || now - state.lastSendAt < state.intervalMs) return;
+  const width = Math.min(SEND_WIDTHS[state.widthIndex], video.videoWidth);
+  const height = Math.round(width * video.videoHeight / video.videoWidth);
+  grab.width = width; grab.height = height;
+  grab.getContext("2d").drawImage(video, 0, 0, width, height);
+  state.encoding = true; state.lastSendAt = now;
+  grab.toBlob(async (blob) => {
+    state.encoding = false;
+    if (!blob || state.socket !== socket || socket.readyState !== WebSocket.OPEN) return;
+    const bytes = await blob.arrayBuffer();
+    state.sent += 1;
+    state.sentAt.set(state.sent, performance.now());
+    socket.send(bytes);
+    $("sendsize").textContent = `${width}×${height} every ${state.intervalMs.toFixed(0)} ms`;
+  }, "image/jpeg", 0.8);
+}
+
+// ---- drawing -----------------------------------------------------------------------------------------
+
+function draw(now) {
+  maybeSend(now);
+  const rect = overlay.getBoundingClientRect();
+  if (overlay.width !== Math.round(rect.width) || overlay.height !== Math.round(rect.height)) {
+    overlay.width = Math.round(rect.width); overlay.height = Math.round(rect.height);
+  }
+  context.clearRect(0, 0, overlay.width, overlay.height);
+  if (video.videoWidth && state.faces.length) {
+    // The video is letterboxed (object-fit: contain); map frame pixels onto its displayed area.
+    const scale = Math.min(overlay.width / video.videoWidth, overlay.height / video.videoHeight);
+    const offsetX = (overlay.width - video.videoWidth * scale) / 2, offsetY = (overlay.height - video.videoHeight * scale) / 2;
+    const toVideo = video.videoWidth / state.frameSize[0];
+    const seen = new Set();
+    state.faces.forEach((face, index) => {
+      const key = face.id !== undefined ? `id${face.id}` : `new${index}`;
+      seen.add(key);
+      const target = face.box.map((v) => v * toVideo * scale);
+      const previous = state.drawn.get(key);
+      const box = previous ? previous.map((v, i) => v + (target[i] - v) * 0.35) : target;  // ease towards the newest box
+      state.drawn.set(key, box);
+      drawFace(face, box[0] + offsetX, box[1] + offsetY, box[2] - box[0], box[3] - box[1]);
+    });
+    for (const key of state.drawn.keys()) if (!seen.has(key)) state.drawn.delete(key);
+  }
+  requestAnimationFrame(draw);
+}
+
+function drawFace(face, x, y, w, h) {
+  const emotion = face.emotion.label, colour = COLOURS[emotion] || "#fff";
+  context.lineWidth = 3; context.strokeStyle = colour; context.strokeRect(x, y, w, h);
+  const title = `${face.id !== undefined ? "#" + face.id + " " : ""}${emotion} ${(face.emotion.confidence * 100).toFixed(0)}%`;
+  const detail = `age ~${face.age.years.toFixed(0)} · ${face.gender.label}`;
+  context.font = "600 15px system-ui, sans-serif";
+  const labelWidth = Math.max(context.measureText(title).width, context.measureText(detail).width) + 12;
+  const top = Math.max(0, y - 42);
+  context.fillStyle = "rgba(0,0,0,.65)"; context.fillRect(x, top, labelWidth, 40);
+  context.fillStyle = "#fff"; context.fillText(title, x + 6, top + 16);
+  context.font = "13px system-ui, sans-serif"; context.fillText(detail, x + 6, top + 34);
+  // A small bar chart of all seven expressions under the box.
+  const barWidth = Math.max(60, Math.min(w, 140)), rowHeight = 7;
+  EMOTIONS.forEach((name, i) => {
+    const p = face.emotion.probabilities[name] || 0, rowY = y + h + 4 + i * (rowHeight + 1);
+    context.fillStyle = "rgba(0,0,0,.55)"; context.fillRect(x, rowY, barWidth, rowHeight);
+    context.fillStyle = COLOURS[name]; context.fillRect(x, rowY, barWidth * p, rowHeight);
+  });
+}
+
+function renderFaceList(faces) {
+  $("faces").replaceChildren(...faces.map((face) => {
+    const item = document.createElement("li");
+    item.className = "face";
+    item.dataset.emotion = face.emotion.label;
+    item.textContent = `${face.id !== undefined ? "#" + face.id : "new face"}: ${face.emotion.label} ` +
+      `(${(face.emotion.confidence * 100).toFixed(0)}%), age ~${face.age.years.toFixed(0)}, ${face.gender.label}`;
+    return item;
+  }));
+}
+
+$("start").addEventListener("click", start);
+$("stop").addEventListener("click", stop);
+if (navigator.mediaDevices && navigator.mediaDevices.addEventListener) navigator.mediaDevices.addEventListener("devicechange", () => listCameras().catch(() => {}));
+requestAnimationFrame(draw);

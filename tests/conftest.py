@@ -1,0 +1,101 @@
+"""Shared fixtures: the reference data / media folder, free ports, starting real processes."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("EMOTION_SHARED_DIR", ROOT.parent / "shared"))
+SHIPPED_MODELS = ROOT / "serving" / "models"
+YUNET = SHARED / "models" / "yunet" / "face_detection_yunet.onnx"
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not (SHARED / "data").is_dir():
+        pytest.fail(f"reference data not found at {SHARED}; set EMOTION_SHARED_DIR")  # never skip silently
+    return SHARED
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_until(check: Callable[[], bool], timeout_s: float, what: str, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{what}: process exited with {process.returncode}")
+        try:
+            if check():
+                return
+        except (requests.ConnectionError, OSError):
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{what} not ready after {timeout_s} s")
+
+
+def start_python(args: list[str], log_path: Path, env: dict | None = None) -> subprocess.Popen:
+    log = open(log_path, "w")  # noqa: SIM115 - closed when the process is stopped
+    return subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@dataclass(frozen=True)
+class RunningServer:
+    grpc_target: str
+    rest_url: str
+    process: subprocess.Popen
+    log_path: Path
+
+
+def start_model_server(tmp_path: Path, *extra: str, grpc_port: int | None = None, rest_port: int | None = None) -> RunningServer:
+    grpc_port, rest_port = grpc_port or free_port(), rest_port or free_port()
+    log_path = tmp_path / f"model-server-{grpc_port}.log"
+    args = ["-m", "serving", "--host", "127.0.0.1", "--port", str(grpc_port), "--rest_api_port", str(rest_port)]
+    process = start_python([*args, "--model_base_path", str(SHIPPED_MODELS), *extra], log_path)
+    rest_url = f"http://127.0.0.1:{rest_port}"
+    wait_until(lambda: requests.get(f"{rest_url}/readyz", timeout=1).ok, 60, "model server", process)
+    return RunningServer(f"127.0.0.1:{grpc_port}", rest_url, process, log_path)
+
+
+@pytest.fixture(scope="module")
+def model_server(tmp_path_factory) -> RunningServer:
+    server = start_model_server(tmp_path_factory.mktemp("model-server"))
+    yield server
+    stop(server.process)
+
+
+@pytest.fixture(scope="session")
+def fake_camera(shared_dir, tmp_path_factory) -> Path:
+    """single_face.mp4 as Motion JPEG, which Chromium can play as a webcam."""
+    path = tmp_path_factory.mktemp("camera") / "single_face.mjpeg"
+    capture = cv2.VideoCapture(str(shared_dir / "media" / "videos" / "single_face.mp4"))
+    with open(path, "wb") as out:
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            out.write(cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes())
+    return path

@@ -1,0 +1,81 @@
+"""The deployment files agree with each other and with the code they start."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+
+
+def procfile() -> dict[str, str]:
+    lines = (ROOT / "Procfile").read_text().splitlines()
+    return dict(line.split(": ", 1) for line in lines if line.strip())
+
+
+def test_procfile_lists_web_model_and_worker():
+    processes = procfile()
+    assert set(processes) == {"web", "model", "worker"}
+    assert processes["worker"].startswith("celery -A emotion_detector.videos.jobs worker ")
+    assert processes["web"] == 'gunicorn -c gunicorn.conf.py "app:create_app()"'
+    assert processes["model"].startswith("python -m serving ")
+
+
+def test_dockerfiles_start_what_the_procfile_starts():
+    web = (ROOT / "Dockerfile").read_text()
+    assert 'CMD ["gunicorn", "-c", "gunicorn.conf.py", "app:create_app()"]' in web
+    model = (ROOT / "serving" / "Dockerfile").read_text()
+    assert 'ENTRYPOINT ["python", "-m", "serving"' in model
+    for dockerfile in (web, model):
+        for source in re.findall(r"^COPY (.+) \S+$", dockerfile, flags=re.M):
+            for path in source.split():
+                assert (ROOT / path).exists(), f"COPY source {path} is missing"
+
+
+def test_python_version_is_the_same_everywhere():
+    runtime = (ROOT / "runtime.txt").read_text().strip()
+    assert runtime == "python-3.11"
+    for dockerfile in ("Dockerfile", "serving/Dockerfile"):
+        assert "FROM python:3.11-slim" in (ROOT / dockerfile).read_text()
+
+
+def test_compose_wires_the_web_app_to_the_model_server():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    assert compose["model"]["build"]["dockerfile"] == "serving/Dockerfile"
+    assert compose["web"]["build"]["dockerfile"] == "Dockerfile"
+    assert compose["web"]["environment"]["EMOTION_MODEL_SERVER"] == "model:8500"
+    assert "8500:8500" in compose["model"]["ports"] and "5000:5000" in compose["web"]["ports"]
+    assert compose["web"]["depends_on"]["model"]["condition"] == "service_healthy"
+
+
+def test_compose_runs_video_workers_on_postgres_and_redis():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    worker, web = compose["worker"], compose["web"]
+    assert worker["command"][:4] == ["celery", "-A", "emotion_detector.videos.jobs", "worker"]
+    for service in (web, worker):
+        assert service["environment"]["EMOTION_DATABASE_URL"].startswith("postgresql+psycopg://")
+        assert service["environment"]["EMOTION_BROKER_URL"].startswith("redis://redis:6379")
+    assert worker["volumes"] == web["volumes"]  # workers read the uploads the web app stored
+
+
+def test_gunicorn_runs_gevent_workers():
+    config = {}
+    exec((ROOT / "gunicorn.conf.py").read_text(), config)
+    assert config["worker_class"] == "gevent"
+
+
+def test_deploy_script_is_valid_bash_and_shellcheck_clean():
+    subprocess.run(["bash", "-n", str(ROOT / "deploy.sh")], check=True)
+    if shutil.which("shellcheck") is None:
+        pytest.fail("shellcheck is not installed (apt-get install shellcheck)")
+    result = subprocess.run(["shellcheck", str(ROOT / "deploy.sh")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+
+
+def test_deploy_script_refuses_to_run_without_its_settings():
+    result = subprocess.run(["bash", str(ROOT / "deploy.sh")], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
+    assert result.returncode != 0 and "GCP_PROJECT" in result.stderr

@@ -1,0 +1,64 @@
+"""Frame / image validation: every bad input gets a code and a message, before pixels are allocated."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import cv2
+import numpy as np
+import pytest
+
+from emotion_detector.frames import FrameError, ImageLimits, decode_image
+
+LIMITS = ImageLimits(max_bytes=5 * 1024 * 1024, max_pixels=40_000_000, max_side_px=10_000)
+
+
+@pytest.fixture(scope="module")
+def photo_jpeg(shared_dir) -> bytes:
+    return (shared_dir / "media" / "images" / "single_face.jpg").read_bytes()
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = struct.pack(">I", len(ihdr)) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    return b"\x89PNG\r\n\x1a\n" + chunk
+
+
+def jpeg_with_size(jpeg: bytes, width: int, height: int) -> bytes:
+    """Rewrite the SOF header's dimensions (a 'decompression bomb' header on a small file)."""
+    data = bytearray(jpeg)
+    offset = 2
+    while data[offset + 1] not in (0xC0, 0xC1, 0xC2):
+        offset += 2 + struct.unpack(">H", data[offset + 2 : offset + 4])[0]
+    data[offset + 5 : offset + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+def test_real_jpeg_and_png_decode(photo_jpeg):
+    image = decode_image(photo_jpeg, LIMITS)
+    assert image.ndim == 3 and image.shape[2] == 3
+    _, png = cv2.imencode(".png", image)
+    np.testing.assert_array_equal(decode_image(png.tobytes(), LIMITS), image)
+
+
+@pytest.mark.parametrize(
+    ("make", "code"),
+    [
+        (lambda jpeg: b"", "empty_frame"),
+        (lambda jpeg: b"GIF89a" + b"\0" * 100, "unsupported_format"),
+        (lambda jpeg: b"just some text, not an image", "unsupported_format"),
+        (lambda jpeg: jpeg[: len(jpeg) // 2], "truncated_frame"),
+        (lambda jpeg: jpeg[:40], "corrupt_frame"),  # cut inside the headers
+        (lambda jpeg: b"\xff" * (50 * 1024 * 1024), "frame_too_large"),
+        (lambda jpeg: jpeg_with_size(jpeg, 20000, 20000), "image_too_large"),
+        (lambda jpeg: png_header_only(20000, 20000), "image_too_large"),
+        (lambda jpeg: png_header_only(640, 480), "truncated_frame"),
+        (lambda jpeg: jpeg[:2] + b"\xff\xd9", "corrupt_frame"),
+    ],
+)
+def test_bad_frames_are_refused_with_a_code(photo_jpeg, make, code):
+    with pytest.raises(FrameError) as refused:
+        decode_image(make(photo_jpeg), LIMITS)
+    assert refused.value.code == code
+    assert refused.value.message

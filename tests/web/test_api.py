@@ -1,0 +1,90 @@
+"""POST /api/v1/analyze and health, on the app factory with a real model server; bad input gets clear 4xx."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from app import create_app
+from emotion_detector.labels import EMOTIONS
+from emotion_detector.settings import Settings
+from tests.conftest import YUNET, free_port
+from tests.test_frames import jpeg_with_size
+
+
+@pytest.fixture(scope="module")
+def client(model_server):
+    app = create_app({"model_server": model_server.grpc_target, "yunet_path": YUNET, "environment": "test"})
+    return app.test_client()
+
+
+def image(shared_dir, name: str) -> bytes:
+    return (shared_dir / "media" / "images" / name).read_bytes()
+
+
+@pytest.mark.parametrize(("name", "faces"), [("two_people.jpg", 2), ("single_face.jpg", 1), ("BWPictureHuman.jpg", 0)])
+def test_analyze_finds_every_face(client, shared_dir, name, faces):
+    answer = client.post("/api/v1/analyze", data={"image": (io.BytesIO(image(shared_dir, name)), name)}, content_type="multipart/form-data")
+    assert answer.status_code == 200, answer.get_json()
+    body = answer.get_json()
+    assert len(body["faces"]) == faces
+    for face in body["faces"]:
+        assert "id" not in face  # single images are not tracked
+        assert face["emotion"]["label"] in EMOTIONS
+        assert 0 <= face["box"][0] < face["box"][2] <= body["width"]
+    assert body["timing_ms"]["total"] > 0
+
+
+def test_raw_body_works_whatever_the_content_type_says(client, shared_dir):
+    answer = client.post("/api/v1/analyze", data=image(shared_dir, "obama.jpg"), content_type="application/x-www-form-urlencoded")
+    assert answer.status_code == 200 and len(answer.get_json()["faces"]) == 1
+
+
+def test_detect_false_treats_the_image_as_one_face_crop(client, shared_dir):
+    answer = client.post("/api/v1/analyze?detect=false", data=image(shared_dir, "BWPictureHuman.jpg"))
+    body = answer.get_json()
+    assert answer.status_code == 200
+    assert len(body["faces"]) == 1 and body["faces"][0]["box"] == [0, 0, body["width"], body["height"]]
+
+
+@pytest.mark.parametrize(
+    ("make", "status", "code"),
+    [
+        (lambda jpeg: b"", 400, "empty_frame"),
+        (lambda jpeg: b"%PDF-1.7 not an image", 415, "unsupported_format"),
+        (lambda jpeg: jpeg[: len(jpeg) // 3], 400, "truncated_frame"),
+        (lambda jpeg: jpeg_with_size(jpeg, 20000, 20000), 413, "image_too_large"),
+        (lambda jpeg: jpeg + b"\0" * (30 * 1024 * 1024), 413, "payload_too_large"),
+    ],
+)
+def test_bad_images_get_clear_errors(client, shared_dir, make, status, code):
+    answer = client.post("/api/v1/analyze", data=make(image(shared_dir, "single_face.jpg")), content_type="image/jpeg")
+    assert answer.status_code == status
+    assert answer.get_json()["error"]["code"] == code
+    assert answer.get_json()["error"]["message"]
+
+
+def test_multipart_without_the_image_field(client):
+    answer = client.post("/api/v1/analyze", data={"file": (io.BytesIO(b"x"), "x.jpg")}, content_type="multipart/form-data")
+    assert answer.status_code == 400 and answer.get_json()["error"]["code"] == "missing_image"
+
+
+def test_model_server_down_is_a_503_not_a_crash(shared_dir):
+    app = create_app({"model_server": f"127.0.0.1:{free_port()}", "yunet_path": YUNET, "model_server_timeout_s": 1.0})
+    client = app.test_client()
+    answer = client.post("/api/v1/analyze", data=image(shared_dir, "obama.jpg"))
+    assert answer.status_code == 503 and answer.get_json()["error"]["code"] == "model_unavailable"
+    assert client.get("/api/v1/health").status_code == 503
+
+
+def test_health_reports_detector_and_model_versions(client):
+    body = client.get("/api/v1/health").get_json()
+    assert body["status"] == "ok" and body["detector"] == "yunet"
+    assert set(body["models"]) == {"emotion", "age", "gender"}
+
+
+def test_production_refuses_the_development_secret():
+    with pytest.raises(ValueError, match="EMOTION_SECRET_KEY"):
+        Settings(environment="production")
+    assert Settings(environment="production", secret_key="s3cret-from-the-vault").environment == "production"

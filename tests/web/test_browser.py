@@ -1,0 +1,61 @@
+"""The live page in headless Chromium (Debian's chromium + chromium-driver), with a real video as its webcam."""
+
+from __future__ import annotations
+
+import shutil
+
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+from emotion_detector.labels import EMOTIONS
+from tests.browser import ARTIFACTS, chromium
+
+
+def listed_faces(browser) -> list[dict]:
+    """The accessible list of faces under the video, read in one go (it is rebuilt on every result)."""
+    return browser.execute_script(
+        "return [...document.querySelectorAll('#faces li.face')].map(li => ({emotion: li.dataset.emotion, text: li.textContent}));"
+    )
+
+
+def test_live_page_labels_the_face_from_the_webcam(web, fake_camera, tmp_path):
+    browser = chromium(tmp_path, fake_camera, allow_camera=True)
+    try:
+        browser.get(web.url)
+        assert "expressions" in browser.find_element(By.TAG_NAME, "footer").text  # not inner feelings
+        browser.find_element(By.ID, "start").click()
+        faces = WebDriverWait(browser, 10).until(lambda b: listed_faces(b) or None)
+        assert len(faces) == 1
+        assert faces[0]["emotion"] in EMOTIONS
+        assert "age ~" in faces[0]["text"]
+        WebDriverWait(browser, 5).until(lambda b: any(f["text"].startswith("#") for f in listed_faces(b)))  # tracked id
+        # The overlay canvas really has the box and label drawn on it.
+        painted = browser.execute_script(
+            "const c = document.getElementById('overlay');"
+            "const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+            "let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++; return n;"
+        )
+        assert painted > 1000
+        assert browser.find_element(By.ID, "detector").text == "yunet"
+        assert browser.find_element(By.ID, "connection").text == "connected"
+        ARTIFACTS.mkdir(exist_ok=True)
+        browser.save_screenshot(str(ARTIFACTS / "live-chromium.png"))
+        shutil.copy(ARTIFACTS / "live-chromium.png", tmp_path / "live-chromium.png")
+    finally:
+        browser.quit()
+
+
+def test_live_page_explains_a_denied_camera(web, tmp_path):
+    browser = chromium(tmp_path, camera=None, allow_camera=False)
+    try:
+        browser.get(web.url)
+        browser.find_element(By.ID, "start").click()
+        problem = WebDriverWait(browser, 10).until(
+            lambda b: b.find_element(By.ID, "problem") if b.find_element(By.ID, "problem").is_displayed() else None
+        )
+        assert "permission" in problem.text.lower() and "allow" in problem.text.lower()
+        assert browser.find_element(By.ID, "start").is_enabled()  # can try again
+        ARTIFACTS.mkdir(exist_ok=True)
+        browser.save_screenshot(str(ARTIFACTS / "live-chromium-denied.png"))
+    finally:
+        browser.quit()

@@ -1,0 +1,1 @@
+"""Training pipeline for the emotion, age and gender models (see training/README.md)."""

@@ -1,0 +1,195 @@
+"""Export a trained checkpoint (its EMA weights) to the model server's layout:
+
+    serving/models/<name>/<version>/model.onnx   NHWC float32 input, softmax / expected age in the graph
+    serving/models/<name>/<version>/model.json   preprocessing, labels, provenance (read by the server)
+
+    python -m training.export runs/emotion-v1 --version 1               # -> emotion
+    python -m training.export runs/age-gender-v1 --version 1            # -> age and gender
+
+The ONNX output is checked against PyTorch on real validation images before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from emotion_detector.detection import DetectorOptions, HaarDetector, YuNetDetector
+from emotion_detector.labels import EMOTIONS, GENDERS
+from training.config import TrainConfig
+from training.crop_calibration import calibrate
+from training.data import FaceSet, default_data_dir, shared_dir
+from training.train import PIXEL_MEAN, PIXEL_STD, build, normalise
+
+OPSET = 17
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    name: str
+    head: str
+    output_name: str
+    labels: tuple[str, ...] | None  # None for a regression output
+
+
+class ServingGraph(nn.Module):
+    """NHWC normalised images in (TF Serving's convention), one post-processed head out. With
+    ``flip_average`` the mirrored face is scored too and the probabilities averaged."""
+
+    def __init__(self, network: nn.Module, head: str, flip_average: bool):
+        super().__init__()
+        self.network, self.head, self.flip_average = network, head, flip_average
+
+    def forward(self, images_nhwc: torch.Tensor) -> torch.Tensor:
+        x = images_nhwc.permute(0, 3, 1, 2)
+        if self.flip_average:
+            n = x.shape[0]
+            probabilities = F.softmax(self.network(torch.cat([x, torch.flip(x, dims=[3])]))[self.head], dim=1)
+            probabilities = (probabilities[:n] + probabilities[n:]) / 2
+        else:
+            probabilities = F.softmax(self.network(x)[self.head], dim=1)
+        if self.head == "age":
+            return probabilities @ torch.arange(probabilities.shape[1], dtype=torch.float32)  # expected years
+        return probabilities
+
+
+SPECS = {
+    "emotion": [ExportSpec("emotion", "emotion", "probabilities", EMOTIONS)],
+    "age_gender": [
+        ExportSpec("age", "age", "years", None),
+        ExportSpec("gender", "gender", "probabilities", GENDERS),
+    ],
+}
+
+
+def load_trained(run_dir: Path) -> tuple[TrainConfig, nn.Module, dict]:
+    state = torch.load(run_dir / "last.pt", weights_only=False)
+    config = TrainConfig.from_dict(state["config"])
+    _task, network = build(config)
+    ema_weights = {k.removeprefix("module."): v for k, v in state["ema"].items() if k.startswith("module.")}
+    network.load_state_dict(ema_weights)
+    network.eval()
+    return config, network, state
+
+
+def export(run_dir: Path, version: int, models_dir: Path, flip_average: bool) -> list[Path]:
+    config, network, state = load_trained(run_dir)
+    task, _ = build(config)
+    splits = task.load(Path(config.data_dir) if config.data_dir else default_data_dir(), Path(config.cache_dir))
+    sample = normalise(splits.val.images[:64]).permute(0, 2, 3, 1).contiguous()
+    face_crop = measure_face_crops(splits.val)
+    written = []
+    for spec in SPECS[config.task]:
+        graph = ServingGraph(network, spec.head, flip_average).eval()
+        target = models_dir / spec.name / str(version)
+        target.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            onnx_path = Path(tmp) / "model.onnx"
+            torch.onnx.export(
+                graph,
+                (sample[:1],),
+                str(onnx_path),
+                input_names=["image"],
+                output_names=[spec.output_name],
+                dynamic_axes={"image": {0: "batch"}, spec.output_name: {0: "batch"}},
+                opset_version=OPSET,
+                dynamo=False,
+            )
+            model_proto = onnx.load(str(onnx_path))
+        model_proto.doc_string = f"Emotion Detector {spec.name} v{version} (trained by training/, run {config.run_name})"
+        onnx.checker.check_model(model_proto)
+        _check_against_torch(model_proto, graph, sample)
+        onnx.save(model_proto, str(target / "model.onnx"))
+        (target / "model.json").write_text(
+            json.dumps(_metadata(spec, config, task, version, flip_average, state, face_crop), indent=2) + "\n"
+        )
+        written.append(target)
+        print(f"wrote {target}/model.onnx ({(target / 'model.onnx').stat().st_size / 1e6:.2f} MB)")
+    return written
+
+
+def _check_against_torch(model_proto: onnx.ModelProto, graph: nn.Module, sample: torch.Tensor) -> None:
+    session = ort.InferenceSession(model_proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    (onnx_out,) = session.run(None, {"image": sample.numpy()})
+    with torch.no_grad():
+        torch_out = graph(sample).numpy()
+    worst = float(np.abs(onnx_out - torch_out).max())
+    tolerance = 1e-3 if torch_out.ndim == 1 else 1e-4  # years vs probabilities
+    if worst > tolerance:
+        raise RuntimeError(f"ONNX output differs from PyTorch by {worst:.2e} (tolerance {tolerance:.0e})")
+
+
+def measure_face_crops(faces: FaceSet, count: int = 400) -> dict:
+    """How each detector's boxes sit on this dataset's images (see training/crop_calibration.py)."""
+    step = max(1, len(faces) // count)
+    images = faces.images[::step].permute(0, 2, 3, 1).numpy()
+    images_bgr = [cv2.cvtColor(i, cv2.COLOR_GRAY2BGR) if i.shape[2] == 1 else cv2.cvtColor(i, cv2.COLOR_RGB2BGR) for i in images]
+    options = DetectorOptions(min_face_side_px=40, max_input_side=320)
+    detectors = [HaarDetector(options)]
+    yunet = shared_dir() / "models" / "yunet" / "face_detection_yunet.onnx"
+    if yunet.is_file():
+        detectors.append(YuNetDetector(yunet, options))
+    rules = {}
+    for detector in detectors:
+        rule, measured = calibrate(images_bgr, detector)
+        rules[detector.name] = {**dataclasses.asdict(rule), "measured_on_images": measured}
+        print(f"face crop for {detector.name}: {rule} ({measured} of {len(images_bgr)} images)")
+    return rules
+
+
+def _metadata(spec: ExportSpec, config: TrainConfig, task, version: int, flip_average: bool, state: dict, face_crop: dict) -> dict:
+    channels = task.in_channels
+    output = {"name": spec.output_name, "dtype": "float32"}
+    if spec.labels:
+        output |= {"shape": [-1, len(spec.labels)], "labels": list(spec.labels)}
+    else:
+        output |= {"shape": [-1], "unit": "years"}
+    return {
+        "name": spec.name,
+        "version": version,
+        "input": {
+            "name": "image",
+            "dtype": "float32",
+            "shape": [-1, task.input_size, task.input_size, channels],
+            "layout": "NHWC",
+            "color": "grayscale" if channels == 1 else "RGB",
+            "normalization": {"formula": "(pixel / 255 - mean) / std", "mean": PIXEL_MEAN, "std": PIXEL_STD},
+            # square crop per detector: side = k * box width, centre shifted from the box centre
+            "face_crop": face_crop,
+        },
+        "output": output,
+        "flip_average": flip_average,
+        "training": {
+            "run": config.run_name,
+            "architecture": config.model,
+            "model_args": config.model_args,
+            "epochs": state["epoch"] + 1,
+            "final_validation": state["metrics"],
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--version", type=int, required=True)
+    parser.add_argument("--models-dir", type=Path, default=Path("serving/models"))
+    parser.add_argument("--flip-average", action="store_true", help="score each face and its mirror image")
+    args = parser.parse_args(argv)
+    export(args.run_dir, args.version, args.models_dir, args.flip_average)
+
+
+if __name__ == "__main__":
+    main()
