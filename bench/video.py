@@ -96,6 +96,7 @@ def run_job(video: Path, workers: int, backend: str, model_target: str, workdir:
     }
     os.environ.update(env)
     from emotion_detector.settings import Settings
+    from emotion_detector.videos import jobs
     from emotion_detector.videos.service import VideoService
 
     service = VideoService(Settings())
@@ -103,7 +104,7 @@ def run_job(video: Path, workers: int, backend: str, model_target: str, workdir:
     try:
         for n in range(workers):
             log = workdir / f"worker-{workers}-{n}.log"
-            args = ["-m", "celery", "-A", "emotion_detector.videos.jobs", "worker", "--concurrency", "1", "--loglevel", "WARNING"]
+            args = ["-m", "celery", "-A", "emotion_detector.videos.jobs", "worker", "--concurrency", "1", "--loglevel", "INFO"]
             processes.append(
                 start([*args, "--hostname", f"bench{n}-{uuid.uuid4().hex[:4]}@%h", "--without-gossip", "--without-mingle"], env, log)
             )
@@ -138,6 +139,7 @@ def run_job(video: Path, workers: int, backend: str, model_target: str, workdir:
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
+        jobs.celery_app.close()  # the next run has its own queue: drop this run's broker connections
         cleanup()
 
 

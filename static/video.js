@@ -69,7 +69,7 @@ function chart(person, duration, player) {
     svg("text", { x: 2, y: y(p) + 4, "font-size": 11, fill: "#5b6577" }, plot).textContent = p.toFixed(1);
   });
   EMOTIONS.forEach((emotion) => {
-    const points = person.timeline.map((f) => `${x(f.time_s).toFixed(1)},${y(f.emotion[emotion]).toFixed(1)}`).join(" ");
+    const points = person.timeline.map((f) => `${x(f.time_s).toFixed(1)},${y(f.emotion.probabilities[emotion]).toFixed(1)}`).join(" ");
     svg("polyline", { points, fill: "none", stroke: COLOURS[emotion], "stroke-width": 1.6, "data-emotion": emotion }, plot);
   });
   const cursor = svg("line", { x1: left, x2: left, y1: 0, y2: height - bottom, stroke: "#1d2330", "stroke-width": 1 }, plot);

@@ -13,7 +13,6 @@ from typing import BinaryIO
 
 from sqlalchemy import delete, func, select
 
-from emotion_detector.labels import EMOTIONS
 from emotion_detector.settings import Settings
 from emotion_detector.videos import jobs
 from emotion_detector.videos.db import migrate, sessions
@@ -141,16 +140,9 @@ class VideoService:
                     "id": person,
                     "main": person in main,
                     **stats[person],
+                    # One face object (DESIGN.md §2) per analysed frame, with where it is in the video.
                     "timeline": [
-                        {
-                            "frame": f.frame_index,
-                            "time_s": round(f.frame_index / video.fps, 3),
-                            "box": list(f.box_xyxy),
-                            "emotion": dict(zip(EMOTIONS, f.emotion, strict=True)),
-                            "age_years": f.age_years,
-                            "female_probability": f.female_probability,
-                        }
-                        for f in frames
+                        {"frame": f.frame_index, "time_s": round(f.frame_index / video.fps, 3), **f.face(person).to_json()} for f in frames
                     ],
                 }
                 for person, frames in people.items()
@@ -180,7 +172,7 @@ class VideoService:
             people: dict[int, list[PersonFrame]] = {}
             for o in rows:
                 people.setdefault(o.person, []).append(
-                    PersonFrame(o.frame_index, (o.x1, o.y1, o.x2, o.y2), tuple(o.emotion), o.age_years, o.female_probability)
+                    PersonFrame(o.frame_index, (o.x1, o.y1, o.x2, o.y2), tuple(o.emotion), o.age_years, o.female_probability, o.score)
                 )
             return people
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from emotion_detector.labels import EMOTIONS
+from emotion_detector.pipeline import Face
 from emotion_detector.videos.analysis import box_iou
 
 MIN_MATCH_IOU = 0.5
@@ -84,6 +85,12 @@ class PersonFrame:
     emotion: tuple[float, ...]
     age_years: float
     female_probability: float
+    score: float = 1.0  # the detector's confidence
+
+    def face(self, person: int) -> Face:
+        """The face object of DESIGN.md §2 for this frame."""
+        female = self.female_probability
+        return Face(self.box_xyxy, self.score, np.asarray(self.emotion), self.age_years, np.array([female, 1 - female]), track_id=person)
 
 
 def people_frames(rows: list[Row], persons: dict[tuple[int, int], int]) -> dict[int, list[PersonFrame]]:
@@ -93,7 +100,9 @@ def people_frames(rows: list[Row], persons: dict[tuple[int, int], int]) -> dict[
         if row.in_overlap:
             continue
         person = persons[(row.segment_index, row.local_track)]
-        frames[person][row.frame_index] = PersonFrame(row.frame_index, row.box_xyxy, row.emotion, row.age_years, row.female_probability)
+        frames[person][row.frame_index] = PersonFrame(
+            row.frame_index, row.box_xyxy, row.emotion, row.age_years, row.female_probability, row.score
+        )
     return {person: [by_frame[f] for f in sorted(by_frame)] for person, by_frame in sorted(frames.items())}
 
 

@@ -41,7 +41,10 @@ def test_two_people_come_out_as_two_main_tracks_with_their_own_timelines(stack, 
         assert person["frames_seen"] >= 0.8 * 56
         assert len(person["timeline"]) == person["frames_seen"]
         assert sum(person["expression_counts"].values()) == person["frames_seen"]
-        assert all(abs(sum(frame["emotion"].values()) - 1) < 1e-3 for frame in person["timeline"])
+        for frame in person["timeline"]:  # each a face object of DESIGN.md §2
+            assert frame["id"] == person["id"] and frame["emotion"]["label"] in frame["emotion"]["probabilities"]
+            assert abs(sum(frame["emotion"]["probabilities"].values()) - 1) < 1e-3
+            assert frame["gender"]["label"] in ("female", "male") and frame["age"]["years"] > 0
     # One person on each side of the frame, each keeping to their own side all the way through.
     centres = [[(f["box"][0] + f["box"][2]) / 2 for f in person["timeline"]] for person in main]
     left, right = sorted(centres, key=lambda xs: sum(xs) / len(xs))

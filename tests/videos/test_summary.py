@@ -1,0 +1,57 @@
+"""Segment planning, joining tracks across segment boundaries, and per-person statistics."""
+
+from __future__ import annotations
+
+import pytest
+
+from emotion_detector.labels import EMOTIONS
+from emotion_detector.videos.jobs import plan_segments
+from emotion_detector.videos.summary import Row, join_tracks, main_people, people_frames, person_stats
+
+HAPPY = tuple(0.9 if e == "happy" else 0.1 / 6 for e in EMOTIONS)
+SAD = tuple(0.7 if e == "sad" else 0.05 for e in EMOTIONS)
+
+
+def test_segments_cover_every_frame_once_and_overlap_their_neighbour():
+    plan = plan_segments(frame_count=1800, fps=30, segment_seconds=10, overlap=6)
+    assert [(s, e) for s, e, _ in plan] == [(0, 300), (300, 600), (600, 900), (900, 1200), (1200, 1500), (1500, 1800)]
+    assert [o for _, _, o in plan] == [306, 606, 906, 1206, 1506, 1800]
+
+
+def test_a_short_remainder_joins_the_last_segment():
+    plan = plan_segments(frame_count=610, fps=30, segment_seconds=10, overlap=6)
+    assert [(s, e) for s, e, _ in plan] == [(0, 300), (300, 610)]
+
+
+def rows_for(segment: int, track: int, frames: range, x: float, owned_until: int, emotion=HAPPY) -> list[Row]:
+    return [Row(segment, f, track, f >= owned_until, (x, 10.0, x + 50, 60.0), 0.9, emotion, 30.0, 0.2) for f in frames]
+
+
+def test_two_people_keep_their_ids_across_a_segment_boundary():
+    # Segment 0 owns frames 0-9 and also analyses 10-12; segment 1 owns 10-19. Local ids differ per segment.
+    rows = [
+        *rows_for(0, 1, range(0, 13), x=0, owned_until=10),
+        *rows_for(0, 2, range(0, 13), x=200, owned_until=10, emotion=SAD),
+        *rows_for(1, 7, range(10, 20), x=201, owned_until=99, emotion=SAD),
+        *rows_for(1, 5, range(10, 20), x=2, owned_until=99),
+    ]
+    persons = join_tracks(rows)
+    assert persons[(0, 1)] == persons[(1, 5)] == 1
+    assert persons[(0, 2)] == persons[(1, 7)] == 2
+    people = people_frames(rows, persons)
+    assert [f.frame_index for f in people[1]] == list(range(20))  # overlap frames counted once
+    stats = person_stats(people[2], fps=10, analysed_frames=20)
+    assert stats["most_common_expression"] == "sad" and stats["frames_seen"] == 20
+    assert stats["expression_counts"]["sad"] == 20 and stats["first_seen_s"] == 0.0 and stats["last_seen_s"] == pytest.approx(1.9)
+    assert stats["gender"]["label"] == "male" and stats["age"]["mean_years"] == 30.0
+
+
+def test_a_face_that_appears_only_in_the_next_segment_is_a_new_person():
+    rows = [*rows_for(0, 1, range(0, 13), x=0, owned_until=10), *rows_for(1, 3, range(15, 20), x=400, owned_until=99)]
+    persons = join_tracks(rows)
+    assert persons[(0, 1)] == 1 and persons[(1, 3)] == 2
+
+
+def test_brief_sightings_are_not_main_people():
+    stats = {1: {"frames_seen": 90, "share_of_analysed_frames": 0.9}, 2: {"frames_seen": 2, "share_of_analysed_frames": 0.02}}
+    assert main_people(stats) == [1]
