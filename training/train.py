@@ -118,6 +118,8 @@ def train(config: TrainConfig, run_dir: Path, resume: bool) -> dict[str, float]:
         f"{config.epochs} epochs x {steps_per_epoch} steps",
         flush=True,
     )
+    # bf16 is ~3x faster where the CPU has it natively (AVX512-BF16 / AMX) and several times slower where not.
+    use_bf16 = config.bf16 and cpu_has_native_bf16()
     metrics: dict[str, float] = {}
     for epoch in range(start_epoch, config.epochs):
         model.train()
@@ -129,7 +131,7 @@ def train(config: TrainConfig, run_dir: Path, resume: bool) -> dict[str, float]:
             batch = splits.train.subset(index)
             images = augment(batch.images.float() / 255, config.augment, generator)
             images = ((images - PIXEL_MEAN) / PIXEL_STD).contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
                 logits = model(images)
             loss = task.loss(logits, batch.targets)
             optimizer.zero_grad(set_to_none=True)
@@ -170,6 +172,14 @@ def train(config: TrainConfig, run_dir: Path, resume: bool) -> dict[str, float]:
         torch.save(state, run_dir / "last.tmp")
         (run_dir / "last.tmp").replace(checkpoint_path)  # atomic: a kill mid-save never corrupts last.pt
     return metrics
+
+
+def cpu_has_native_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def main(argv: list[str] | None = None) -> None:

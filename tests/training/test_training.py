@@ -87,3 +87,11 @@ def test_train_resume_export_and_serve(shared_dir, tmp_path):
     probabilities = model.predict({"image": np.zeros((2, 48, 48, 1), np.float32)})["probabilities"]
     np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-5)
     assert model.info["training"]["epochs"] == 2
+
+    export(run_dir, version=4, models_dir=tmp_path / "models", flip_average=False, int8=True)  # checks int8 ~ float32
+    registry.refresh()
+    quantized = registry.resolve("emotion")
+    agreement = quantized.info["precision"]["agreement_with_float32_on_validation"]
+    assert quantized.version == 4 and (agreement["same_top_label"] >= 0.95 or agreement["mean_total_variation"] <= 0.01)
+    probabilities = quantized.predict({"image": np.zeros((2, 48, 48, 1), np.float32)})["probabilities"]
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-3)
