@@ -3,9 +3,9 @@
     serving/models/<name>/<version>/model.onnx   NHWC float32 input, softmax / expected age in the graph
     serving/models/<name>/<version>/model.json   preprocessing, labels, provenance (read by the server)
 
-    python -m training.export runs/emotion-v1 --version 1               # -> emotion
-    python -m training.export runs/age-gender-v1 --version 1            # -> age and gender
-    python -m training.export runs/emotion-v1 --version 1 --int8        # int8, calibrated on training faces
+    python -m training.export runs/emo-v1 --version 1               # -> emotion
+    python -m training.export runs/ag-v1 --version 1            # -> age and gender
+    python -m training.export runs/emo-v1 --version 1 --int8        # int8, calibrated on training faces
 
 The ONNX output is checked against PyTorch on real validation images before anything is written; an int8
 model is checked against its float32 original the same way (agreement is recorded in model.json).
@@ -76,18 +76,21 @@ SPECS = {
 }
 
 
-def load_trained(run_dir: Path) -> tuple[TrainConfig, nn.Module, dict]:
+def load_trained(run_dir: Path, weights: str = "ema") -> tuple[TrainConfig, nn.Module, dict]:
+    """The checkpoint's network with its EMA weights (default) or its last raw weights."""
     state = torch.load(run_dir / "last.pt", weights_only=False)
     config = TrainConfig.from_dict(state["config"])
     _task, network = build(config)
-    ema_weights = {k.removeprefix("module."): v for k, v in state["ema"].items() if k.startswith("module.")}
-    network.load_state_dict(ema_weights)
+    if weights == "ema":
+        network.load_state_dict({k.removeprefix("module."): v for k, v in state["ema"].items() if k.startswith("module.")})
+    else:
+        network.load_state_dict(state["model"])
     network.eval()
     return config, network, state
 
 
-def export(run_dir: Path, version: int, models_dir: Path, flip_average: bool, int8: bool = False) -> list[Path]:
-    config, network, state = load_trained(run_dir)
+def export(run_dir: Path, version: int, models_dir: Path, flip_average: bool, int8: bool = False, weights: str = "ema") -> list[Path]:
+    config, network, state = load_trained(run_dir, weights)
     task, _ = build(config)
     splits = task.load(Path(config.data_dir) if config.data_dir else default_data_dir(), Path(config.cache_dir))
     sample = normalise(splits.val.images[:64]).permute(0, 2, 3, 1).contiguous()
@@ -114,6 +117,7 @@ def export(run_dir: Path, version: int, models_dir: Path, flip_average: bool, in
         onnx.checker.check_model(model_proto)
         _check_against_torch(model_proto, graph, sample)
         metadata = _metadata(spec, config, task, version, flip_average, state, face_crop)
+        metadata["training"]["weights"] = "exponential moving average" if weights == "ema" else "last step"
         if int8:
             calibration = normalise(
                 splits.train.images[torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(0))[:512]]
@@ -252,8 +256,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models-dir", type=Path, default=Path("serving/models"))
     parser.add_argument("--flip-average", action="store_true", help="score each face and its mirror image")
     parser.add_argument("--int8", action="store_true", help="quantise to int8 (static, calibrated on training faces)")
+    parser.add_argument("--weights", choices=["ema", "raw"], default="ema", help="the EMA weights or the last step's")
     args = parser.parse_args(argv)
-    export(args.run_dir, args.version, args.models_dir, args.flip_average, args.int8)
+    export(args.run_dir, args.version, args.models_dir, args.flip_average, args.int8, args.weights)
 
 
 if __name__ == "__main__":

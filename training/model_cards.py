@@ -73,7 +73,8 @@ def write_model_card(directory: Path, name: str, metadata: dict, result: dict) -
         "## Architecture and training",
         f"`{training['architecture']}` {training['model_args']} from `training/models.py`, trained from scratch by "
         f"`python -m training.train` (run `{training['run']}`, {training['epochs']} epochs, config saved in the "
-        "checkpoint and in training/configs/), exported by `python -m training.export`.",
+        "checkpoint and in training/configs/), exported by `python -m training.export` "
+        f"({training.get('weights', 'exponential moving average')} weights).",
         "",
         *_precision_lines(metadata.get("precision", {"weights": "float32"})),
         "## Data",

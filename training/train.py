@@ -2,7 +2,7 @@
 
     python -m training.train training/configs/emotion.toml            # runs/<run_name>/
     python -m training.train training/configs/emotion.toml --set epochs=3 --set run_name=smoke
-    python -m training.train --resume runs/emotion-v1                   # continue where it stopped
+    python -m training.train --resume runs/emo-v1                   # continue where it stopped
 
 Every epoch writes runs/<run_name>/last.pt (model, EMA model, optimiser, schedule, RNG state, the config)
 and appends one JSON line to runs/<run_name>/log.jsonl.

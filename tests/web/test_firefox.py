@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from websockets.sync.client import connect
 
-from tests.conftest import free_port, wait_until
+from tests.conftest import free_port, stop, wait_until
 
 FIREFOX = shutil.which("firefox-esr") or shutil.which("firefox")
 PREFS = {
@@ -74,11 +74,7 @@ def firefox(tmp_path: Path):
         bidi.send("session.end")
         bidi.socket.close()
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process)
         log.close()
 
 
