@@ -148,10 +148,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fps", type=float, default=5.0)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--server-args", nargs=argparse.REMAINDER, default=[], help="extra flags for the started model server")
     args = parser.parse_args(argv)
 
     grpc_port, rest_port, web_port = free_port(), free_port(), free_port()
-    model = start(["-m", "serving", "--host", "127.0.0.1", "--port", str(grpc_port), "--rest_api_port", str(rest_port)])
+    model = start(["-m", "serving", "--host", "127.0.0.1", "--port", str(grpc_port), "--rest_api_port", str(rest_port), *args.server_args])
     web = start(
         ["-m", "gunicorn", "-c", "gunicorn.conf.py", "app:create_app()"],
         {"PORT": str(web_port), "HOST": "127.0.0.1", "EMOTION_MODEL_SERVER": f"127.0.0.1:{grpc_port}", "EMOTION_YUNET_PATH": str(YUNET)},

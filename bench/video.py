@@ -7,7 +7,7 @@ render. Speed = video duration / (queued → done).
 
     python -m bench.video                        # 1 worker, then 2 workers; embedded SQLite + local queue
     python -m bench.video --workers 1 2 --backend production   # PostgreSQL + Redis on this machine
-    python -m bench.video --fer                  # also the `fer` package's Video analysis, if installed
+    python -m bench.video --fer-python /tmp/fer-venv/bin/python   # also the `fer` package's Video analysis
 
 Needs ../shared (media and the YuNet file), like the tests.
 """
@@ -96,7 +96,6 @@ def run_job(video: Path, workers: int, backend: str, model_target: str, workdir:
     }
     os.environ.update(env)
     from emotion_detector.settings import Settings
-    from emotion_detector.videos import jobs
     from emotion_detector.videos.service import VideoService
 
     service = VideoService(Settings())
@@ -139,22 +138,39 @@ def run_job(video: Path, workers: int, backend: str, model_target: str, workdir:
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
-        jobs.celery_app.close()  # the next run has its own queue: drop this run's broker connections
         cleanup()
 
 
-def fer_speed(video: Path) -> dict:
-    """The `fer` package (TensorFlow, MTCNN off) on the same file, every frame — only if installed."""
-    try:
-        from fer import FER, Video
-    except ImportError as error:
-        return {"fer": f"not installed ({error})"}
-    started = time.perf_counter()
-    Video(str(video), outdir=tempfile.mkdtemp()).analyze(FER(mtcnn=False), display=False, frequency=1, save_video=False, save_frames=False)
-    wall_s = time.perf_counter() - started
-    with av.open(str(video)) as container:
-        duration_s = container.duration / 1e6
-    return {"fer": {"wall_s": round(wall_s, 2), "speed_x_realtime": round(duration_s / wall_s, 2)}}
+FER_SCRIPT = """
+import json, sys, tempfile, time
+import av
+from fer import FER, Video
+video = sys.argv[1]
+started = time.perf_counter()
+Video(video, outdir=tempfile.mkdtemp()).analyze(FER(mtcnn=False), display=False, frequency=1, save_video=False, save_frames=False)
+wall_s = time.perf_counter() - started
+with av.open(video) as container:
+    duration_s = container.duration / 1e6
+print(json.dumps({"wall_s": round(wall_s, 2), "speed_x_realtime": round(duration_s / wall_s, 2)}))
+"""
+
+
+def fer_speed(video: Path, python: str) -> dict:
+    """The `fer` package's Video analysis (TensorFlow; Haar detector, every frame) on the same file, run by
+    an interpreter that has it installed: it is kept out of this project's requirements."""
+    result = subprocess.run([python, "-c", FER_SCRIPT, str(video)], capture_output=True, text=True, timeout=1800)
+    if result.returncode != 0:
+        return {"fer": f"failed: {result.stderr.strip().splitlines()[-1] if result.stderr.strip() else result.returncode}"}
+    return {"fer": json.loads(result.stdout.strip().splitlines()[-1])}
+
+
+def one_run(video: Path, workers: int, args: argparse.Namespace, model_target: str, workdir: Path) -> dict:
+    """Each configuration in a process of its own: Celery's producer keeps its broker connection, so a
+    second run in this process would queue into the first run's broker."""
+    command = [sys.executable, "-m", "bench.video", "--single-run", str(workers), "--backend", args.backend]
+    command += ["--video", str(video), "--model-server", model_target, "--workdir", str(workdir)]
+    answer = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True)
+    return json.loads(answer.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -163,8 +179,15 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--backend", choices=["embedded", "production"], default="embedded")
     parser.add_argument("--segment-seconds", type=float, default=10.0)
-    parser.add_argument("--fer", action="store_true")
+    parser.add_argument("--fer-python", help="a Python with `fer` and TensorFlow installed: measure fer's Video too")
+    parser.add_argument("--single-run", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--video", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--model-server", help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.single_run:
+        print(json.dumps(run_job(args.video, args.single_run, args.backend, args.model_server, args.workdir)))
+        return
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-video-"))
     video = looped_video(workdir / "single_face_1min.mp4", args.seconds)
@@ -175,7 +198,7 @@ def main() -> None:
     )
     try:
         wait_until(lambda: requests.get(f"http://127.0.0.1:{rest_port}/readyz", timeout=1).ok, 60, "model server", model)
-        results = [run_job(video, n, args.backend, f"127.0.0.1:{grpc_port}", workdir) for n in args.workers]
+        results = [one_run(video, n, args, f"127.0.0.1:{grpc_port}", workdir) for n in args.workers]
     finally:
         os.killpg(model.pid, signal.SIGTERM)
     report = {"video": {"source": SOURCE.name, "seconds": args.seconds, "cpu_count": os.cpu_count()}, "runs": results}
@@ -184,8 +207,8 @@ def main() -> None:
             f"{r['workers']}_vs_{results[0]['workers']}": round(r["speed_x_realtime"] / results[0]["speed_x_realtime"], 2)
             for r in results[1:]
         }
-    if args.fer:
-        report |= fer_speed(video)
+    if args.fer_python:
+        report |= fer_speed(video, args.fer_python)
     print(json.dumps(report, indent=2))
 
 

@@ -78,7 +78,7 @@ class TensorSpec:
 class ServingOptions:
     intra_op_threads: int = 2
     max_batch_size: int = 256
-    allow_spinning: bool = True  # spin-waiting ORT threads answer sooner but burn CPU between requests
+    allow_spinning: bool = False  # spin-waiting ORT threads answer sooner but burn CPU between requests
 
 
 class ServedModel:
