@@ -143,14 +143,15 @@ def run_job(video: Path, workers: int, backend: str, model_target: str, workdir:
 
 FER_SCRIPT = """
 import json, sys, tempfile, time
-import av
-from fer import FER, Video
+import cv2
+from fer.classes import Video
+from fer.fer import FER
 video = sys.argv[1]
 started = time.perf_counter()
 Video(video, outdir=tempfile.mkdtemp()).analyze(FER(mtcnn=False), display=False, frequency=1, save_video=False, save_frames=False)
 wall_s = time.perf_counter() - started
-with av.open(video) as container:
-    duration_s = container.duration / 1e6
+capture = cv2.VideoCapture(video)
+duration_s = capture.get(cv2.CAP_PROP_FRAME_COUNT) / capture.get(cv2.CAP_PROP_FPS)
 print(json.dumps({"wall_s": round(wall_s, 2), "speed_x_realtime": round(duration_s / wall_s, 2)}))
 """
 
