@@ -95,6 +95,10 @@ def export(run_dir: Path, version: int, models_dir: Path, flip_average: bool, in
     splits = task.load(Path(config.data_dir) if config.data_dir else default_data_dir(), Path(config.cache_dir))
     sample = normalise(splits.val.images[:64]).permute(0, 2, 3, 1).contiguous()
     face_crop = measure_face_crops(splits.val)
+    if int8:  # the same faces for every head's model: NHWC, normalised as served
+        chosen = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(0))[:512]
+        calibration = normalise(splits.train.images[chosen]).permute(0, 2, 3, 1).contiguous().numpy()
+        validation = normalise(splits.val.images[:1024]).permute(0, 2, 3, 1).contiguous().numpy()
     written = []
     for spec in SPECS[config.task]:
         graph = ServingGraph(network, spec.head, flip_average).eval()
@@ -119,13 +123,7 @@ def export(run_dir: Path, version: int, models_dir: Path, flip_average: bool, in
         metadata = _metadata(spec, config, task, version, flip_average, state, face_crop)
         metadata["training"]["weights"] = "exponential moving average" if weights == "ema" else "last step"
         if int8:
-            calibration = normalise(
-                splits.train.images[torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(0))[:512]]
-            )
-            validation = normalise(splits.val.images[:1024]).permute(0, 2, 3, 1).contiguous().numpy()
-            model_proto, metadata["precision"] = quantize_int8(
-                model_proto, calibration.permute(0, 2, 3, 1).contiguous().numpy(), validation
-            )
+            model_proto, metadata["precision"] = quantize_int8(model_proto, calibration, validation)
         onnx.save(model_proto, str(target / "model.onnx"))
         (target / "model.json").write_text(json.dumps(metadata, indent=2) + "\n")
         written.append(target)

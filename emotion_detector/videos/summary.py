@@ -85,7 +85,7 @@ class PersonFrame:
     emotion: tuple[float, ...]
     age_years: float
     female_probability: float
-    score: float = 1.0  # the detector's confidence
+    score: float  # the detector's confidence
 
     def face(self, person: int) -> Face:
         """The face object of DESIGN.md §2 for this frame."""
