@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from celery import Celery, signals
-from sqlalchemy import and_, delete, exists, or_, select, update
+from sqlalchemy import and_, delete, exists, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from emotion_detector.detection import DetectorOptions, FaceDetector, create_detector
@@ -110,15 +110,21 @@ def plan_segments(frame_count: int, fps: float, segment_seconds: float, overlap:
 def start(video_id: str) -> None:
     ctx = database()
     with ctx.sessions.begin() as session:
-        video = session.get(Video, video_id)
+        video = session.get(Video, video_id, with_for_update=True)  # a cancel waits for this transaction, or wins
         if video is None or video.status in ("done", "failed"):
+            return
+        # A conditional update, not an attribute write: a cancel committed since the read must not be undone.
+        started = session.execute(
+            update(Video)
+            .where(Video.id == video_id, Video.status.in_(("queued", "running")), Video.cancel_requested.is_(False))
+            .values(status="running", started_at=func.coalesce(Video.started_at, utcnow()))
+        )
+        if started.rowcount != 1:
             return
         if not video.segments:
             overlap = ctx.settings.segment_overlap_frames * video.every_n_frames  # counted in analysed frames
             plan = plan_segments(video.frame_count, video.fps, ctx.settings.segment_seconds, overlap)
             video.segments = [Segment(index=i, start_frame=s, end_frame=e, overlap_end_frame=o) for i, (s, e, o) in enumerate(plan)]
-        if video.status == "queued":
-            video.status, video.started_at = "running", utcnow()
         pending = [s.index for s in video.segments if s.status != "done"]
     for index in pending:
         segment.delay(video_id, index)
