@@ -90,16 +90,27 @@ class FaceAnalyzer:
             detections = detections[np.sort(keep)]
         return detections
 
-    def attributes(self, image_bgr: np.ndarray, boxes_xyxy: np.ndarray, detector_name: str) -> FaceAttributes:
+    def attributes(
+        self, image_bgr: np.ndarray, boxes_xyxy: np.ndarray, detector_name: str, age_gender_for: np.ndarray | None = None
+    ) -> FaceAttributes:
+        """Expression for every box; age and gender for the boxes in ``age_gender_for`` (default: all), NaN
+        for the rest. One batched request per model that has any face to score, all in flight at once."""
         if len(boxes_xyxy) == 0:
             return FaceAttributes.empty()
+        wanted = np.ones(len(boxes_xyxy), dtype=bool) if age_gender_for is None else np.asarray(age_gender_for, dtype=bool)
         specs = self.client.specs()
+        boxes_for = {"emotion": boxes_xyxy, "age": boxes_xyxy[wanted], "gender": boxes_xyxy[wanted]}
         batches = {
-            name: spec.normalise(crop_faces(image_bgr, boxes_xyxy, spec.crop_rule(detector_name), spec.size, spec.grey))
+            name: spec.normalise(crop_faces(image_bgr, boxes_for[name], spec.crop_rule(detector_name), spec.size, spec.grey))
             for name, spec in specs.items()
+            if len(boxes_for[name])
         }
         outputs = self.client.predict(batches)
-        return FaceAttributes(emotion=outputs["emotion"], age_years=outputs["age"].reshape(-1), gender=outputs["gender"])
+        age = np.full(len(boxes_xyxy), np.nan, np.float32)
+        gender = np.full((len(boxes_xyxy), 2), np.nan, np.float32)
+        if wanted.any():
+            age[wanted], gender[wanted] = outputs["age"].reshape(-1), outputs["gender"]
+        return FaceAttributes(emotion=outputs["emotion"], age_years=age, gender=gender)
 
     def analyze_image(self, data: bytes, detect: bool = True) -> FrameAnalysis:
         """One picture: every face found (or, with ``detect=False``, the whole picture as one face crop)."""
@@ -130,7 +141,11 @@ class LiveSession:
         settings = analyzer.settings
         self.analyzer = analyzer
         self.tracker = FaceTracker(nominal_fps, settings.track_lost_after_s)
-        self.smoother = AttributeSmoother(settings.smoothing_new_frame_weight, forget_after_frames=self.tracker.lost_after_frames)
+        self.smoother = AttributeSmoother(
+            settings.smoothing_new_frame_weight,
+            forget_after_frames=self.tracker.lost_after_frames,
+            age_gender_every_n_frames=settings.age_gender_every_n_frames,
+        )
 
     def process(self, data: bytes) -> FrameAnalysis:
         timer = Timer()
@@ -141,7 +156,8 @@ class LiveSession:
         with timer.stage("track"):
             track_ids = self.tracker.update(detections)
         with timer.stage("models"):
-            found = self.analyzer.attributes(image, detections.xyxy, self.analyzer.detector.name)
+            due = self.smoother.due_for_age_gender(track_ids)
+            found = self.analyzer.attributes(image, detections.xyxy, self.analyzer.detector.name, age_gender_for=due)
         with timer.stage("smooth"):
             smoothed = self.smoother.update(track_ids, found)
         timer.timings_ms["total"] = round(sum(timer.timings_ms.values()), 2)

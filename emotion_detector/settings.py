@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     # Per-track temporal smoothing: exponential moving average with this weight for the newest frame.
     smoothing_new_frame_weight: float = Field(0.35, gt=0, le=1)
     track_lost_after_s: float = Field(1.0, gt=0)
+    # A tracked face's apparent age and gender hardly change from one frame to the next, so live and in videos
+    # they are measured again only on every n-th analysed frame of its track (new faces at once) and carried
+    # over in between; expression is measured on every analysed frame.
+    age_gender_every_n_frames: int = Field(5, ge=1)
 
     # Video jobs: database, queue, files.
     database_url: str = f"sqlite:///{INSTANCE_DIR / 'emotion-detector.db'}"

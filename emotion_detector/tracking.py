@@ -58,32 +58,51 @@ class _TrackState:
     age_years: float
     gender: np.ndarray
     last_frame: int
+    age_gender_frame: int  # the last frame whose age and gender were measured for this track
 
 
 @dataclass
 class AttributeSmoother:
     """Exponential moving average of each track's probabilities and age, so labels don't flicker from frame
-    to frame; faces without a track id pass through unchanged."""
+    to frame; faces without a track id pass through unchanged.
+
+    Apparent age and gender change far slower than expression, so a tracked face needs them measured only on
+    every ``age_gender_every_n_frames``-th frame; ``due_for_age_gender`` says which faces need them now and
+    ``update`` carries the track's values over for the others (marked NaN in the input)."""
 
     new_frame_weight: float
     forget_after_frames: int
+    age_gender_every_n_frames: int = 1
     _tracks: dict[int, _TrackState] = field(default_factory=dict)
     _frame: int = 0
+
+    def due_for_age_gender(self, track_ids: np.ndarray) -> np.ndarray:
+        """(N,) bool for the coming ``update``: untracked and new faces always, tracked ones every n frames."""
+        due = np.ones(len(track_ids), dtype=bool)
+        for i, track_id in enumerate(track_ids):
+            state = self._tracks.get(int(track_id)) if track_id >= 0 else None
+            if state is not None:
+                due[i] = self._frame + 1 - state.age_gender_frame >= self.age_gender_every_n_frames
+        return due
 
     def update(self, track_ids: np.ndarray, found: FaceAttributes) -> FaceAttributes:
         self._frame += 1
         w = self.new_frame_weight
         emotion, age, gender = found.emotion.copy(), found.age_years.astype(np.float32).copy(), found.gender.copy()
         for i, track_id in enumerate(track_ids):
-            if track_id < 0:
-                continue
-            state = self._tracks.get(int(track_id))
+            measured = not np.isnan(age[i])
+            state = self._tracks.get(int(track_id)) if track_id >= 0 else None
             if state is None:
-                self._tracks[int(track_id)] = _TrackState(emotion[i], float(age[i]), gender[i], self._frame)
+                if not measured:
+                    raise ValueError(f"face {i} (track {track_id}) has no age / gender measured and none to carry over")
+                if track_id >= 0:
+                    self._tracks[int(track_id)] = _TrackState(emotion[i], float(age[i]), gender[i], self._frame, self._frame)
                 continue
             state.emotion = (1 - w) * state.emotion + w * emotion[i]
-            state.age_years = (1 - w) * state.age_years + w * float(age[i])
-            state.gender = (1 - w) * state.gender + w * gender[i]
+            if measured:
+                state.age_years = (1 - w) * state.age_years + w * float(age[i])
+                state.gender = (1 - w) * state.gender + w * gender[i]
+                state.age_gender_frame = self._frame
             state.last_frame = self._frame
             emotion[i], age[i], gender[i] = state.emotion, state.age_years, state.gender
         stale = [tid for tid, s in self._tracks.items() if self._frame - s.last_frame > self.forget_after_frames]

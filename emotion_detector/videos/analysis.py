@@ -65,6 +65,7 @@ class _Frame:
     boxes: np.ndarray  # (N, 4)
     scores: np.ndarray  # (N,)
     track_ids: np.ndarray  # (N,), -1: not confirmed yet
+    age_gender_due: np.ndarray  # (N,) bool: measure age and gender for this face (else carry its track's over)
 
 
 @dataclass
@@ -74,15 +75,30 @@ class _Batch:
 
 
 class SegmentAnalyzer:
-    def __init__(self, detector: FaceDetector, client: ModelServerClient, fps: float, every_n_frames: int = 1, batch_frames: int = 8):
+    """Expression on every analysed frame; a tracked face's age and gender on every ``age_gender_every_n``-th
+    analysed frame of its track, carried over in between (the same rule as the live path)."""
+
+    def __init__(
+        self,
+        detector: FaceDetector,
+        client: ModelServerClient,
+        fps: float,
+        every_n_frames: int = 1,
+        batch_frames: int = 8,
+        age_gender_every_n: int = 1,
+    ):
         self.detector, self.client = detector, client
         self.fps, self.every_n_frames, self.batch_frames = fps, every_n_frames, batch_frames
+        self.age_gender_every_n = age_gender_every_n
 
     def run(self, path: Path, start: int, stop: int, on_progress: Callable[[int], bool] | None = None) -> list[FaceObservation]:
         """Observations for the analysed frames in [start, stop) (every n-th frame from ``start``).
         ``on_progress(frames_done)`` is called after each batch; returning False raises Cancelled."""
         tracker = FaceTracker(self.fps / self.every_n_frames, lost_after_s=1.0)
+        measured_at: dict[int, int] = {}  # track → analysed-frame number of its last age / gender measurement
+        carried: dict[int, tuple[float, float]] = {}  # track → (age, female probability) last measured
         observations: list[FaceObservation] = []
+        analysed = 0
         batch, images = _Batch([]), []
         in_flight: _Batch | None = None
         done = 0
@@ -91,12 +107,16 @@ class SegmentAnalyzer:
             if index % self.every_n_frames:  # aligned to the whole video, so neighbours analyse the same overlap frames
                 continue
             detections = self.detector.detect(image)
-            batch.frames.append(_Frame(index, detections.xyxy, detections.confidence, tracker.update(detections)))
+            track_ids = tracker.update(detections)
+            due = np.array([t < 0 or analysed - measured_at.get(int(t), -(10**9)) >= self.age_gender_every_n for t in track_ids], bool)
+            measured_at.update({int(t): analysed for t in track_ids[due] if t >= 0})
+            analysed += 1
+            batch.frames.append(_Frame(index, detections.xyxy, detections.confidence, track_ids, due))
             images.append(image)
             if len(batch.frames) == self.batch_frames:
                 batch.pending = self._submit(batch.frames, images)
                 if in_flight:
-                    observations += self._collect(in_flight)
+                    observations += self._collect(in_flight, carried)
                 in_flight, batch, images = batch, _Batch([]), []
                 if on_progress and not on_progress(done):
                     raise Cancelled()
@@ -104,7 +124,7 @@ class SegmentAnalyzer:
             batch.pending = self._submit(batch.frames, images)
         for pending in (in_flight, batch):
             if pending:
-                observations += self._collect(pending)
+                observations += self._collect(pending, carried)
         if on_progress and not on_progress(done):
             raise Cancelled()
         return link_first_sightings(observations)
@@ -116,19 +136,31 @@ class SegmentAnalyzer:
         inputs = {}
         for name, spec in self.client.specs().items():
             rule = spec.crop_rule(self.detector.name)
-            crops = [crop_faces(image, frame.boxes, rule, spec.size, spec.grey) for frame, image in with_faces]
-            inputs[name] = spec.normalise(np.concatenate(crops))
+            boxes = [(frame.boxes if name == "emotion" else frame.boxes[frame.age_gender_due], image) for frame, image in with_faces]
+            crops = [crop_faces(image, b, rule, spec.size, spec.grey) for b, image in boxes if len(b)]
+            if crops:
+                inputs[name] = spec.normalise(np.concatenate(crops))
         return self.client.submit(inputs)
 
-    def _collect(self, batch: _Batch) -> list[FaceObservation]:
+    def _collect(self, batch: _Batch, carried: dict[int, tuple[float, float]]) -> list[FaceObservation]:
+        """Observations in frame order; ``carried`` (track → last measured age, female probability) is read
+        for faces not due and updated from those measured, so collect batches in the order they were made."""
         if batch.pending is None:
             return []
         outputs = batch.pending.result()
-        emotion, age, gender = outputs["emotion"], outputs["age"].reshape(-1), outputs["gender"]
+        emotion = outputs["emotion"]
+        age, gender = outputs.get("age", np.zeros(0)).reshape(-1), outputs.get("gender", np.zeros((0, 2)))
         female = self.client.specs()["gender"].labels.index("female")
-        observations, row = [], 0
+        observations, row, measured_row = [], 0, 0
         for frame in batch.frames:
-            for box, score, track in zip(frame.boxes, frame.scores, frame.track_ids, strict=True):
+            for box, score, track, due in zip(frame.boxes, frame.scores, frame.track_ids, frame.age_gender_due, strict=True):
+                if due:
+                    age_years, female_probability = float(age[measured_row]), float(gender[measured_row, female])
+                    measured_row += 1
+                    if track >= 0:
+                        carried[int(track)] = (age_years, female_probability)
+                else:
+                    age_years, female_probability = carried[int(track)]
                 observations.append(
                     FaceObservation(
                         frame_index=frame.index,
@@ -136,8 +168,8 @@ class SegmentAnalyzer:
                         box_xyxy=tuple(round(float(v), 2) for v in box),
                         score=round(float(score), 4),
                         emotion=tuple(round(float(p), 5) for p in emotion[row]),
-                        age_years=round(float(age[row]), 2),
-                        female_probability=round(float(gender[row, female]), 5),
+                        age_years=round(age_years, 2),
+                        female_probability=round(female_probability, 5),
                     )
                 )
                 row += 1

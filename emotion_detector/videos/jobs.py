@@ -155,7 +155,7 @@ def segment(self, video_id: str, index: int) -> None:
             return not session.scalar(select(Video.cancel_requested).where(Video.id == video_id))
 
     try:
-        analyzer = SegmentAnalyzer(ctx.detector, ctx.client, fps, every_n)
+        analyzer = SegmentAnalyzer(ctx.detector, ctx.client, fps, every_n, age_gender_every_n=ctx.settings.age_gender_every_n_frames)
         found = analyzer.run(source, start_frame, overlap_end, on_progress=heartbeat)
     except Cancelled:
         log.info("video %s segment %d: cancelled", video_id, index)

@@ -1,0 +1,39 @@
+"""SegmentAnalyzer on a real video and the real model server: expression on every frame, age and gender
+measured every n-th frame of a track and carried over in between."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from emotion_detector.detection import DetectorOptions, create_detector
+from emotion_detector.model_client import ModelServerClient
+from emotion_detector.settings import Settings
+from emotion_detector.videos.analysis import SegmentAnalyzer
+from tests.conftest import YUNET
+
+
+def analyse(model_server, shared_dir, age_gender_every_n: int):
+    client = ModelServerClient(model_server.grpc_target)
+    detector = create_detector(DetectorOptions(kind="yunet", yunet_path=YUNET, max_input_side=Settings().detection_max_side_px))
+    try:
+        analyzer = SegmentAnalyzer(detector, client, fps=30.0, age_gender_every_n=age_gender_every_n)
+        return analyzer.run(shared_dir / "media" / "videos" / "single_face.mp4", 0, 40)
+    finally:
+        client.close()
+
+
+def test_age_and_gender_are_measured_every_nth_frame_of_a_track_and_held_between(model_server, shared_dir):
+    every_frame = analyse(model_server, shared_dir, 1)
+    sampled = analyse(model_server, shared_dir, 5)
+    assert [o.frame_index for o in sampled] == [o.frame_index for o in every_frame] == list(range(40))  # one face per frame
+    # Expression is measured on every frame either way: the same numbers.
+    np.testing.assert_allclose([o.emotion for o in sampled], [o.emotion for o in every_frame], atol=1e-4)
+    tracked = [(a, b) for a, b in zip(sampled, every_frame, strict=True) if a.local_track >= 0]
+    track_starts = next(i for i, o in enumerate(sampled) if o.local_track >= 0)
+    for position, (held, measured) in enumerate(tracked):
+        source = tracked[position - position % 5][1]  # the frame whose measurement this one holds
+        assert held.age_years == source.age_years and held.female_probability == source.female_probability
+        if position % 5 == 0:
+            assert held.age_years == measured.age_years
+    # The model really varies from frame to frame, so holding a value is visible (the test can fail).
+    assert len({o.age_years for o in every_frame[track_starts:]}) > len({o.age_years for o in sampled[track_starts:]})
