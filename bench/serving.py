@@ -6,6 +6,8 @@ requests per second with 8 concurrent clients.
 
 Clients run on the same machine as the server (so they compete for its cores): figures are end to end,
 client serialisation included. Faces are real (FER2013 PublicTest / UTKFace) when ../shared is there.
+Two more rows per model split a Predict's time: a GetModelStatus round trip (gRPC with no inference) and the
+ONNX Runtime session alone in this process.
 """
 
 from __future__ import annotations
@@ -62,6 +64,28 @@ class GrpcClient:
 
     def __call__(self) -> None:
         self.stub.Predict(self.request, timeout=10)
+
+
+class GrpcStatusClient:
+    """A GetModelStatus call: the gRPC round trip with no inference, the floor under any Predict."""
+
+    def __init__(self, target: str, model: str):
+        self.channel = grpc.insecure_channel(target)
+        self.stub = tfs_grpc.ModelServiceStub(self.channel)
+        self.request = tfs.GetModelStatusRequest(model_spec=tfs.ModelSpec(name=model))
+
+    def __call__(self) -> None:
+        self.stub.GetModelStatus(self.request, timeout=10)
+
+
+def in_process_model(model: str, faces: np.ndarray, intra_op_threads: int):
+    """The ONNX session alone, in this process, with the server's default session options."""
+    from serving.registry import ModelRegistry, ServingOptions, discover
+
+    registry = ModelRegistry(discover(ROOT / "serving" / "models"), ServingOptions(intra_op_threads=intra_op_threads))
+    registry.refresh()
+    served = registry.resolve(model)
+    return lambda: served.predict({"image": faces})
 
 
 class RestClient:
@@ -159,6 +183,21 @@ def main(argv: list[str] | None = None) -> None:
                     row = {"model": model, "faces": batch, "protocol": protocol, **latency_ms(make(batch), args.requests)}
                     results.append(row)
                     print(json.dumps(row), flush=True)
+            floor = {
+                "model": model,
+                "faces": 0,
+                "protocol": "grpc status (no inference)",
+                **latency_ms(GrpcStatusClient(grpc_target, model), args.requests),
+            }
+            alone = {
+                "model": model,
+                "faces": 1,
+                "protocol": "in process, ONNX Runtime only",
+                **latency_ms(in_process_model(model, faces[:1], min(2, os.cpu_count() or 1)), args.requests),
+            }
+            for row in (floor, alone):
+                results.append(row)
+                print(json.dumps(row), flush=True)
             for protocol, make in clients.items():
                 rps = throughput_rps(lambda make=make: make(1), args.clients, args.seconds)
                 row = {"model": model, "faces": 1, "protocol": protocol, "clients": args.clients, "requests_per_s": rps}

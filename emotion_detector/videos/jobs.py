@@ -117,7 +117,7 @@ def start(video_id: str) -> None:
         started = session.execute(
             update(Video)
             .where(Video.id == video_id, Video.status.in_(("queued", "running")), Video.cancel_requested.is_(False))
-            .values(status="running", started_at=func.coalesce(Video.started_at, utcnow()))
+            .values(status="running", started_at=func.coalesce(Video.started_at, utcnow()), heartbeat_at=utcnow())
         )
         if started.rowcount != 1:
             return
@@ -350,7 +350,8 @@ def fail(ctx: Database, video_id: str, error: str) -> None:
 
 
 def recover(ctx: Database) -> int:
-    """Re-queue work whose worker died: stale segment leases, stale finalisations, jobs never started."""
+    """Re-queue work whose worker died: stale segment leases, stale finalisations, jobs never started, and
+    segments planned but never queued."""
     requeued = 0
     cutoff = stale_before(ctx)
     with ctx.sessions() as session:
@@ -369,6 +370,16 @@ def recover(ctx: Database) -> int:
             )
         ).all()
         never_started = session.scalars(select(Video.id).where(Video.status == "queued", Video.created_at < cutoff)).all()
+        # Segments committed by `start` whose tasks never reached the queue (its worker died in between): no
+        # segment of the job is alive and `start` has not queued them for a while, so queue them again. A
+        # duplicate task is harmless: it cannot claim a segment that another one holds or finished.
+        waiting = exists().where(Segment.video_id == Video.id, Segment.status == "pending")
+        alive = exists().where(Segment.video_id == Video.id, Segment.status == "running", Segment.heartbeat_at >= cutoff)
+        unqueued = session.scalars(
+            select(Video.id).where(
+                Video.status == "running", Video.cancel_requested.is_(False), waiting, ~alive, Video.heartbeat_at < cutoff
+            )
+        ).all()
     for video_id, index in stale_segments:
         log.warning("video %s segment %d: its worker stopped sending heartbeats; queued again", video_id, index)
         segment.delay(video_id, index)
@@ -376,8 +387,8 @@ def recover(ctx: Database) -> int:
     for video_id in stuck:
         maybe_finalise(video_id)
         requeued += 1
-    for video_id in never_started:
-        start.delay(video_id)
+    for video_id in [*never_started, *unqueued]:
+        start.delay(video_id)  # also queues the pending segments of a running job again
         requeued += 1
     return requeued
 
