@@ -9,6 +9,11 @@ render. Speed = video duration / (queued → done).
     python -m bench.video --workers 1 2 --backend production   # PostgreSQL + Redis on this machine
     python -m bench.video --fer-python /tmp/fer-venv/bin/python   # also the `fer` package's Video analysis
 
+fer needs TensorFlow, so it lives in an environment of its own, never in this project's requirements:
+    python -m venv /tmp/fer-venv && /tmp/fer-venv/bin/pip install fer==25.10.3 tensorflow-cpu \
+        "opencv-contrib-python<5" "setuptools<81"
+(OpenCV 5 no longer ships the Haar cascade fer loads, and fer still imports pkg_resources.)
+
 Needs ../shared (media and the YuNet file), like the tests.
 """
 
