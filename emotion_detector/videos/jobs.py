@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import sqlalchemy.exc
 from celery import Celery, signals
 from sqlalchemy import and_, delete, exists, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -62,6 +63,22 @@ def configure(settings: Settings) -> None:
 
 
 configure(Settings())
+
+
+@signals.worker_init.connect
+def _declare_embedded_queue(**_kwargs) -> None:
+    """kombu's SQLAlchemy transport creates its queue's row on first use, and two workers starting at once
+    race to insert it: the loser dies with "UNIQUE constraint failed: kombu_queue.name". Create the row
+    here, before the consumer starts, and take the other worker's row when it won the race."""
+    if not celery_app.conf.broker_url.startswith("sqla+"):
+        return
+    for attempt in range(10):
+        try:
+            with celery_app.connection_for_write() as connection:
+                connection.default_channel.queue_declare(queue=celery_app.conf.task_default_queue)
+            return
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError):  # row, or table, created meanwhile
+            time.sleep(0.05 * (attempt + 1))  # the other worker's row is there now; a new session sees it
 
 
 @dataclass(frozen=True)
