@@ -22,7 +22,7 @@ from emotion_detector.frames import ImageLimits, decode_image
 from emotion_detector.labels import EMOTIONS, GENDERS
 from emotion_detector.model_client import ModelServerClient
 from emotion_detector.settings import Settings
-from emotion_detector.tracking import AttributeSmoother, FaceAttributes, FaceTracker
+from emotion_detector.tracking import AgeGenderSchedule, AttributeSmoother, FaceAttributes, FaceTracker
 
 
 @dataclass(frozen=True)
@@ -141,11 +141,8 @@ class LiveSession:
         settings = analyzer.settings
         self.analyzer = analyzer
         self.tracker = FaceTracker(nominal_fps, settings.track_lost_after_s)
-        self.smoother = AttributeSmoother(
-            settings.smoothing_new_frame_weight,
-            forget_after_frames=self.tracker.lost_after_frames,
-            age_gender_every_n_frames=settings.age_gender_every_n_frames,
-        )
+        self.smoother = AttributeSmoother(settings.smoothing_new_frame_weight, forget_after_frames=self.tracker.lost_after_frames)
+        self.age_gender_schedule = AgeGenderSchedule(settings.age_gender_every_n_frames)
 
     def process(self, data: bytes) -> FrameAnalysis:
         timer = Timer()
@@ -156,7 +153,7 @@ class LiveSession:
         with timer.stage("track"):
             track_ids = self.tracker.update(detections)
         with timer.stage("models"):
-            due = self.smoother.due_for_age_gender(track_ids)
+            due = self.age_gender_schedule.due(track_ids)
             found = self.analyzer.attributes(image, detections.xyxy, self.analyzer.detector.name, age_gender_for=due)
         with timer.stage("smooth"):
             smoothed = self.smoother.update(track_ids, found)

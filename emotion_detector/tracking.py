@@ -53,37 +53,43 @@ class FaceTracker:
 
 
 @dataclass
+class AgeGenderSchedule:
+    """Which faces of a frame need age and gender measured. Apparent age and gender change far slower than
+    expression, so a tracked face needs them only on every ``every_n_frames``-th frame of its track; faces
+    without a track id, and tracks new or unmeasured for n frames, always do. Live and video use this one rule."""
+
+    every_n_frames: int
+    _measured_at: dict[int, int] = field(default_factory=dict)  # track → frame of its last measurement
+    _frame: int = 0
+
+    def due(self, track_ids: np.ndarray) -> np.ndarray:
+        """Call once per frame: (N,) bool, and the due tracks are recorded as measured on this frame."""
+        self._frame += 1
+        # Entries n frames old mean the same as none; dropping them keeps the map to the tracks in view.
+        self._measured_at = {t: f for t, f in self._measured_at.items() if self._frame - f < self.every_n_frames}
+        due = np.array([t < 0 or int(t) not in self._measured_at for t in track_ids], dtype=bool)
+        self._measured_at.update({int(t): self._frame for t in track_ids[due] if t >= 0})
+        return due
+
+
+@dataclass
 class _TrackState:
     emotion: np.ndarray
     age_years: float
     gender: np.ndarray
     last_frame: int
-    age_gender_frame: int  # the last frame whose age and gender were measured for this track
 
 
 @dataclass
 class AttributeSmoother:
     """Exponential moving average of each track's probabilities and age, so labels don't flicker from frame
-    to frame; faces without a track id pass through unchanged.
-
-    Apparent age and gender change far slower than expression, so a tracked face needs them measured only on
-    every ``age_gender_every_n_frames``-th frame; ``due_for_age_gender`` says which faces need them now and
-    ``update`` carries the track's values over for the others (marked NaN in the input)."""
+    to frame; faces without a track id pass through unchanged. A face whose age and gender were not measured
+    on this frame (NaN, see ``AgeGenderSchedule``) keeps its track's values."""
 
     new_frame_weight: float
     forget_after_frames: int
-    age_gender_every_n_frames: int = 1
     _tracks: dict[int, _TrackState] = field(default_factory=dict)
     _frame: int = 0
-
-    def due_for_age_gender(self, track_ids: np.ndarray) -> np.ndarray:
-        """(N,) bool for the coming ``update``: untracked and new faces always, tracked ones every n frames."""
-        due = np.ones(len(track_ids), dtype=bool)
-        for i, track_id in enumerate(track_ids):
-            state = self._tracks.get(int(track_id)) if track_id >= 0 else None
-            if state is not None:
-                due[i] = self._frame + 1 - state.age_gender_frame >= self.age_gender_every_n_frames
-        return due
 
     def update(self, track_ids: np.ndarray, found: FaceAttributes) -> FaceAttributes:
         self._frame += 1
@@ -96,13 +102,12 @@ class AttributeSmoother:
                 if not measured:
                     raise ValueError(f"face {i} (track {track_id}) has no age / gender measured and none to carry over")
                 if track_id >= 0:
-                    self._tracks[int(track_id)] = _TrackState(emotion[i], float(age[i]), gender[i], self._frame, self._frame)
+                    self._tracks[int(track_id)] = _TrackState(emotion[i], float(age[i]), gender[i], self._frame)
                 continue
             state.emotion = (1 - w) * state.emotion + w * emotion[i]
             if measured:
                 state.age_years = (1 - w) * state.age_years + w * float(age[i])
                 state.gender = (1 - w) * state.gender + w * gender[i]
-                state.age_gender_frame = self._frame
             state.last_frame = self._frame
             emotion[i], age[i], gender[i] = state.emotion, state.age_years, state.gender
         stale = [tid for tid, s in self._tracks.items() if self._frame - s.last_frame > self.forget_after_frames]

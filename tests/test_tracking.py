@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from emotion_detector.detection import DetectorOptions, YuNetDetector
-from emotion_detector.tracking import AttributeSmoother, FaceAttributes, FaceTracker
+from emotion_detector.tracking import AgeGenderSchedule, AttributeSmoother, FaceAttributes, FaceTracker
 
 
 def tracked_ids(shared_dir, video: str) -> list[list[int]]:
@@ -69,19 +69,20 @@ def test_smoothing_averages_per_track_and_passes_untracked_faces_through():
 
 
 def test_age_and_gender_are_measured_every_nth_frame_of_a_track_and_carried_over_between():
-    smoother = AttributeSmoother(new_frame_weight=1.0, forget_after_frames=5, age_gender_every_n_frames=3)
+    schedule = AgeGenderSchedule(every_n_frames=3)
+    smoother = AttributeSmoother(new_frame_weight=1.0, forget_after_frames=5)
     happy = np.array([[0, 0, 0, 1, 0, 0, 0]], np.float32)
     not_measured = (np.array([np.nan], np.float32), np.full((1, 2), np.nan, np.float32))
     due = []
     for frame in range(7):
         track = np.array([4])
-        due.append(bool(smoother.due_for_age_gender(track)[0]))
+        due.append(bool(schedule.due(track)[0]))
         age, gender = (np.array([20.0 + frame]), np.array([[0.9, 0.1]], np.float32)) if due[-1] else not_measured
         out = smoother.update(track, FaceAttributes(happy, age, gender))
         assert out.age_years[0] == 20.0 + 3 * (frame // 3)  # the last measured value, never NaN
         np.testing.assert_allclose(out.gender[0], [0.9, 0.1])
     assert due == [True, False, False, True, False, False, True]
     # A face without a track, or a new track, is always measured.
-    assert smoother.due_for_age_gender(np.array([-1, 99])).tolist() == [True, True]
+    assert schedule.due(np.array([-1, 99])).tolist() == [True, True]
     with pytest.raises(ValueError, match="no age / gender"):
         smoother.update(np.array([-1]), FaceAttributes(happy, *not_measured))

@@ -17,7 +17,7 @@ import numpy as np
 from emotion_detector.crops import crop_faces
 from emotion_detector.detection import FaceDetector
 from emotion_detector.model_client import ModelServerClient, PendingPrediction
-from emotion_detector.tracking import FaceTracker
+from emotion_detector.tracking import AgeGenderSchedule, FaceTracker
 from emotion_detector.videos.probe import frame_timestamps
 
 FIRST_UNCONFIRMED_ID = 1_000_000  # ids for faces the tracker never confirmed (seen in one frame only)
@@ -95,10 +95,9 @@ class SegmentAnalyzer:
         """Observations for the analysed frames in [start, stop) (every n-th frame from ``start``).
         ``on_progress(frames_done)`` is called after each batch; returning False raises Cancelled."""
         tracker = FaceTracker(self.fps / self.every_n_frames, lost_after_s=1.0)
-        measured_at: dict[int, int] = {}  # track → analysed-frame number of its last age / gender measurement
+        schedule = AgeGenderSchedule(self.age_gender_every_n)
         carried: dict[int, tuple[float, float]] = {}  # track → (age, female probability) last measured
         observations: list[FaceObservation] = []
-        analysed = 0
         batch, images = _Batch([]), []
         in_flight: _Batch | None = None
         done = 0
@@ -108,10 +107,7 @@ class SegmentAnalyzer:
                 continue
             detections = self.detector.detect(image)
             track_ids = tracker.update(detections)
-            due = np.array([t < 0 or analysed - measured_at.get(int(t), -(10**9)) >= self.age_gender_every_n for t in track_ids], bool)
-            measured_at.update({int(t): analysed for t in track_ids[due] if t >= 0})
-            analysed += 1
-            batch.frames.append(_Frame(index, detections.xyxy, detections.confidence, track_ids, due))
+            batch.frames.append(_Frame(index, detections.xyxy, detections.confidence, track_ids, schedule.due(track_ids)))
             images.append(image)
             if len(batch.frames) == self.batch_frames:
                 batch.pending = self._submit(batch.frames, images)
