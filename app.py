@@ -35,14 +35,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app = Flask(__name__)
     app.config.update(SECRET_KEY=settings.secret_key, MAX_CONTENT_LENGTH=settings.max_image_bytes + 64 * 1024)
 
-    detector = create_detector(
-        DetectorOptions(
-            kind=settings.detector,
-            yunet_path=settings.yunet_path,
-            max_input_side=settings.detection_max_side_px,
-            score_threshold=settings.detection_score_threshold,
-        )
-    )
+    detector = create_detector(DetectorOptions.from_settings(settings))
     client = ModelServerClient(settings.model_server, settings.model_server_timeout_s, tls=settings.model_server_tls)
     analyzer = FaceAnalyzer(detector, client, settings)
     app.extensions["emotion_detector"] = Services(settings, detector, client, analyzer, VideoService(settings))

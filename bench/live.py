@@ -57,8 +57,8 @@ def per_frame(model_target: str, frames: int, **overrides) -> dict:
     from emotion_detector.pipeline import FaceAnalyzer, LiveSession
     from emotion_detector.settings import Settings
 
-    settings = Settings(model_server=model_target, yunet_path=YUNET, **overrides)
-    detector = create_detector(DetectorOptions(kind="yunet", yunet_path=YUNET, max_input_side=settings.detection_max_side_px))
+    settings = Settings(model_server=model_target, detector="yunet", yunet_path=YUNET, **overrides)
+    detector = create_detector(DetectorOptions.from_settings(settings))
     session = LiveSession(FaceAnalyzer(detector, ModelServerClient(model_target), settings))
     jpeg = webcam_frame()
     for _ in range(30):
@@ -166,6 +166,9 @@ def main(argv: list[str] | None = None) -> None:
         # The same with all three models on every frame: the cost of a frame that measures age and gender.
         results["per_frame_all_models"] = per_frame(f"127.0.0.1:{grpc_port}", args.frames, age_gender_every_n_frames=1)
         print(json.dumps(results["per_frame_all_models"]), flush=True)
+        # The same with YuNet in cv2.FaceDetectorYN (OpenCV's DNN module) instead of ONNX Runtime.
+        results["per_frame_opencv_yunet"] = per_frame(f"127.0.0.1:{grpc_port}", args.frames, yunet_runtime="opencv")
+        print(json.dumps(results["per_frame_opencv_yunet"]), flush=True)
         results["websocket_load"] = asyncio.run(many_clients(f"ws://127.0.0.1:{web_port}/ws/live", args.clients, args.fps, args.seconds))
         print(json.dumps(results["websocket_load"]), flush=True)
     finally:
@@ -175,7 +178,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     load = results["websocket_load"]
-    for key, what in (("per_frame", "settings as shipped"), ("per_frame_all_models", "age and gender on every frame too")):
+    for key, what in (
+        ("per_frame", "settings as shipped"),
+        ("per_frame_all_models", "age and gender on every frame too"),
+        ("per_frame_opencv_yunet", "YuNet in cv2.FaceDetectorYN"),
+    ):
         per = results[key]
         print(
             f"\nper frame (server side, decode to result; {what}): p50 {per['p50_ms']} ms, p99 {per['p99_ms']} ms; "

@@ -3,6 +3,7 @@
 EMOTION_MODEL_SERVER=localhost:8500      the model server's gRPC address
 EMOTION_DETECTOR=auto|yunet|haar         auto: YuNet when its file exists, else the Haar cascade
 EMOTION_YUNET_PATH=...                   where `python -m emotion_detector models download` puts YuNet
+EMOTION_YUNET_RUNTIME=onnxruntime|opencv runs YuNet on ONNX Runtime (faster) or in cv2.FaceDetectorYN
 EMOTION_ENVIRONMENT=production           refuses the development secret key
 EMOTION_DATABASE_URL=postgresql+psycopg://user@host/db     video jobs (default: SQLite under instance/)
 EMOTION_BROKER_URL=redis://localhost:6379/0                the job queue (default: a SQLite-backed local queue)
@@ -33,6 +34,8 @@ class Settings(BaseSettings):
 
     detector: Literal["auto", "yunet", "haar"] = "auto"
     yunet_path: Path = DEFAULT_MODEL_DIR / "face_detection_yunet_2026may.onnx"
+    yunet_runtime: Literal["onnxruntime", "opencv"] = "onnxruntime"  # opencv: cv2.FaceDetectorYN
+    detection_threads: int = Field(1, ge=1)
     detection_max_side_px: int = Field(480, ge=64)  # detection runs on a copy at most this wide / tall
     detection_score_threshold: float = Field(0.7, gt=0, lt=1)
     max_faces_per_frame: int = Field(16, ge=1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import cv2
 import numpy as np
 import pytest
@@ -11,15 +13,20 @@ from emotion_detector.detection import DetectorOptions, HaarDetector, YuNetDetec
 
 @pytest.fixture(scope="module")
 def detectors(shared_dir) -> dict:
-    options = DetectorOptions()  # the product defaults: 480 px detection copy, score >= 0.7
-    return {"yunet": YuNetDetector(shared_dir / "models" / "yunet" / "face_detection_yunet.onnx", options), "haar": HaarDetector(options)}
+    options = DetectorOptions()  # the product defaults: 480 px detection copy, score >= 0.7, YuNet on ONNX Runtime
+    yunet = shared_dir / "models" / "yunet" / "face_detection_yunet.onnx"
+    return {
+        "yunet": YuNetDetector(yunet, options),
+        "yunet-opencv": YuNetDetector(yunet, dataclasses.replace(options, yunet_runtime="opencv")),
+        "haar": HaarDetector(options),
+    }
 
 
 def image(shared_dir, name: str) -> np.ndarray:
     return cv2.imread(str(shared_dir / "media" / "images" / name))
 
 
-@pytest.mark.parametrize("detector_name", ["yunet", "haar"])
+@pytest.mark.parametrize("detector_name", ["yunet", "yunet-opencv", "haar"])
 @pytest.mark.parametrize(
     ("name", "faces"), [("single_face.jpg", 1), ("obama.jpg", 1), ("biden.jpg", 1), ("two_people.jpg", 2), ("BWPictureHuman.jpg", 0)]
 )
@@ -36,7 +43,7 @@ def test_yunet_finds_most_of_a_group(detectors, shared_dir):
     assert len(detectors["yunet"].detect(image(shared_dir, "multi_face.jpg"))) >= 4  # 5 people, one half turned away
 
 
-@pytest.mark.parametrize("detector_name", ["yunet", "haar"])
+@pytest.mark.parametrize("detector_name", ["yunet", "yunet-opencv", "haar"])
 def test_no_face_video_frame(detectors, shared_dir, detector_name):
     capture = cv2.VideoCapture(str(shared_dir / "media" / "videos" / "no_face.mp4"))
     frames = []
@@ -47,6 +54,32 @@ def test_no_face_video_frame(detectors, shared_dir, detector_name):
         for _ in range(10):
             capture.read()
     assert all(len(detectors[detector_name].detect(frame)) == 0 for frame in frames)
+
+
+@pytest.mark.parametrize("name", ["single_face.jpg", "obama.jpg", "two_people.jpg", "multi_face.jpg"])
+def test_yunet_on_onnx_runtime_finds_the_same_faces_as_cv2_face_detector_yn(detectors, shared_dir, name):
+    picture = image(shared_dir, name)
+    ours, opencv = detectors["yunet"].detect(picture), detectors["yunet-opencv"].detect(picture)
+    assert len(ours) == len(opencv) > 0
+    order_ours, order_opencv = np.argsort(ours.xyxy[:, 0]), np.argsort(opencv.xyxy[:, 0])
+    np.testing.assert_allclose(ours.xyxy[order_ours], opencv.xyxy[order_opencv], atol=0.01)  # pixels of the photo
+    np.testing.assert_allclose(ours.confidence[order_ours], opencv.confidence[order_opencv], atol=1e-4)
+    landmarks_ours, landmarks_opencv = ours.data["landmarks"][order_ours], opencv.data["landmarks"][order_opencv]
+    np.testing.assert_allclose(landmarks_ours, landmarks_opencv, atol=0.01)
+
+
+def test_both_yunet_runtimes_agree_on_every_frame_of_the_two_person_video(detectors, shared_dir):
+    capture = cv2.VideoCapture(str(shared_dir / "media" / "videos" / "head-pose-face-detection-female-and-male.mp4"))
+    frames_with_faces = 0
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        ours, opencv = detectors["yunet"].detect(frame), detectors["yunet-opencv"].detect(frame)
+        assert len(ours) == len(opencv)
+        np.testing.assert_allclose(np.sort(ours.xyxy, axis=0), np.sort(opencv.xyxy, axis=0), atol=0.01)
+        frames_with_faces += len(ours) > 0
+    assert frames_with_faces >= 50  # of 56
 
 
 def test_yunet_gives_five_landmarks_inside_the_box(detectors, shared_dir):

@@ -103,9 +103,7 @@ def database() -> Database:
 def context() -> WorkerContext:
     """Built once per pool process, after the fork (a gRPC channel must never cross a fork)."""
     settings, session_factory = database().settings, database().sessions
-    detector = create_detector(
-        DetectorOptions(kind=settings.detector, yunet_path=settings.yunet_path, max_input_side=settings.detection_max_side_px)
-    )
+    detector = create_detector(DetectorOptions.from_settings(settings))
     client = ModelServerClient(settings.model_server, timeout_s=max(settings.model_server_timeout_s, 10.0), tls=settings.model_server_tls)
     return WorkerContext(settings, session_factory, detector, client)
 

@@ -14,7 +14,7 @@ from tests.conftest import YUNET
 
 def analyse(model_server, shared_dir, age_gender_every_n: int):
     client = ModelServerClient(model_server.grpc_target)
-    detector = create_detector(DetectorOptions(kind="yunet", yunet_path=YUNET, max_input_side=Settings().detection_max_side_px))
+    detector = create_detector(DetectorOptions.from_settings(Settings(detector="yunet", yunet_path=YUNET)))
     try:
         analyzer = SegmentAnalyzer(detector, client, fps=30.0, age_gender_every_n=age_gender_every_n)
         return analyzer.run(shared_dir / "media" / "videos" / "single_face.mp4", 0, 40)
