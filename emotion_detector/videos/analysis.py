@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 
 from emotion_detector.crops import crop_faces
@@ -56,7 +57,18 @@ def decode_frames(path: Path, start: int, stop: int) -> Iterator[tuple[int, np.n
                 continue
             if index >= stop:
                 return
-            yield index, frame.to_ndarray(format="bgr24")
+            yield index, frame_to_bgr(frame)
+
+
+BT601_OR_UNSPECIFIED = {2, 5, 6}  # AVColorSpace: unspecified (decoders assume BT.601 for SD), BT470BG, SMPTE170M
+
+
+def frame_to_bgr(frame: av.VideoFrame) -> np.ndarray:
+    """A decoded frame as a BGR image. OpenCV converts 4:2:0 BT.601 (most phone and web video) in under a
+    millisecond per 640×360 frame where PyAV's swscale conversion takes ~7 ms; anything else goes to PyAV."""
+    if frame.format.name == "yuv420p" and frame.colorspace in BT601_OR_UNSPECIFIED and frame.width % 2 == frame.height % 2 == 0:
+        return cv2.cvtColor(frame.to_ndarray(format="yuv420p"), cv2.COLOR_YUV2BGR_I420)
+    return frame.to_ndarray(format="bgr24")
 
 
 @dataclass(frozen=True)
