@@ -56,6 +56,7 @@ class Settings(BaseSettings):
     # Video jobs: database, queue, files.
     database_url: str = f"sqlite:///{INSTANCE_DIR / 'emotion-detector.db'}"
     broker_url: str = f"sqla+sqlite:///{INSTANCE_DIR / 'queue.db'}"
+    embedded_queue_poll_s: float = Field(0.1, gt=0)  # how often workers look for tasks in the SQL-backed queue
     storage_dir: Path = INSTANCE_DIR / "videos"
     video_max_bytes: int = Field(500 * 1024 * 1024, ge=1024)
     video_max_duration_s: float = Field(15 * 60, gt=0)
