@@ -8,12 +8,14 @@ of the given image, a score per face and, where the model gives them, five landm
 - ``HaarDetector``: the frontal-face Haar cascade bundled with ``opencv-python-headless<5``; always there.
 
 Detection runs on a copy scaled down to ``max_input_side`` (faces at webcam distance stay well above the
-detectors' minimum size there, and the cost falls with the pixel count); boxes are scaled back.
+detectors' minimum size there, and the cost falls with the pixel count); boxes are scaled back. In a stream,
+``DetectionSizer`` shrinks the copy further while every face in view is large.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +38,7 @@ class FaceDetector(Protocol):
     name: str  # "yunet" | "haar"
     model: str  # the model file in use
 
-    def detect(self, image_bgr: np.ndarray) -> sv.Detections: ...
+    def detect(self, image_bgr: np.ndarray, max_input_side: int | None = None) -> sv.Detections: ...
 
 
 @dataclass(frozen=True)
@@ -99,8 +101,8 @@ class YuNetDetector:
         runner = _YuNetOnnxRuntime if options.yunet_runtime == "onnxruntime" else _YuNetOpenCV
         self._run = runner(self.model, options)
 
-    def detect(self, image_bgr: np.ndarray) -> sv.Detections:
-        scale = _scale_for(image_bgr, self.options.max_input_side)
+    def detect(self, image_bgr: np.ndarray, max_input_side: int | None = None) -> sv.Detections:
+        scale = _scale_for(image_bgr, max_input_side or self.options.max_input_side)
         small = cv2.resize(image_bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else image_bgr
         faces = self._run(small)
         faces = faces[np.minimum(faces[:, 2], faces[:, 3]) >= self.options.min_face_side_px]
@@ -190,8 +192,8 @@ class HaarDetector:
         if self._cascade.empty():
             raise RuntimeError(f"cannot load the Haar cascade {self.model}")
 
-    def detect(self, image_bgr: np.ndarray) -> sv.Detections:
-        scale = _scale_for(image_bgr, self.options.max_input_side)
+    def detect(self, image_bgr: np.ndarray, max_input_side: int | None = None) -> sv.Detections:
+        scale = _scale_for(image_bgr, max_input_side or self.options.max_input_side)
         small = cv2.resize(image_bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else image_bgr
         grey = cv2.equalizeHist(cv2.cvtColor(small, cv2.COLOR_BGR2GRAY) if small.ndim == 3 else small)
         side = self.options.min_face_side_px
@@ -207,6 +209,38 @@ class HaarDetector:
         boxes, score = np.asarray(boxes, np.float32)[keep], score[keep]
         xyxy = np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], axis=1) / scale
         return _detections(xyxy, score, np.full((len(boxes), 5, 2), np.nan))
+
+
+class DetectionSizer:
+    """Per stream, the side of the copy that detection runs on. Its cost grows with the copy's pixels, and a
+    face is found as reliably at ``min_face_px`` as at any larger size, so while every face of the last
+    frame is large the copy shrinks, down to ``smallest_side``. Every ``full_every_n``-th frame, and every
+    frame after one without faces, runs at the full ``largest_side`` to pick up new and small faces."""
+
+    min_face_px = 80.0  # YuNet keeps its scores on 60-px faces at full size and loses some at 40 px
+
+    def __init__(self, largest_side: int, smallest_side: int, full_every_n: int):
+        self.largest_side, self.smallest_side, self.full_every_n = largest_side, min(smallest_side, largest_side), full_every_n
+        self._smallest_face: float | None = None  # min(width, height) of the last frame's smallest face, in pixels
+        self._since_full = 0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DetectionSizer:
+        return cls(settings.detection_max_side_px, settings.detection_min_side_px, settings.detection_full_every_n_frames)
+
+    def side_for(self, image: np.ndarray) -> int:
+        image_side = max(image.shape[:2])
+        full = min(self.largest_side, image_side)
+        if self._smallest_face is None or self._since_full + 1 >= self.full_every_n:
+            self._since_full = 0
+            return full
+        self._since_full += 1
+        wanted = math.ceil(image_side * self.min_face_px / self._smallest_face)
+        return min(max(wanted, self.smallest_side), full)
+
+    def update(self, detections: sv.Detections) -> None:
+        sides = np.minimum(detections.xyxy[:, 2] - detections.xyxy[:, 0], detections.xyxy[:, 3] - detections.xyxy[:, 1])
+        self._smallest_face = float(sides.min()) if len(sides) else None
 
 
 def create_detector(options: DetectorOptions) -> FaceDetector:

@@ -17,7 +17,7 @@ import numpy as np
 import supervision as sv
 
 from emotion_detector.crops import crop_faces
-from emotion_detector.detection import FaceDetector
+from emotion_detector.detection import DetectionSizer, FaceDetector
 from emotion_detector.frames import ImageLimits, decode_image
 from emotion_detector.labels import EMOTIONS, GENDERS
 from emotion_detector.model_client import ModelServerClient
@@ -83,8 +83,8 @@ class FaceAnalyzer:
         self.frame_limits = ImageLimits(settings.max_frame_bytes, settings.max_image_pixels, settings.max_image_side_px)
         self.image_limits = ImageLimits(settings.max_image_bytes, settings.max_image_pixels, settings.max_image_side_px)
 
-    def detect(self, image_bgr: np.ndarray) -> sv.Detections:
-        detections = self.detector.detect(image_bgr)
+    def detect(self, image_bgr: np.ndarray, max_input_side: int | None = None) -> sv.Detections:
+        detections = self.detector.detect(image_bgr, max_input_side)
         if len(detections) > self.settings.max_faces_per_frame:
             keep = np.argsort(-detections.confidence)[: self.settings.max_faces_per_frame]
             detections = detections[np.sort(keep)]
@@ -143,13 +143,15 @@ class LiveSession:
         self.tracker = FaceTracker(nominal_fps, settings.track_lost_after_s)
         self.smoother = AttributeSmoother(settings.smoothing_new_frame_weight, forget_after_frames=self.tracker.lost_after_frames)
         self.age_gender_schedule = AgeGenderSchedule(settings.age_gender_every_n_frames)
+        self.detection_sizer = DetectionSizer.from_settings(settings)
 
     def process(self, data: bytes) -> FrameAnalysis:
         timer = Timer()
         with timer.stage("decode"):
             image = decode_image(data, self.analyzer.frame_limits)
         with timer.stage("detect"):
-            detections = self.analyzer.detect(image)
+            detections = self.analyzer.detect(image, self.detection_sizer.side_for(image))
+            self.detection_sizer.update(detections)
         with timer.stage("track"):
             track_ids = self.tracker.update(detections)
         with timer.stage("models"):

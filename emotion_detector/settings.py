@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     yunet_runtime: Literal["onnxruntime", "opencv"] = "onnxruntime"  # opencv: cv2.FaceDetectorYN
     detection_threads: int = Field(1, ge=1)
     detection_max_side_px: int = Field(480, ge=64)  # detection runs on a copy at most this wide / tall
+    # In a stream, while every face in view is large, on a smaller copy (not below this), and at full size
+    # every n-th frame (1: always full size).
+    detection_min_side_px: int = Field(320, ge=64)
+    detection_full_every_n_frames: int = Field(5, ge=1)
     detection_score_threshold: float = Field(0.7, gt=0, lt=1)
     max_faces_per_frame: int = Field(16, ge=1)
 

@@ -7,8 +7,9 @@ import dataclasses
 import cv2
 import numpy as np
 import pytest
+import supervision as sv
 
-from emotion_detector.detection import DetectorOptions, HaarDetector, YuNetDetector, create_detector, nose_along_eyes
+from emotion_detector.detection import DetectionSizer, DetectorOptions, HaarDetector, YuNetDetector, create_detector, nose_along_eyes
 
 
 @pytest.fixture(scope="module")
@@ -110,3 +111,56 @@ def test_nose_along_eyes_ignores_head_roll():
     rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
     frontal = np.array([[30, 40], [70, 40], [50, 60], [35, 80], [65, 80]], np.float32)
     np.testing.assert_allclose(nose_along_eyes((frontal @ rotation.T)[None]), [0.5], atol=1e-6)
+
+
+def boxes(*sides: float) -> sv.Detections:
+    xyxy = np.array([[10, 10, 10 + side, 10 + side] for side in sides], np.float32).reshape(-1, 4)
+    return sv.Detections(xyxy=xyxy, confidence=np.ones(len(sides), np.float32))
+
+
+def test_detection_sizer_shrinks_the_copy_only_while_every_face_is_large():
+    sizer = DetectionSizer(largest_side=480, smallest_side=320, full_every_n=5)
+    frame = np.zeros((480, 640, 3), np.uint8)
+    assert sizer.side_for(frame) == 480  # nothing seen yet: full size
+    sizer.update(boxes(200))
+    assert sizer.side_for(frame) == 320  # 80 px wanted of a 200-px face: 256 px, not below 320
+    sizer.update(boxes(200, 120))
+    assert sizer.side_for(frame) == 427  # 640 * 80 / 120, rounded up  # the smallest face decides
+    sizer.update(boxes(50))
+    assert sizer.side_for(frame) == 480  # a small face: full size
+    sizer.update(boxes())
+    assert sizer.side_for(frame) == 480  # no face: full size, to find any
+
+
+def test_detection_sizer_runs_full_size_every_nth_frame():
+    sizer = DetectionSizer(largest_side=480, smallest_side=320, full_every_n=3)
+    frame = np.zeros((480, 640, 3), np.uint8)
+    sides = []
+    for _ in range(7):
+        sides.append(sizer.side_for(frame))
+        sizer.update(boxes(300))
+    assert sides == [480, 320, 320, 480, 320, 320, 480]
+    always_full = DetectionSizer(largest_side=480, smallest_side=320, full_every_n=1)
+    always_full.update(boxes(300))
+    assert always_full.side_for(frame) == 480
+
+
+@pytest.mark.parametrize("video", ["single_face.mp4", "head-pose-face-detection-female-and-male.mp4"])
+def test_a_sized_stream_finds_the_faces_a_full_size_one_finds(detectors, shared_dir, video):
+    sizer = DetectionSizer(largest_side=480, smallest_side=320, full_every_n=5)
+    capture = cv2.VideoCapture(str(shared_dir / "media" / "videos" / video))
+    smaller_copies = 0
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        side = sizer.side_for(frame)
+        sized, full = detectors["yunet"].detect(frame, side), detectors["yunet"].detect(frame)
+        sizer.update(sized)
+        smaller_copies += side < min(480, max(frame.shape[:2]))
+        assert len(sized) == len(full)
+        if len(full):
+            ious = sv.box_iou_batch(np.sort(sized.xyxy, axis=0), np.sort(full.xyxy, axis=0)).diagonal()
+            assert ious.min() > 0.8
+    # The single face is large enough to be found on smaller copies; the two-person video's faces are not.
+    assert (smaller_copies > 0) == (video == "single_face.mp4")

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from emotion_detector.crops import crop_faces
-from emotion_detector.detection import FaceDetector
+from emotion_detector.detection import DetectionSizer, FaceDetector
 from emotion_detector.model_client import ModelServerClient, PendingPrediction
 from emotion_detector.tracking import AgeGenderSchedule, FaceTracker
 from emotion_detector.videos.probe import frame_timestamps
@@ -98,16 +98,19 @@ class SegmentAnalyzer:
         every_n_frames: int = 1,
         batch_frames: int = 8,
         age_gender_every_n: int = 1,
+        new_sizer: Callable[[], DetectionSizer] | None = None,  # None: every frame at the detector's full size
     ):
         self.detector, self.client = detector, client
         self.fps, self.every_n_frames, self.batch_frames = fps, every_n_frames, batch_frames
         self.age_gender_every_n = age_gender_every_n
+        self.new_sizer = new_sizer
 
     def run(self, path: Path, start: int, stop: int, on_progress: Callable[[int], bool] | None = None) -> list[FaceObservation]:
         """Observations for the analysed frames in [start, stop) (every n-th frame from ``start``).
         ``on_progress(frames_done)`` is called after each batch; returning False raises Cancelled."""
         tracker = FaceTracker(self.fps / self.every_n_frames, lost_after_s=1.0)
         schedule = AgeGenderSchedule(self.age_gender_every_n)
+        sizer = self.new_sizer() if self.new_sizer else None
         carried: dict[int, tuple[float, float]] = {}  # track → (age, female probability) last measured
         observations: list[FaceObservation] = []
         batch, images = _Batch([]), []
@@ -117,7 +120,9 @@ class SegmentAnalyzer:
             done = index - start + 1
             if index % self.every_n_frames:  # aligned to the whole video, so neighbours analyse the same overlap frames
                 continue
-            detections = self.detector.detect(image)
+            detections = self.detector.detect(image, sizer.side_for(image) if sizer else None)
+            if sizer:
+                sizer.update(detections)
             track_ids = tracker.update(detections)
             batch.frames.append(_Frame(index, detections.xyxy, detections.confidence, track_ids, schedule.due(track_ids)))
             images.append(image)

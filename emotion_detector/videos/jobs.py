@@ -30,7 +30,7 @@ from celery import Celery, signals
 from sqlalchemy import and_, delete, exists, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from emotion_detector.detection import DetectorOptions, FaceDetector, create_detector
+from emotion_detector.detection import DetectionSizer, DetectorOptions, FaceDetector, create_detector
 from emotion_detector.model_client import ModelServerClient, ModelUnavailable
 from emotion_detector.settings import Settings
 from emotion_detector.videos.analysis import Cancelled, SegmentAnalyzer
@@ -176,7 +176,14 @@ def segment(self, video_id: str, index: int) -> None:
             return not session.scalar(select(Video.cancel_requested).where(Video.id == video_id))
 
     try:
-        analyzer = SegmentAnalyzer(ctx.detector, ctx.client, fps, every_n, age_gender_every_n=ctx.settings.age_gender_every_n_frames)
+        analyzer = SegmentAnalyzer(
+            ctx.detector,
+            ctx.client,
+            fps,
+            every_n,
+            age_gender_every_n=ctx.settings.age_gender_every_n_frames,
+            new_sizer=lambda: DetectionSizer.from_settings(ctx.settings),
+        )
         found = analyzer.run(source, start_frame, overlap_end, on_progress=heartbeat)
     except Cancelled:
         log.info("video %s segment %d: cancelled", video_id, index)
