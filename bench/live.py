@@ -4,7 +4,8 @@
    app's own LiveSession (YuNet, tracking, smoothing) in this process against a real model server.
 2. N websocket clients (default 20) each offering 5 frames/s for 30 s to the real web app (gunicorn +
    gevent) and model server. Each client behaves like the browser page: at most one frame in flight; a
-   tick that finds its previous frame unanswered is skipped (back-pressure).
+   tick that finds its previous frame unanswered is skipped (back-pressure). Clients start at random
+   phases of the frame interval, as independent users do; ``--lockstep`` starts them all at once.
 
     python -m bench.live                          # both parts; starts its own servers on free ports
     python -m bench.live --clients 20 --fps 5 --seconds 30 --frames 500
@@ -82,7 +83,7 @@ def per_frame(model_target: str, frames: int, **overrides) -> dict:
     }
 
 
-async def one_client(url: str, jpeg: bytes, fps: float, seconds: float) -> dict:
+async def one_client(url: str, jpeg: bytes, fps: float, seconds: float, phase_s: float = 0.0) -> dict:
     stats = {"offered": 0, "sent": 0, "answered": 0, "skipped_backpressure": 0, "dropped_by_server": 0, "errors": 0, "rtt_ms": []}
     async with websockets.connect(url, max_size=None) as ws:
         await ws.recv()  # hello
@@ -102,6 +103,7 @@ async def one_client(url: str, jpeg: bytes, fps: float, seconds: float) -> dict:
                 in_flight.clear()  # older frames were dropped by the server
 
         reading = asyncio.create_task(reader())
+        await asyncio.sleep(phase_s)
         interval, started = 1 / fps, time.perf_counter()
         tick = 0
         while time.perf_counter() - started < seconds:
@@ -121,9 +123,12 @@ async def one_client(url: str, jpeg: bytes, fps: float, seconds: float) -> dict:
     return stats
 
 
-async def many_clients(url: str, clients: int, fps: float, seconds: float) -> dict:
+async def many_clients(url: str, clients: int, fps: float, seconds: float, lockstep: bool = False) -> dict:
+    """Independent users' cameras tick at unrelated moments: each client starts at a random phase of the
+    frame interval (seeded). ``lockstep`` starts them together, so every tick is a burst of ``clients`` frames."""
     jpeg = webcam_frame()
-    results = await asyncio.gather(*(one_client(url, jpeg, fps, seconds) for _ in range(clients)))
+    phases = [0.0] * clients if lockstep else list(np.random.default_rng(0).uniform(0, 1 / fps, clients))
+    results = await asyncio.gather(*(one_client(url, jpeg, fps, seconds, phase) for phase in phases))
     rtts = [r for result in results for r in result["rtt_ms"]]
     totals = {
         key: sum(result[key] for result in results)
@@ -132,6 +137,7 @@ async def many_clients(url: str, clients: int, fps: float, seconds: float) -> di
     per_client = [result["answered"] for result in results]
     return {
         "clients": clients,
+        "start": "lockstep" if lockstep else "random phase",
         "fps_per_client": fps,
         "seconds": seconds,
         **totals,
@@ -148,6 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--fps", type=float, default=5.0)
     parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--lockstep", action="store_true", help="all clients tick at the same moments (bursts)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--server-args", nargs=argparse.REMAINDER, default=[], help="extra flags for the started model server")
     args = parser.parse_args(argv)
@@ -169,7 +176,9 @@ def main(argv: list[str] | None = None) -> None:
         # The same with YuNet in cv2.FaceDetectorYN (OpenCV's DNN module) instead of ONNX Runtime.
         results["per_frame_opencv_yunet"] = per_frame(f"127.0.0.1:{grpc_port}", args.frames, yunet_runtime="opencv")
         print(json.dumps(results["per_frame_opencv_yunet"]), flush=True)
-        results["websocket_load"] = asyncio.run(many_clients(f"ws://127.0.0.1:{web_port}/ws/live", args.clients, args.fps, args.seconds))
+        results["websocket_load"] = asyncio.run(
+            many_clients(f"ws://127.0.0.1:{web_port}/ws/live", args.clients, args.fps, args.seconds, args.lockstep)
+        )
         print(json.dumps(results["websocket_load"]), flush=True)
     finally:
         for process in (web, model):
@@ -189,7 +198,7 @@ def main(argv: list[str] | None = None) -> None:
             f"stages p50 {per['stage_p50_ms']}"
         )
     print(
-        f"{load['clients']} clients x {load['fps_per_client']} frames/s x {load['seconds']} s: "
+        f"{load['clients']} clients ({load['start']}) x {load['fps_per_client']} frames/s x {load['seconds']} s: "
         f"offered {load['offered']}, sent {load['sent']}, answered {load['answered']} ({load['answered_per_s']}/s), "
         f"skipped by back-pressure {load['skipped_backpressure']}, dropped by server {load['dropped_by_server']}, "
         f"errors {load['errors']}; round trip p50 {load['rtt_p50_ms']} ms, p99 {load['rtt_p99_ms']} ms"
