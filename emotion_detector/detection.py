@@ -72,6 +72,12 @@ def _scale_for(image: np.ndarray, max_side: int) -> float:
     return min(1.0, max_side / max(image.shape[:2]))
 
 
+def _detection_copy(image: np.ndarray, scale: float) -> np.ndarray:
+    # Bilinear, not INTER_AREA: at ratios like 0.56 area averaging costs ~1.3 ms per 640x360 frame here
+    # against 0.14 ms, and both find the same faces in the test videos and photos.
+    return cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR) if scale < 1 else image
+
+
 def _detections(xyxy: np.ndarray, score: np.ndarray, landmarks: np.ndarray) -> sv.Detections:
     return sv.Detections(
         xyxy=xyxy.astype(np.float32), confidence=score.astype(np.float32), data={"landmarks": landmarks.astype(np.float32)}
@@ -103,7 +109,7 @@ class YuNetDetector:
 
     def detect(self, image_bgr: np.ndarray, max_input_side: int | None = None) -> sv.Detections:
         scale = _scale_for(image_bgr, max_input_side or self.options.max_input_side)
-        small = cv2.resize(image_bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else image_bgr
+        small = _detection_copy(image_bgr, scale)
         faces = self._run(small)
         faces = faces[np.minimum(faces[:, 2], faces[:, 3]) >= self.options.min_face_side_px]
         faces = faces[np.abs(nose_along_eyes(faces[:, 4:14].reshape(-1, 5, 2)) - 0.5) <= 0.5 + self.options.max_nose_outside_eyes]
@@ -195,7 +201,7 @@ class HaarDetector:
 
     def detect(self, image_bgr: np.ndarray, max_input_side: int | None = None) -> sv.Detections:
         scale = _scale_for(image_bgr, max_input_side or self.options.max_input_side)
-        small = cv2.resize(image_bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else image_bgr
+        small = _detection_copy(image_bgr, scale)
         grey = cv2.equalizeHist(cv2.cvtColor(small, cv2.COLOR_BGR2GRAY) if small.ndim == 3 else small)
         side = self.options.min_face_side_px
         with self._lock:
