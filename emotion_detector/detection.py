@@ -2,7 +2,7 @@
 of the given image, a score per face and, where the model gives them, five landmarks in ``data``.
 
 - ``YuNetDetector``: OpenCV Zoo's YuNet, used when its ONNX file is present. By default its network runs on
-  ONNX Runtime (a 640×480 frame in 5.7 ms on one core here; ``cv2.FaceDetectorYN``'s DNN module takes 7.4 ms
+  ONNX Runtime (a 640×480 frame in 5.2 ms on one core here; ``cv2.FaceDetectorYN``'s DNN module takes 6.9 ms
   on two) and its outputs are decoded as ``cv2.FaceDetectorYN`` does; ``runtime="opencv"`` uses
   ``cv2.FaceDetectorYN`` itself, and a test holds the two to the same faces.
 - ``HaarDetector``: the frontal-face Haar cascade bundled with ``opencv-python-headless<5``; always there.
