@@ -102,17 +102,17 @@ def run_on_native_thread(work: Callable[[], T]) -> T:
     """Under gunicorn's gevent worker, run ``work`` on one of a few native threads and let other greenlets
     run meanwhile (bench/live.py, 20 clients x 5 frames/s: 83 -> 99 frames answered per second, round trip
     p99 293 -> 195 ms); elsewhere, just call it."""
-    try:
-        from gevent import monkey
-    except ImportError:
-        return work()
-    if not monkey.is_module_patched("socket"):
-        return work()
-    return _native_threads().apply(work)
+    pool = _native_threads()
+    return work() if pool is None else pool.apply(work)
 
 
 @functools.cache
 def _native_threads():
-    from gevent.threadpool import ThreadPool
-
-    return ThreadPool(maxsize=os.cpu_count() or 2)
+    """gevent's pool of native threads when this process runs under gevent, else None; decided once, on the
+    first frame (the worker has patched the standard library by then), not per frame."""
+    try:
+        from gevent import monkey
+        from gevent.threadpool import ThreadPool
+    except ImportError:
+        return None
+    return ThreadPool(maxsize=os.cpu_count() or 2) if monkey.is_module_patched("socket") else None
