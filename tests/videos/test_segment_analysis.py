@@ -3,12 +3,15 @@ measured every n-th frame of a track and carried over in between."""
 
 from __future__ import annotations
 
-import numpy as np
+import threading
 
-from emotion_detector.detection import DetectorOptions, create_detector
+import numpy as np
+import pytest
+
+from emotion_detector.detection import DetectionSizer, DetectorOptions, create_detector
 from emotion_detector.model_client import ModelServerClient
 from emotion_detector.settings import Settings
-from emotion_detector.videos.analysis import SegmentAnalyzer
+from emotion_detector.videos.analysis import Cancelled, SegmentAnalyzer, decode_frames
 from tests.conftest import YUNET
 
 
@@ -37,3 +40,44 @@ def test_age_and_gender_are_measured_every_nth_frame_of_a_track_and_held_between
             assert held.age_years == measured.age_years
     # The model really varies from frame to frame, so holding a value is visible (the test can fail).
     assert len({o.age_years for o in every_frame[track_starts:]}) > len({o.age_years for o in sampled[track_starts:]})
+
+
+def test_detecting_ahead_on_a_thread_finds_the_faces_one_frame_at_a_time_would(model_server, shared_dir):
+    """Detection runs a few frames ahead of tracking; the sizer must still size each frame from the faces
+    of the frame before it, so the boxes equal those of a plain loop over the frames."""
+    video = shared_dir / "media" / "videos" / "head-pose-face-detection-female-and-male.mp4"
+    settings = Settings(detector="yunet", yunet_path=YUNET)
+    detector = create_detector(DetectorOptions.from_settings(settings))
+    sizer = DetectionSizer.from_settings(settings)
+    expected = []
+    for index, image in decode_frames(video, 0, 60):
+        detections = detector.detect(image, sizer.side_for(image))
+        sizer.update(detections)
+        expected += [(index, tuple(round(float(v), 2) for v in box)) for box in detections.xyxy]
+    client = ModelServerClient(model_server.grpc_target)
+    try:
+        analyzer = SegmentAnalyzer(detector, client, fps=30.0, new_sizer=lambda: DetectionSizer.from_settings(settings))
+        found = analyzer.run(video, 0, 60)
+    finally:
+        client.close()
+    assert len({index for index, _ in expected}) > 50  # faces in most frames: the comparison means something
+    assert [(o.frame_index, o.box_xyxy) for o in found] == expected
+
+
+def test_a_cancelled_segment_stops_its_detection_thread(model_server, shared_dir):
+    client = ModelServerClient(model_server.grpc_target)
+    detector = create_detector(DetectorOptions.from_settings(Settings(detector="yunet", yunet_path=YUNET)))
+    calls = []
+
+    def cancel(frames_done: int) -> bool:
+        calls.append(frames_done)
+        return False
+
+    try:
+        analyzer = SegmentAnalyzer(detector, client, fps=30.0)
+        with pytest.raises(Cancelled):
+            analyzer.run(shared_dir / "media" / "videos" / "single_face.mp4", 0, 60, on_progress=cancel)
+    finally:
+        client.close()
+    assert calls == [8]  # stopped at the first progress report
+    assert not [t for t in threading.enumerate() if t.name.startswith("detect")]
