@@ -84,7 +84,8 @@ def per_frame(model_target: str, frames: int, **overrides) -> dict:
 
 
 async def one_client(url: str, jpeg: bytes, fps: float, seconds: float, phase_s: float = 0.0) -> dict:
-    stats = {"offered": 0, "sent": 0, "answered": 0, "skipped_backpressure": 0, "dropped_by_server": 0, "errors": 0, "rtt_ms": []}
+    stats = {"offered": 0, "sent": 0, "answered": 0, "skipped_backpressure": 0, "dropped_by_server": 0, "errors": 0}
+    stats |= {"rtt_ms": [], "server_ms": []}
     async with websockets.connect(url, max_size=None) as ws:
         await ws.recv()  # hello
         in_flight: dict[int, float] = {}
@@ -97,6 +98,7 @@ async def one_client(url: str, jpeg: bytes, fps: float, seconds: float, phase_s:
                 elif answer["type"] == "result":
                     stats["answered"] += 1
                     stats["dropped_by_server"] += answer.get("dropped", 0)
+                    stats["server_ms"].append(answer["timing_ms"])
                 sent_at = in_flight.pop(answer.get("frame"), None)
                 if sent_at is not None:
                     stats["rtt_ms"].append((time.perf_counter() - sent_at) * 1000)
@@ -130,6 +132,13 @@ async def many_clients(url: str, clients: int, fps: float, seconds: float, locks
     phases = [0.0] * clients if lockstep else list(np.random.default_rng(0).uniform(0, 1 / fps, clients))
     results = await asyncio.gather(*(one_client(url, jpeg, fps, seconds, phase) for phase in phases))
     rtts = [r for result in results for r in result["rtt_ms"]]
+    # The server's own stage times under load: a round trip much longer than the server's total is time
+    # spent waiting (event loop, native threads, network), not working.
+    server_stages: dict[str, list[float]] = {}
+    for result in results:
+        for timing in result["server_ms"]:
+            for stage, ms in timing.items():
+                server_stages.setdefault(stage, []).append(ms)
     totals = {
         key: sum(result[key] for result in results)
         for key in ("offered", "sent", "answered", "skipped_backpressure", "dropped_by_server", "errors")
@@ -145,6 +154,7 @@ async def many_clients(url: str, clients: int, fps: float, seconds: float, locks
         "rtt_p50_ms": percentile(rtts, 50),
         "rtt_p99_ms": percentile(rtts, 99),
         "answered_per_client_min_max": [min(per_client), max(per_client)],
+        "server_stage_p50_p99_ms": {stage: [percentile(ms, 50), percentile(ms, 99)] for stage, ms in server_stages.items()},
     }
 
 
