@@ -30,8 +30,8 @@ PREFS = {
 class BiDi:
     """Just enough of WebDriver BiDi: commands with ids, answers matched by id, events skipped."""
 
-    def __init__(self, url: str):
-        self.socket = connect(url, max_size=None, open_timeout=30)
+    def __init__(self, socket):
+        self.socket = socket
         self.ids = itertools.count(1)
 
     def send(self, method: str, **params) -> dict:
@@ -67,12 +67,12 @@ def firefox(tmp_path: Path):
     )
     try:
         wait_until(lambda: "WebDriver BiDi listening" in (tmp_path / "firefox.log").read_text(), 60, "firefox", process)
-        bidi = BiDi(f"ws://127.0.0.1:{port}/session")
-        bidi.send("session.new", capabilities={})
-        context = bidi.send("browsingContext.getTree")["contexts"][0]["context"]
-        yield bidi, context
-        bidi.send("session.end")
-        bidi.socket.close()
+        with connect(f"ws://127.0.0.1:{port}/session", max_size=None, open_timeout=30) as socket:
+            bidi = BiDi(socket)
+            bidi.send("session.new", capabilities={})
+            context = bidi.send("browsingContext.getTree")["contexts"][0]["context"]
+            yield bidi, context
+            bidi.send("session.end")
     finally:
         stop(process)
         log.close()

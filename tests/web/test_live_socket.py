@@ -3,6 +3,7 @@ videos frame by frame."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 import threading
@@ -21,7 +22,8 @@ class LiveClient:
     # websockets, not simple-websocket's client: the latter can lose a message that arrives in the same
     # TCP read as the handshake answer (our hello), which showed up as a hang in about 1 connection in 10.
     def __init__(self, ws_url: str):
-        self.ws = connect(ws_url, max_size=None, open_timeout=20)
+        self._context = contextlib.ExitStack()  # websockets wants its connection used as a context manager
+        self.ws = self._context.enter_context(connect(ws_url, max_size=None, open_timeout=20))
         self.hello = self.receive()
 
     def receive(self, timeout: float = 20) -> dict:
@@ -32,7 +34,7 @@ class LiveClient:
         return self.receive()
 
     def close(self) -> None:
-        self.ws.close()
+        self._context.close()
 
 
 def assert_complete_face(face: dict, width: int, height: int) -> None:
