@@ -7,6 +7,7 @@ detection runs a couple of frames ahead of tracking on a thread of its own.
 
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -119,18 +120,19 @@ class SegmentAnalyzer:
         batch, images = _Batch([]), []
         in_flight: _Batch | None = None
         done = 0
-        for index, image, detections in self._detected_frames(path, start, stop):
-            done = index - start + 1
-            track_ids = tracker.update(detections)
-            batch.frames.append(_Frame(index, detections.xyxy, detections.confidence, track_ids, schedule.due(track_ids)))
-            images.append(image)
-            if len(batch.frames) == self.batch_frames:
-                batch.pending = self._submit(batch.frames, images)
-                if in_flight:
-                    observations += self._collect(in_flight, carried)
-                in_flight, batch, images = batch, _Batch([]), []
-                if on_progress and not on_progress(done):
-                    raise Cancelled()
+        with contextlib.closing(self._detected_frames(path, start, stop)) as frames:  # stops the detection thread
+            for index, image, detections in frames:
+                done = index - start + 1
+                track_ids = tracker.update(detections)
+                batch.frames.append(_Frame(index, detections.xyxy, detections.confidence, track_ids, schedule.due(track_ids)))
+                images.append(image)
+                if len(batch.frames) == self.batch_frames:
+                    batch.pending = self._submit(batch.frames, images)
+                    if in_flight:
+                        observations += self._collect(in_flight, carried)
+                    in_flight, batch, images = batch, _Batch([]), []
+                    if on_progress and not on_progress(done):
+                        raise Cancelled()
         if batch.frames:
             batch.pending = self._submit(batch.frames, images)
         for pending in (in_flight, batch):
