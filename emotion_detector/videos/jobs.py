@@ -163,7 +163,11 @@ def segment(self, video_id: str, index: int) -> None:
     with ctx.sessions() as session:
         video = session.get(Video, video_id)
         seg = session.scalar(select(Segment).where(Segment.video_id == video_id, Segment.index == index))
-        source, fps, every_n = Path(video.source_path), video.fps, video.every_n_frames
+        if video is None or seg is None:
+            return  # deleted since the claim
+        # A retry starts the job again with new segment rows whose attempt numbers count from 1 again: the job's
+        # own attempt number tells this run's segment from the retry's.
+        source, fps, every_n, job_attempt = Path(video.source_path), video.fps, video.every_n_frames, video.attempts
         start_frame, end_frame, overlap_end = seg.start_frame, seg.end_frame, seg.overlap_end_frame
     started = time.perf_counter()
     last_beat = started
@@ -176,12 +180,14 @@ def segment(self, video_id: str, index: int) -> None:
             return True
         last_beat = time.perf_counter()
         with ctx.sessions.begin() as session:
+            if not _still_wanted(session.get(Video, video_id), job_attempt):
+                return False
             session.execute(
                 update(Segment)
                 .where(Segment.video_id == video_id, Segment.index == index, Segment.attempts == attempt)
                 .values(heartbeat_at=utcnow(), frames_done=min(frames_done, end_frame - start_frame))
             )
-            return not session.scalar(select(Video.cancel_requested).where(Video.id == video_id))
+            return True
 
     try:
         analyzer = SegmentAnalyzer(
@@ -205,8 +211,13 @@ def segment(self, video_id: str, index: int) -> None:
         fail(ctx, video_id, f"analysis failed at frames {start_frame}-{end_frame}: {error}")
         return
     with ctx.sessions.begin() as session:
+        # The definitive check, under the job's row lock (the heartbeat's is skipped within 0.5 s of the last
+        # one): a cancel, a delete or a retry since then means these results belong to no one.
+        if not _still_wanted(session.get(Video, video_id, with_for_update=True), job_attempt):
+            log.info("video %s segment %d: the job was cancelled, deleted or restarted; results dropped", video_id, index)
+            return
         current = session.scalar(select(Segment).where(Segment.video_id == video_id, Segment.index == index).with_for_update())
-        if current.attempts != attempt or current.status == "done":
+        if current is None or current.attempts != attempt or current.status == "done":
             return  # another worker took this segment over; its results stand
         session.execute(delete(Observation).where(Observation.video_id == video_id, Observation.segment_index == index))
         session.add_all(
@@ -230,6 +241,11 @@ def segment(self, video_id: str, index: int) -> None:
         current.status, current.frames_done = "done", end_frame - start_frame
         current.seconds = round(time.perf_counter() - started, 3)
     maybe_finalise(video_id)
+
+
+def _still_wanted(video: Video | None, job_attempt: int) -> bool:
+    """Whether a segment task's work still belongs to the job: not deleted, cancelled, failed or retried."""
+    return video is not None and video.status == "running" and not video.cancel_requested and video.attempts == job_attempt
 
 
 @celery_app.task(name="videos.finalise", bind=True, max_retries=None)

@@ -1,15 +1,18 @@
-"""The recovery sweep's decisions, on a real (SQLite) database: which jobs it queues again."""
+"""Recovery, on a real (SQLite) database: which jobs the sweep queues again, and that the work of a run
+superseded meanwhile (cancelled, retried) is dropped."""
 
 from __future__ import annotations
 
 import datetime as dt
 
 import pytest
+from sqlalchemy import func, select
 
 from emotion_detector.settings import Settings
 from emotion_detector.videos import jobs
+from emotion_detector.videos.analysis import FaceObservation
 from emotion_detector.videos.db import migrate, sessions
-from emotion_detector.videos.models import Segment, Video, utcnow
+from emotion_detector.videos.models import Observation, Segment, Video, utcnow
 
 
 @pytest.fixture
@@ -75,3 +78,38 @@ def test_start_queues_only_what_is_pending_and_marks_when(ctx, monkeypatch):
     assert queued == [("v", 1), ("v", 2)]
     with ctx.sessions() as session:
         assert utcnow() - session.get(Video, "v").heartbeat_at < dt.timedelta(seconds=5)  # not re-queued for a while
+
+
+class _RetriedWhileAnalysing:
+    """Stands in for SegmentAnalyzer: while 'analysing', the user cancels and retries the job (the retry's
+    segment rows start their attempt count at 1 again, like this run's), then returns one observation."""
+
+    sessions = None
+
+    def __init__(self, *_args, **_kwargs):
+        pass
+
+    def run(self, _path, start, _stop, on_progress=None):
+        with self.sessions.begin() as session:
+            video = session.get(Video, "v1")
+            for row in video.segments:
+                session.delete(row)
+            video.attempts += 1  # what VideoService.retry does, with the segments `start` then plans afresh
+            session.flush()
+            video.segments = [Segment(index=0, start_frame=0, end_frame=100, overlap_end_frame=106, status="running", attempts=1)]
+        return [FaceObservation(start, 1, (0.0, 0.0, 10.0, 10.0), 0.9, (1 / 7,) * 7, 30.0, 0.5)]
+
+
+def test_a_segment_whose_job_was_retried_meanwhile_writes_nothing(ctx, monkeypatch):
+    add_running_video(ctx, "v1", queued_ago_s=0, segments=[("pending", None)])
+    _RetriedWhileAnalysing.sessions = ctx.sessions
+    monkeypatch.setattr(jobs, "context", lambda: jobs.WorkerContext(ctx.settings, ctx.sessions, detector=None, client=None))
+    monkeypatch.setattr(jobs, "SegmentAnalyzer", _RetriedWhileAnalysing)
+    monkeypatch.setattr(jobs, "maybe_finalise", lambda video_id: pytest.fail("a dropped segment must not finalise the job"))
+
+    jobs.segment("v1", 0)  # claims attempt 1 of the first run's segment, and finishes after the retry
+
+    with ctx.sessions() as session:
+        retried = session.scalar(select(Segment).where(Segment.video_id == "v1"))
+        assert (retried.status, retried.attempts) == ("running", 1)  # the retry's segment, untouched
+        assert session.scalar(select(func.count()).select_from(Observation)) == 0
