@@ -45,13 +45,15 @@ def test_age_and_gender_are_measured_every_nth_frame_of_a_track_and_held_between
 def test_detecting_ahead_on_a_thread_finds_the_faces_one_frame_at_a_time_would(model_server, shared_dir):
     """Detection runs a few frames ahead of tracking; the sizer must still size each frame from the faces
     of the frame before it, so the boxes equal those of a plain loop over the frames."""
-    video = shared_dir / "media" / "videos" / "head-pose-face-detection-female-and-male.mp4"
+    video = shared_dir / "media" / "videos" / "single_face.mp4"  # a large face: the sizer shrinks and grows the copy
     settings = Settings(detector="yunet", yunet_path=YUNET)
     detector = create_detector(DetectorOptions.from_settings(settings))
     sizer = DetectionSizer.from_settings(settings)
-    expected = []
+    expected, sides = [], set()
     for index, image in decode_frames(video, 0, 60):
-        detections = detector.detect(image, sizer.side_for(image))
+        side = sizer.side_for(image)
+        sides.add(side)
+        detections = detector.detect(image, side)
         sizer.update(detections)
         expected += [(index, tuple(round(float(v), 2) for v in box)) for box in detections.xyxy]
     client = ModelServerClient(model_server.grpc_target)
@@ -61,6 +63,7 @@ def test_detecting_ahead_on_a_thread_finds_the_faces_one_frame_at_a_time_would(m
     finally:
         client.close()
     assert len({index for index, _ in expected}) > 50  # faces in most frames: the comparison means something
+    assert len(sides) > 1  # sized from the frame before: sizing a frame too early would change its boxes
     assert [(o.frame_index, o.box_xyxy) for o in found] == expected
 
 
@@ -80,4 +83,16 @@ def test_a_cancelled_segment_stops_its_detection_thread(model_server, shared_dir
     finally:
         client.close()
     assert calls == [8]  # stopped at the first progress report
+    assert not [t for t in threading.enumerate() if t.name.startswith("detect")]
+
+
+def test_closing_the_detection_look_ahead_early_stops_its_thread(shared_dir):
+    """SegmentAnalyzer.run closes the look-ahead explicitly when it stops early (cancel, error): closing
+    must cancel the frames queued ahead and end the thread, not leave it to the garbage collector."""
+    detector = create_detector(DetectorOptions.from_settings(Settings(detector="yunet", yunet_path=YUNET)))
+    analyzer = SegmentAnalyzer(detector, client=None, fps=30.0)
+    frames = analyzer._detected_frames(shared_dir / "media" / "videos" / "single_face.mp4", 0, 60)
+    taken = [next(frames)[0] for _ in range(3)]
+    assert taken == [0, 1, 2] and [t for t in threading.enumerate() if t.name.startswith("detect")]
+    frames.close()
     assert not [t for t in threading.enumerate() if t.name.startswith("detect")]
