@@ -43,6 +43,6 @@ gcloud run deploy "$web_service" --project "$GCP_PROJECT" --region "$region" --i
   --port 5000 --allow-unauthenticated --session-affinity --timeout 3600 \
   --cpu 2 --memory 1Gi --concurrency 80 \
   --network default --subnet default --vpc-egress all-traffic \
-  --set-env-vars "EMOTION_ENVIRONMENT=production,EMOTION_MODEL_SERVER=${model_host}:443,EMOTION_MODEL_SERVER_TLS=true,EMOTION_SECRET_KEY=${EMOTION_SECRET_KEY}"
+  --set-env-vars "WEB_CONCURRENCY=2,EMOTION_ENVIRONMENT=production,EMOTION_MODEL_SERVER=${model_host}:443,EMOTION_MODEL_SERVER_TLS=true,EMOTION_SECRET_KEY=${EMOTION_SECRET_KEY}"
 
 echo "web: $(gcloud run services describe "$web_service" --project "$GCP_PROJECT" --region "$region" --format 'value(status.url)')"

@@ -6,8 +6,9 @@ bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '5000')}"
 worker_class = "gevent"
 # One worker per core: each has its own GIL and event loop, so one busy frame's Python work does not hold up
 # the other sockets' answers (bench/live.py, 20 clients on 2 cores: round-trip p99 ~110-120 ms with 2 workers,
-# 120-190 ms with 1). Every live socket stays with the worker that accepted it.
-workers = int(os.environ.get("WEB_CONCURRENCY", str(min(4, os.cpu_count() or 1))))
+# 120-190 ms with 1). Every live socket stays with the worker that accepted it. Cores this process may run
+# on (not the host's count); a container CPU quota is not visible here, so deployments set WEB_CONCURRENCY.
+workers = int(os.environ.get("WEB_CONCURRENCY", str(min(4, len(os.sched_getaffinity(0))))))
 worker_connections = int(os.environ.get("WEB_WORKER_CONNECTIONS", "200"))
 timeout = 60
 graceful_timeout = 10
