@@ -133,6 +133,7 @@ def run_job(video: Path, workers: int, backend: str, model_target: str, workdir:
             "speed_x_realtime": round(summary["duration_s"] / wall_s, 2),
             "analysis_busy_s": summary["segment_busy_s"],
             "analysis_ms_per_frame": round(1000 * summary["segment_busy_s"] / summary["frames_analysed"], 2),
+            "annotated_parts_drawn_while_analysing": summary["annotated_parts_drawn_while_analysing"],
             "worker_processes_used": len({s.worker for s in segments if s.worker}),
         }
     finally:

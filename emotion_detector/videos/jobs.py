@@ -1,8 +1,10 @@
 """Video jobs on Celery workers:  celery -A emotion_detector.videos.jobs worker
 
     videos.start(id)            plan the segments, queue one task per segment
-    videos.segment(id, index)   analyse one segment; the last one to finish queues videos.finalise
-    videos.finalise(id)         join tracks across segments, statistics, annotated video; status done
+    videos.segment(id, index)   analyse one segment, then draw the annotated video's parts that can be drawn
+                                (in the background, see parts.py); the last segment to finish queues finalise
+    videos.finalise(id)         join tracks across segments, statistics, the parts still missing joined into
+                                the annotated video; status done
 
 Nothing is lost when a worker dies: tasks are acknowledged only after they ran (``acks_late``), a segment
 is claimed with an atomic database lease that its worker keeps alive with heartbeats, and a sweep in every
@@ -36,8 +38,9 @@ from emotion_detector.settings import Settings
 from emotion_detector.videos.analysis import Cancelled, SegmentAnalyzer
 from emotion_detector.videos.db import engine_for, migrate, sessions
 from emotion_detector.videos.models import Observation, Person, Segment, Video, utcnow
-from emotion_detector.videos.render import render_annotated
-from emotion_detector.videos.summary import Row, group_mix, join_tracks, main_people, people_frames, person_stats
+from emotion_detector.videos.parts import PartRenderer, observation_rows, part_path, parts_dir
+from emotion_detector.videos.render import OverlayTimeline, join_parts, render_part
+from emotion_detector.videos.summary import group_mix, join_tracks, main_people, people_frames, person_stats
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +116,12 @@ def context() -> WorkerContext:
     detector = create_detector(DetectorOptions.from_settings(settings))
     client = ModelServerClient(settings.model_server, timeout_s=max(settings.model_server_timeout_s, 10.0), tls=settings.model_server_tls)
     return WorkerContext(settings, session_factory, detector, client)
+
+
+@functools.cache
+def part_renderer() -> PartRenderer:
+    """Created in the pool process on first use (its thread must not cross a fork either)."""
+    return PartRenderer(database().sessions)
 
 
 def plan_segments(frame_count: int, fps: float, segment_seconds: float, overlap: int) -> list[tuple[int, int, int]]:
@@ -240,6 +249,8 @@ def segment(self, video_id: str, index: int) -> None:
         )
         current.status, current.frames_done = "done", end_frame - start_frame
         current.seconds = round(time.perf_counter() - started, 3)
+    if ctx.settings.render_parts_while_analysing:
+        part_renderer().request(video_id)
     maybe_finalise(video_id)
 
 
@@ -251,44 +262,41 @@ def _still_wanted(video: Video | None, job_attempt: int) -> bool:
 @celery_app.task(name="videos.finalise", bind=True, max_retries=None)
 def finalise(self, video_id: str) -> None:
     ctx = context()
+    part_renderer().release(video_id)  # a part this process is drawing is finished first, and then used
     with ctx.sessions() as session:
         video = session.get(Video, video_id)
         if video is None or video.status != "running" or video.cancel_requested:
             return
-        rows = [
-            Row(
-                o.segment_index,
-                o.frame_index,
-                o.local_track,
-                o.in_overlap,
-                (o.x1, o.y1, o.x2, o.y2),
-                o.score,
-                tuple(o.emotion),
-                o.age_years,
-                o.female_probability,
-            )
-            for o in session.scalars(
-                select(Observation).where(Observation.video_id == video_id).order_by(Observation.segment_index, Observation.frame_index)
-            )
-        ]
+        rows = observation_rows(session, video_id)
         segment_seconds = [s.seconds or 0.0 for s in video.segments]
+        segment_frames = [(s.index, range(s.start_frame, s.end_frame)) for s in sorted(video.segments, key=lambda s: s.index)]
         fps, frame_count, duration_s, every_n = video.fps, video.frame_count, video.duration_s, video.every_n_frames
         analysed = len(range(0, frame_count, every_n))
-        source, started_at = Path(video.source_path), video.started_at
+        source, started_at, folder = Path(video.source_path), video.started_at, parts_dir(Path(video.source_path), video.attempts)
     persons = join_tracks(rows)
     people = people_frames(rows, persons)
     stats = {person: person_stats(frames, fps, analysed) for person, frames in people.items()}
     main = set(main_people(stats))
 
-    def render_heartbeat(fraction: float) -> None:
-        with ctx.sessions.begin() as session:
-            session.execute(update(Video).where(Video.id == video_id).values(heartbeat_at=utcnow(), render_progress=round(fraction, 3)))
+    def render_heartbeat(frame_index: int) -> None:
+        if frame_index % 25 == 0:
+            with ctx.sessions.begin() as session:
+                fraction = round(sum(part_path(folder, i).exists() for i, _ in segment_frames) / len(segment_frames), 3)
+                session.execute(update(Video).where(Video.id == video_id).values(heartbeat_at=utcnow(), render_progress=fraction))
 
     target = source.parent / "annotated.mp4"
     partial = source.parent / "annotated.mp4.part"
     try:
         specs = ctx.client.specs()
-        render_annotated(source, partial, people, fps, frame_count, hold_frames=every_n, on_progress=render_heartbeat)
+        folder.mkdir(exist_ok=True)
+        timeline = OverlayTimeline(people, hold_frames=every_n)
+        missing = [index for index, _ in segment_frames if not part_path(folder, index).exists()]
+        for index, frames in segment_frames:  # the parts not drawn while the segments were analysed
+            part = part_path(folder, index)
+            if index in missing:
+                render_part(source, part.with_suffix(".part"), timeline, fps, frames, on_frame=render_heartbeat)
+                os.replace(part.with_suffix(".part"), part)
+        join_parts([(part_path(folder, index), frames.start) for index, frames in segment_frames], partial, fps)
         os.replace(partial, target)
     except ModelUnavailable as error:
         log.warning("video %s: %s; finalising again in 5 s", video_id, error)
@@ -310,6 +318,7 @@ def finalise(self, video_id: str) -> None:
         "speed_x_realtime": round(duration_s / processing_s, 3),
         "segments": len(segment_seconds),
         "segment_busy_s": round(sum(segment_seconds), 3),
+        "annotated_parts_drawn_while_analysing": f"{len(segment_frames) - len(missing)}/{len(segment_frames)}",
         "detector": ctx.detector.name,
         "models": {name: spec.version for name, spec in specs.items()},
         "main_people": sorted(main),
@@ -335,6 +344,7 @@ def finalise(self, video_id: str) -> None:
         video.summary = summary
         video.annotated_path = str(target)
         video.status, video.finished_at, video.render_progress = "done", finished, 1.0
+    shutil.rmtree(folder, ignore_errors=True)
     log.info("video %s done: %d people, %.2fx real time", video_id, len(stats), summary["speed_x_realtime"])
 
 
@@ -394,11 +404,14 @@ def maybe_finalise(video_id: str) -> None:
 
 def fail(ctx: Database, video_id: str, error: str) -> None:
     with ctx.sessions.begin() as session:
-        session.execute(
+        failed = session.execute(
             update(Video)
             .where(Video.id == video_id, Video.status.in_(("queued", "running")))
             .values(status="failed", error=error, finished_at=utcnow())
-        )
+            .returning(Video.source_path)
+        ).scalar_one_or_none()
+    if failed:
+        delete_parts(failed)
 
 
 def recover(ctx: Database) -> int:
@@ -464,8 +477,15 @@ def _start_recovery(**_kwargs) -> None:
 @signals.worker_process_init.connect
 def _fresh_connections_after_fork(**_kwargs) -> None:
     context.cache_clear()
+    part_renderer.cache_clear()
     engine_for(database().settings.database_url).dispose(close=False)  # the parent's pooled connections stay its own
 
 
 def delete_files(source_path: str) -> None:
     shutil.rmtree(Path(source_path).parent, ignore_errors=True)
+
+
+def delete_parts(source_path: str) -> None:
+    """The annotated video's parts of every attempt (a failed, cancelled or retried job needs none)."""
+    for folder in Path(source_path).parent.glob("annotated-parts-*"):
+        shutil.rmtree(folder, ignore_errors=True)

@@ -1,9 +1,12 @@
 """The annotated video: every frame of the source with each person's box, id and labels, encoded as H.264
-in an MP4 with the index at the front (plays and seeks in every browser while it downloads)."""
+in an MP4 with the index at the front (plays and seeks in every browser while it downloads). It is drawn in
+parts, one per analysed segment, which are joined at the end without re-encoding: a worker draws a segment's
+part while the next segment is analysed."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -18,26 +21,56 @@ from emotion_detector.videos.summary import PersonFrame
 PALETTE = [(48, 164, 108), (0, 144, 255), (229, 72, 77), (142, 78, 198), (247, 107, 21), (255, 197, 61), (0, 162, 199), (214, 64, 159)]
 
 
-def render_annotated(
-    source: Path,
-    target: Path,
-    people: dict[int, list[PersonFrame]],
-    fps: float,
-    frame_count: int,
-    hold_frames: int,
-    on_progress: Callable[[float], None] | None = None,
+SMOOTH_OVER = 3  # a label shows the mean of the person's last few observations, so it does not flicker
+
+
+@dataclass(frozen=True)
+class Label:
+    """What is drawn for one person on one frame."""
+
+    person: int
+    observation: PersonFrame
+    probabilities: np.ndarray  # smoothed expression probabilities
+
+
+class OverlayTimeline:
+    """The labels to draw on each frame. A person's latest observation stays up for ``hold_frames`` frames
+    (analysis may skip frames), with the mean expression of their last SMOOTH_OVER observations in that
+    unbroken run. A frame's labels depend only on observations at most ``lookback_frames`` before it, so
+    the video can be drawn in parts, each part from the observations around it alone."""
+
+    def __init__(self, people: dict[int, list[PersonFrame]], hold_frames: int) -> None:
+        self.hold_frames = hold_frames
+        self._people = {person: (np.array([f.frame_index for f in frames]), frames) for person, frames in people.items() if frames}
+        self._emotions = {person: np.array([f.emotion for f in frames], dtype=np.float64) for person, (_, frames) in self._people.items()}
+
+    @staticmethod
+    def lookback_frames(hold_frames: int) -> int:
+        return SMOOTH_OVER * hold_frames
+
+    def labels_at(self, frame_index: int) -> list[Label]:
+        labels = []
+        for person, (indices, frames) in self._people.items():
+            latest = int(np.searchsorted(indices, frame_index, side="right")) - 1
+            if latest < 0 or frame_index - indices[latest] > self.hold_frames:
+                continue
+            first = latest
+            while first > latest - SMOOTH_OVER + 1 and first > 0 and indices[first] - indices[first - 1] <= self.hold_frames:
+                first -= 1
+            probabilities = self._emotions[person][first : latest + 1].mean(axis=0)
+            labels.append(Label(person, frames[latest], probabilities))
+        return labels
+
+
+def render_part(
+    source: Path, target: Path, timeline: OverlayTimeline, fps: float, frames: range, on_frame: Callable[[int], None] | None = None
 ) -> None:
-    """Draws each person's latest observation for up to ``hold_frames`` frames (analysis may skip frames)
-    and eases the label over time so it does not flicker."""
-    at_frame: dict[int, list[tuple[int, PersonFrame]]] = {}
-    for person, frames in people.items():
-        for frame in frames:
-            at_frame.setdefault(frame.frame_index, []).append((person, frame))
-    shown: dict[int, tuple[int, PersonFrame, np.ndarray]] = {}  # person → (frame seen, observation, smoothed probabilities)
+    """Frames ``frames`` of the source with their labels drawn, as an H.264 MP4 of its own (join_parts puts
+    the parts together). Every part is encoded with the same settings, so the parts share one H.264 header."""
     rate = Fraction(fps).limit_denominator(1001)
-    with av.open(str(target), mode="w", format="mp4", options={"movflags": "+faststart"}) as output:
+    with av.open(str(target), mode="w", format="mp4") as output:
         stream = None
-        for index, image in decode_frames(source, 0, frame_count):
+        for index, image in decode_frames(source, frames.start, frames.stop):
             if stream is None:
                 stream = output.add_stream("libx264", rate=rate, options={"preset": "veryfast", "crf": "23"})
                 stream.width, stream.height = image.shape[1] // 2 * 2, image.shape[0] // 2 * 2  # yuv420p needs even sizes
@@ -48,22 +81,38 @@ def render_annotated(
                 # Tag what bgr_to_frame produces, so players do not guess BT.709 for HD sizes.
                 context = stream.codec_context
                 context.colorspace, context.color_primaries, context.color_trc, context.color_range = 6, 6, 6, 1  # SMPTE 170M, limited
-            for person, observation in at_frame.get(index, []):
-                previous = shown.get(person)
-                probabilities = np.asarray(observation.emotion)
-                if previous is not None:
-                    probabilities = 0.6 * previous[2] + 0.4 * probabilities
-                shown[person] = (index, observation, probabilities)
-            for person, (seen, observation, probabilities) in list(shown.items()):
-                if index - seen > hold_frames:
-                    del shown[person]
-                    continue
-                _draw(image, person, observation, probabilities)
+            for label in timeline.labels_at(index):
+                _draw(image, label)
             output.mux(stream.encode(bgr_to_frame(image[: stream.height, : stream.width])))
-            if on_progress and index % 25 == 0:
-                on_progress(index / max(1, frame_count))
-        if stream is not None:
-            output.mux(stream.encode(None))
+            if on_frame:
+                on_frame(index)
+        if stream is None:
+            raise ValueError(f"no frames {frames.start}-{frames.stop - 1} in {source.name}")
+        output.mux(stream.encode(None))
+
+
+def join_parts(parts: list[tuple[Path, int]], target: Path, fps: float) -> None:
+    """(part file, its first frame) in order → one MP4 with the index at the front, by copying the
+    compressed frames (no re-encoding). Each part starts with a keyframe, so the joined stream decodes as
+    one; its timestamps are shifted to the part's place in the video."""
+    rate = Fraction(fps).limit_denominator(1001)
+    with av.open(str(target), mode="w", format="mp4", options={"movflags": "+faststart"}) as output:
+        joined, header = None, None
+        for path, first_frame in parts:
+            with av.open(str(path)) as part:
+                stream = part.streams.video[0]
+                if joined is None:
+                    joined, header = output.add_stream_from_template(stream), stream.codec_context.extradata
+                elif stream.codec_context.extradata != header:
+                    raise ValueError(f"{path.name} was encoded with other settings than the first part")
+                shift = round(Fraction(first_frame) / rate / stream.time_base)
+                for packet in part.demux(stream):
+                    if packet.dts is None:  # the demuxer's empty packet at the end
+                        continue
+                    packet.pts += shift
+                    packet.dts += shift
+                    packet.stream = joined
+                    output.mux(packet)
 
 
 def bgr_to_frame(image_bgr: np.ndarray) -> av.VideoFrame:
@@ -72,7 +121,8 @@ def bgr_to_frame(image_bgr: np.ndarray) -> av.VideoFrame:
     return av.VideoFrame.from_ndarray(cv2.cvtColor(image_bgr, cv2.COLOR_BGR2YUV_I420), format="yuv420p")
 
 
-def _draw(image: np.ndarray, person: int, observation: PersonFrame, probabilities: np.ndarray) -> None:
+def _draw(image: np.ndarray, label: Label) -> None:
+    person, observation, probabilities = label.person, label.observation, label.probabilities
     colour = PALETTE[(person - 1) % len(PALETTE)][::-1]  # RGB → BGR
     x1, y1, x2, y2 = (round(v) for v in observation.box_xyxy)
     thickness = max(2, image.shape[1] // 320)

@@ -186,6 +186,8 @@ class VideoService:
             if video.status not in ("queued", "running"):
                 raise Conflict(f"video {video_id} is {video.status}; only queued or running jobs can be cancelled")
             video.cancel_requested, video.status, video.error, video.finished_at = True, "failed", "cancelled by the user", utcnow()
+            source = video.source_path
+        jobs.delete_parts(source)
         return self.status(video_id)
 
     def retry(self, video_id: str) -> dict:
@@ -201,6 +203,7 @@ class VideoService:
             video.started_at = video.finished_at = video.heartbeat_at = video.summary = video.annotated_path = None
             video.render_progress, video.attempts = 0.0, video.attempts + 1
         (Path(video.source_path).parent / "annotated.mp4").unlink(missing_ok=True)
+        jobs.delete_parts(video.source_path)
         self._enqueue(video_id)
         return self.status(video_id)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import io
-import itertools
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -35,47 +34,73 @@ class Row:
 
 
 def join_tracks(rows: list[Row]) -> dict[tuple[int, int], int]:
-    """(segment, local track) → person id. Neighbouring segments both analyse the overlap frames; a track
-    of one and a track of the next that cover the same faces there (mean box IoU >= 0.5) are one person.
-    Person ids are numbered 1, 2, ... in order of first appearance."""
-    parent: dict[tuple[int, int], tuple[int, int]] = {}
-
-    def find(key):
-        parent.setdefault(key, key)
-        while parent[key] != key:
-            parent[key] = parent[parent[key]]
-            key = parent[key]
-        return key
-
-    boxes: dict[tuple[int, int], dict[int, tuple]] = defaultdict(dict)  # (segment, track) → frame → box
+    """(segment, local track) → person id for a whole video (see TrackJoiner)."""
+    by_segment: dict[int, list[Row]] = defaultdict(list)
     for row in rows:
-        boxes[(row.segment_index, row.local_track)][row.frame_index] = row.box_xyxy
-        find((row.segment_index, row.local_track))
-    segments = sorted({row.segment_index for row in rows})
-    for earlier, later in itertools.pairwise(segments):
-        left = {k: v for k, v in boxes.items() if k[0] == earlier}
-        right = {k: v for k, v in boxes.items() if k[0] == later}
+        by_segment[row.segment_index].append(row)
+    joiner = TrackJoiner()
+    for segment in range(max(by_segment, default=-1) + 1):
+        joiner.add_segment(segment, by_segment.get(segment, []))
+    return joiner.persons
+
+
+class TrackJoiner:
+    """Joins the segments' tracks into people, one segment after the other in order. Neighbouring segments
+    both analyse the overlap frames; a track of one and a track of the next that cover the same faces there
+    (mean box IoU >= 0.5, best pairs first) are one person. Person ids are numbered 1, 2, ... in order of
+    first appearance, so adding later segments never changes an earlier segment's ids: the annotated video's
+    part for a segment can be drawn as soon as the segments up to it are analysed."""
+
+    def __init__(self) -> None:
+        self.persons: dict[tuple[int, int], int] = {}
+        self._root: dict[tuple[int, int], tuple[int, int]] = {}  # a track → the first track of its chain
+        self._person_of_root: dict[tuple[int, int], int] = {}
+        self._previous: dict[tuple[int, int], dict[int, tuple]] = {}  # the previous segment's track → frame → box
+        self.segments_added = 0
+
+    def add_segment(self, segment: int, rows: list[Row]) -> None:
+        """Adds the next segment's rows (all of them, overlap included) and numbers its tracks."""
+        if segment != self.segments_added:
+            raise ValueError(f"segments are joined in order: expected segment {self.segments_added}, got {segment}")
+        boxes: dict[tuple[int, int], dict[int, tuple]] = defaultdict(dict)
+        first_owned: dict[tuple[int, int], int] = {}  # a track → its first frame outside the overlap
+        for row in rows:
+            key = (segment, row.local_track)
+            boxes[key][row.frame_index] = row.box_xyxy
+            if not row.in_overlap:
+                first_owned[key] = min(first_owned.get(key, row.frame_index), row.frame_index)
+        previous_boxes = self._previous
         candidates = []
-        for a, a_boxes in left.items():
-            for b, b_boxes in right.items():
-                shared = set(a_boxes) & set(b_boxes)
+        for a, a_boxes in previous_boxes.items():
+            for b, b_boxes in boxes.items():
+                shared = a_boxes.keys() & b_boxes.keys()
                 if shared:
                     iou = float(np.mean([box_iou(a_boxes[f], b_boxes[f]) for f in shared]))
                     if iou >= MIN_MATCH_IOU:
                         candidates.append((iou, len(shared), a, b))
+        for key in boxes:
+            self._root[key] = key
         used_a, used_b = set(), set()
         for _, _, a, b in sorted(candidates, reverse=True):  # greedy, best overlap first
             if a not in used_a and b not in used_b:
                 used_a.add(a)
                 used_b.add(b)
-                parent[find(b)] = find(a)
-    first_seen: dict[tuple[int, int], int] = {}
-    for row in rows:
-        if not row.in_overlap:
-            root = find((row.segment_index, row.local_track))
-            first_seen[root] = min(first_seen.get(root, row.frame_index), row.frame_index)
-    numbering = {root: person for person, root in enumerate(sorted(first_seen, key=lambda r: (first_seen[r], r)), start=1)}
-    return {key: numbering[find(key)] for key in list(parent) if find(key) in numbering}
+                self._root[b] = self._root[a]
+        # A chain gets its id at its first frame outside an overlap: every chain numbered earlier was first
+        # seen before this segment, every later one after it.
+        new_roots: dict[tuple[int, int], int] = {}
+        for key, frame in first_owned.items():
+            root = self._root[key]
+            if root not in self._person_of_root:
+                new_roots[root] = min(new_roots.get(root, frame), frame)
+        for root in sorted(new_roots, key=lambda r: (new_roots[r], r)):
+            self._person_of_root[root] = len(self._person_of_root) + 1
+        for key in [*previous_boxes, *boxes]:  # an earlier track seen only in the overlap may be numbered now
+            person = self._person_of_root.get(self._root[key])
+            if person is not None:
+                self.persons[key] = person
+        self._previous = boxes
+        self.segments_added += 1
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ import csv
 import io
 import time
 
+import av
 import pytest
 import requests
 
@@ -56,7 +57,13 @@ def test_two_people_come_out_as_two_main_tracks_with_their_own_timelines(stack, 
 
     annotated = requests.get(f"{stack.api}/{video_id}/annotated", timeout=10)
     assert annotated.status_code == 200 and annotated.headers["Content-Type"] == "video/mp4"
-    assert annotated.content[4:8] == b"ftyp"
+    with av.open(io.BytesIO(annotated.content)) as container:  # drawn in parts, one per segment, and joined
+        pts = [frame.pts for frame in container.decode(video=0)]
+    assert len(pts) == 56 and pts == sorted(set(pts))
+    # One worker: it drew the parts of the segments it had analysed while it analysed the next ones.
+    drawn_early, parts = map(int, results["video"]["annotated_parts_drawn_while_analysing"].split("/"))
+    assert parts == results["video"]["segments"] and drawn_early >= parts - 1
+    assert not list((stack.storage_dir / video_id).glob("annotated-parts-*"))  # the parts are gone once joined
 
 
 def test_a_video_without_faces_is_done_with_zero_tracks(stack, shared_dir):

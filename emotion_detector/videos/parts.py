@@ -1,0 +1,178 @@
+"""The annotated video's parts, drawn in the background of a worker process while it analyses the next
+segment: with one worker the render no longer waits for the whole analysis, and the two share the cores
+(PyAV and OpenCV let go of the GIL while they decode, draw and encode).
+
+A part is a file per job attempt and segment, written under a temporary name and renamed when complete, so
+a part either exists whole or not at all. It can be drawn once the segments up to it are analysed, because
+a segment's person ids never change when later segments are joined (TrackJoiner). ``finalise`` draws any part
+still missing (a worker died, or another worker's segment finished last) and joins them."""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from emotion_detector.videos.models import Observation, Video
+from emotion_detector.videos.render import OverlayTimeline, render_part
+from emotion_detector.videos.summary import Row, TrackJoiner, people_frames
+
+log = logging.getLogger(__name__)
+BACKGROUND_NICENESS = 10
+
+
+def parts_dir(source_path: Path, job_attempt: int) -> Path:
+    """One folder per attempt: a retried job never mixes in the parts of the run before it."""
+    return source_path.parent / f"annotated-parts-{job_attempt}"
+
+
+def part_path(folder: Path, segment_index: int) -> Path:
+    return folder / f"{segment_index:05d}.mp4"
+
+
+def observation_rows(session: Session, video_id: str, segment_index: int | None = None) -> list[Row]:
+    """The stored observations of a video (or of one of its segments) in segment and frame order."""
+    query = select(Observation).where(Observation.video_id == video_id)
+    if segment_index is not None:
+        query = query.where(Observation.segment_index == segment_index)
+    return [
+        Row(
+            o.segment_index,
+            o.frame_index,
+            o.local_track,
+            o.in_overlap,
+            (o.x1, o.y1, o.x2, o.y2),
+            o.score,
+            tuple(o.emotion),
+            o.age_years,
+            o.female_probability,
+        )
+        for o in session.scalars(query.order_by(Observation.segment_index, Observation.frame_index))
+    ]
+
+
+@dataclass
+class _Progress:
+    """What this process knows of one job attempt: the joined ids so far and the rows a next part may need."""
+
+    attempt: int
+    joiner: TrackJoiner = field(default_factory=TrackJoiner)
+    recent_rows: dict[int, list[Row]] = field(default_factory=dict)  # segment → its rows
+
+
+@dataclass(frozen=True)
+class _Segment:
+    index: int
+    start: int
+    end: int
+    done: bool
+
+
+class PartRenderer:
+    """One background thread per worker process; ``request(video)`` after a segment is stored, ``release
+    (video)`` before finalising it in the same process."""
+
+    def __init__(self, sessions: sessionmaker[Session], keep_jobs: int = 4) -> None:
+        self._sessions = sessions
+        self._keep_jobs = keep_jobs
+        self._queue: queue.Queue[str] = queue.Queue()
+        self._progress: dict[str, _Progress] = {}
+        self._released: set[str] = set()
+        self._current: str | None = None
+        self._idle = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def request(self, video_id: str) -> None:
+        """Draw, in the background, every part of the video that can be drawn now and is not there yet."""
+        with self._idle:
+            self._released.discard(video_id)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="annotated-parts", daemon=True)
+                self._thread.start()
+        self._queue.put(video_id)
+
+    def release(self, video_id: str) -> None:
+        """Stop drawing this video's parts, and return once a part in progress is finished."""
+        with self._idle:
+            self._released.add(video_id)
+            self._idle.wait_for(lambda: self._current != video_id)
+
+    def _run(self) -> None:
+        # Below the analysis in priority (Linux: per thread, inherited by the encoder's threads): the parts
+        # take the CPU time the analysis leaves, not time from it.
+        if hasattr(os, "setpriority"):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICENESS)
+        while True:
+            video_id = self._queue.get()
+            with self._idle:
+                if video_id in self._released:
+                    continue
+                self._current = video_id
+            try:
+                self._draw_ready_parts(video_id)
+            except Exception:  # finalise draws whatever is missing; the worker goes on
+                log.exception("video %s: drawing annotated parts in the background failed", video_id)
+                self._progress.pop(video_id, None)
+            finally:
+                with self._idle:
+                    self._current = None
+                    self._idle.notify_all()
+
+    def _draw_ready_parts(self, video_id: str) -> None:
+        with self._sessions() as session:
+            video = session.get(Video, video_id)
+            if video is None or video.status != "running" or video.cancel_requested:
+                return
+            segments = [
+                _Segment(s.index, s.start_frame, s.end_frame, s.status == "done") for s in sorted(video.segments, key=lambda s: s.index)
+            ]
+            source, fps, hold_frames, attempt = Path(video.source_path), video.fps, video.every_n_frames, video.attempts
+        folder = parts_dir(source, attempt)
+        progress = self._progress.get(video_id)
+        if progress is None or progress.attempt != attempt:
+            progress = self._progress[video_id] = _Progress(attempt)
+            while len(self._progress) > self._keep_jobs:
+                self._progress.pop(next(iter(self._progress)))
+        lookback = OverlayTimeline.lookback_frames(hold_frames)
+        try:
+            folder.mkdir(exist_ok=True)  # not its parents: a deleted job's folder must stay deleted
+        except FileNotFoundError:
+            return
+        for segment in segments:
+            if not segment.done:
+                return  # later parts need this segment's ids
+            if video_id in self._released:
+                return
+            while progress.joiner.segments_added <= segment.index:
+                with self._sessions() as session:
+                    rows = observation_rows(session, video_id, progress.joiner.segments_added)
+                progress.joiner.add_segment(progress.joiner.segments_added, rows)
+                progress.recent_rows[progress.joiner.segments_added - 1] = rows
+            earliest = segment.start - lookback
+            for index in [i for i, rows in progress.recent_rows.items() if not rows or rows[-1].frame_index < earliest]:
+                del progress.recent_rows[index]  # no part from here on draws these rows
+            target = part_path(folder, segment.index)
+            if target.exists():
+                continue
+            # The rows this part draws, and those just before it that its first labels are smoothed over.
+            nearby = [
+                row
+                for index in sorted(progress.recent_rows)
+                for row in progress.recent_rows[index]
+                if earliest <= row.frame_index < segment.end
+            ]
+            timeline = OverlayTimeline(people_frames(nearby, progress.joiner.persons), hold_frames)
+            partial = target.with_suffix(f".{os.getpid()}.part")
+            try:
+                render_part(source, partial, timeline, fps, range(segment.start, segment.end))
+                os.replace(partial, target)
+            except FileNotFoundError:
+                return  # the job was deleted, retried or finished meanwhile: its folder is gone
+            finally:
+                partial.unlink(missing_ok=True)

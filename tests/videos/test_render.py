@@ -1,0 +1,114 @@
+"""The annotated video is drawn in parts (one per segment) and joined without re-encoding: each part must
+draw exactly what a single pass would, and the joined file must play as one video."""
+
+from __future__ import annotations
+
+import itertools
+
+import av
+import numpy as np
+import pytest
+
+from emotion_detector.labels import EMOTIONS
+from emotion_detector.videos.analysis import decode_frames
+from emotion_detector.videos.render import OverlayTimeline, join_parts, render_part
+from emotion_detector.videos.summary import PersonFrame
+
+FPS = 30.0
+
+
+def observation(frame: int, x: float, top: int) -> PersonFrame:
+    emotion = tuple(0.7 if i == top else 0.05 for i in range(len(EMOTIONS)))
+    return PersonFrame(frame, (x, 60.0, x + 120, 200.0), emotion, 31.0, 0.3, 0.9)
+
+
+@pytest.fixture
+def people() -> dict[int, list[PersonFrame]]:
+    """Two people over 72 frames: one seen on most frames with gaps, one every third frame, expressions changing."""
+    rng = np.random.default_rng(7)
+    first = [observation(f, 200 + f, top=f // 10 % 7) for f in range(72) if rng.random() < 0.8]
+    second = [observation(f, 40.0, top=(f // 7) % 7) for f in range(0, 72, 3)]
+    return {1: first, 2: second}
+
+
+def labels_drawn(timeline: OverlayTimeline, frames: range) -> list[list[tuple]]:
+    return [
+        [(label.person, label.observation.frame_index, label.probabilities.round(12).tolist()) for label in timeline.labels_at(f)]
+        for f in frames
+    ]
+
+
+@pytest.mark.parametrize("hold_frames", [1, 3])
+def test_a_part_drawn_from_its_surroundings_alone_matches_the_whole(people, hold_frames):
+    whole = OverlayTimeline(people, hold_frames)
+    start, stop = 30, 50
+    earliest = start - OverlayTimeline.lookback_frames(hold_frames)
+    nearby = {p: [f for f in frames if earliest <= f.frame_index < stop] for p, frames in people.items()}
+    assert labels_drawn(OverlayTimeline(nearby, hold_frames), range(start, stop)) == labels_drawn(whole, range(start, stop))
+    assert any(len(labels) == 2 for labels in labels_drawn(whole, range(start, stop)))  # both people are drawn there
+
+
+def test_labels_are_smoothed_and_disappear_after_the_hold(people):
+    timeline = OverlayTimeline({1: [observation(0, 10, top=3), observation(1, 10, top=3), observation(2, 10, top=5)]}, hold_frames=2)
+    (label,) = timeline.labels_at(2)
+    assert label.probabilities[3] == pytest.approx((0.7 + 0.7 + 0.05) / 3)  # one odd frame does not flip the label
+    assert [len(timeline.labels_at(f)) for f in range(6)] == [1, 1, 1, 1, 1, 0]
+
+
+def decoded(path) -> tuple[list[np.ndarray], list[int], list[bool], float]:
+    """Grey frames, timestamps, keyframe flags and the stream's duration in seconds."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames = list(container.decode(stream))
+        duration_s = float(stream.duration * stream.time_base)
+        return [f.to_ndarray(format="gray") for f in frames], [f.pts for f in frames], [f.key_frame for f in frames], duration_s
+
+
+def test_parts_joined_play_as_one_video_with_every_frame_in_place(shared_dir, tmp_path, people):
+    source = shared_dir / "media" / "videos" / "single_face.mp4"
+    frame_count = sum(1 for _ in decode_frames(source, 0, 10_000))
+    timeline = OverlayTimeline(people, hold_frames=1)
+    bounds = [0, 25, 50, frame_count]
+    parts = []
+    for start, stop in itertools.pairwise(bounds):
+        render_part(source, tmp_path / f"{start}.mp4", timeline, FPS, range(start, stop))
+        parts.append((tmp_path / f"{start}.mp4", start))
+    join_parts(parts, tmp_path / "joined.mp4", FPS)
+    render_part(source, tmp_path / "single.mp4", timeline, FPS, range(0, frame_count))
+
+    joined, pts, keys, duration_s = decoded(tmp_path / "joined.mp4")
+    single, single_pts, _, _ = decoded(tmp_path / "single.mp4")
+    assert len(joined) == frame_count == 72
+    assert pts == single_pts and pts == sorted(set(pts))  # same timing as one pass, strictly increasing
+    assert [i for i, key in enumerate(keys) if key] == [0, 25, 50]  # each part starts with a keyframe
+    assert duration_s == pytest.approx(frame_count / FPS, abs=1 / FPS)
+    for ours, reference in zip(joined, single, strict=True):
+        mse = np.mean((ours.astype(float) - reference.astype(float)) ** 2)
+        assert 10 * np.log10(255**2 / max(mse, 1e-9)) > 35  # the same picture, up to compression
+    boxes = top_level_boxes(tmp_path / "joined.mp4")
+    assert boxes.index(b"moov") < boxes.index(b"mdat")  # the index comes first: it plays while it downloads
+
+
+def top_level_boxes(path) -> list[bytes]:
+    data, boxes, offset = path.read_bytes(), [], 0
+    while offset < len(data):
+        size, kind = int.from_bytes(data[offset : offset + 4], "big"), data[offset + 4 : offset + 8]
+        size = int.from_bytes(data[offset + 8 : offset + 16], "big") if size == 1 else size
+        boxes.append(kind)
+        offset += size
+    return boxes
+
+
+def test_a_part_of_another_size_is_refused(shared_dir, tmp_path, people):
+    source = shared_dir / "media" / "videos" / "single_face.mp4"
+    timeline = OverlayTimeline(people, hold_frames=1)
+    render_part(source, tmp_path / "a.mp4", timeline, FPS, range(0, 10))
+    other = tmp_path / "other.mp4"
+    with av.open(str(other), mode="w", format="mp4") as output:
+        stream = output.add_stream("libx264", rate=30, options={"preset": "veryfast"})
+        stream.width, stream.height, stream.pix_fmt = 320, 180, "yuv420p"
+        for _ in range(5):
+            output.mux(stream.encode(av.VideoFrame.from_ndarray(np.zeros((180, 320, 3), np.uint8), format="bgr24")))
+        output.mux(stream.encode(None))
+    with pytest.raises(ValueError, match="other settings"):
+        join_parts([(tmp_path / "a.mp4", 0), (other, 10)], tmp_path / "joined.mp4", FPS)
