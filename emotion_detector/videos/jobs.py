@@ -15,6 +15,7 @@ task racing the sweep) leaves exactly the rows of one clean run.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import logging
@@ -38,7 +39,7 @@ from emotion_detector.settings import Settings
 from emotion_detector.videos.analysis import Cancelled, SegmentAnalyzer
 from emotion_detector.videos.db import engine_for, migrate, sessions
 from emotion_detector.videos.models import Observation, Person, Segment, Video, utcnow
-from emotion_detector.videos.parts import PartRenderer, observation_rows, part_path, parts_dir
+from emotion_detector.videos.parts import PartRenderer, observation_rows, part_path, parts_dir, unique_scratch_path
 from emotion_detector.videos.render import OverlayTimeline, join_parts, render_part
 from emotion_detector.videos.summary import group_mix, join_tracks, main_people, people_frames, person_stats
 
@@ -157,6 +158,10 @@ def start(video_id: str) -> None:
             plan = plan_segments(video.frame_count, video.fps, ctx.settings.segment_seconds, overlap)
             video.segments = [Segment(index=i, start_frame=s, end_frame=e, overlap_end_frame=o) for i, (s, e, o) in enumerate(plan)]
         pending = [s.index for s in video.segments if s.status != "done"]
+        # The annotated video's parts go here. Made only here, under the job's row lock: a cancel, retry or
+        # delete removes it after this, and nothing else makes it again.
+        with contextlib.suppress(FileNotFoundError):  # the upload is gone; the analysis will say so
+            parts_dir(Path(video.source_path), video.attempts).mkdir(exist_ok=True)
     for index in pending:
         segment.delay(video_id, index)
     if not pending:
@@ -217,7 +222,7 @@ def segment(self, video_id: str, index: int) -> None:
         raise self.retry(countdown=5) from None
     except Exception as error:
         log.exception("video %s segment %d failed", video_id, index)
-        fail(ctx, video_id, f"analysis failed at frames {start_frame}-{end_frame}: {error}")
+        fail(ctx, video_id, f"analysis failed at frames {start_frame}-{end_frame}: {error}", job_attempt)
         return
     with ctx.sessions.begin() as session:
         # The definitive check, under the job's row lock (the heartbeat's is skipped within 0.5 s of the last
@@ -272,7 +277,8 @@ def finalise(self, video_id: str) -> None:
         segment_frames = [(s.index, range(s.start_frame, s.end_frame)) for s in sorted(video.segments, key=lambda s: s.index)]
         fps, frame_count, duration_s, every_n = video.fps, video.frame_count, video.duration_s, video.every_n_frames
         analysed = len(range(0, frame_count, every_n))
-        source, started_at, folder = Path(video.source_path), video.started_at, parts_dir(Path(video.source_path), video.attempts)
+        source, started_at, job_attempt = Path(video.source_path), video.started_at, video.attempts
+    folder = parts_dir(source, job_attempt)
     persons = join_tracks(rows)
     people = people_frames(rows, persons)
     stats = {person: person_stats(frames, fps, analysed) for person, frames in people.items()}
@@ -285,28 +291,28 @@ def finalise(self, video_id: str) -> None:
                 session.execute(update(Video).where(Video.id == video_id).values(heartbeat_at=utcnow(), render_progress=fraction))
 
     target = source.parent / "annotated.mp4"
-    partial = source.parent / "annotated.mp4.part"
+    partial = folder / "annotated.mp4"  # gone with the folder if the job is cancelled, retried or deleted meanwhile
     try:
         specs = ctx.client.specs()
-        folder.mkdir(exist_ok=True)
         timeline = OverlayTimeline(people, hold_frames=every_n)
         missing = [index for index, _ in segment_frames if not part_path(folder, index).exists()]
         for index, frames in segment_frames:  # the parts not drawn while the segments were analysed
-            part = part_path(folder, index)
             if index in missing:
-                render_part(source, part.with_suffix(".part"), timeline, fps, frames, on_frame=render_heartbeat)
-                os.replace(part.with_suffix(".part"), part)
+                part = part_path(folder, index)
+                scratch = unique_scratch_path(part)
+                try:
+                    render_part(source, scratch, timeline, fps, frames, on_frame=render_heartbeat)
+                    os.replace(scratch, part)
+                finally:
+                    scratch.unlink(missing_ok=True)
         join_parts([(part_path(folder, index), frames.start) for index, frames in segment_frames], partial, fps)
-        os.replace(partial, target)
     except ModelUnavailable as error:
         log.warning("video %s: %s; finalising again in 5 s", video_id, error)
         raise self.retry(countdown=5) from None
     except Exception as error:
         log.exception("video %s: finalising failed", video_id)
-        fail(ctx, video_id, f"could not write the annotated video: {error}")
+        fail(ctx, video_id, f"could not write the annotated video: {error}", job_attempt)
         return
-    finally:
-        partial.unlink(missing_ok=True)
     finished = utcnow()
     processing_s = max(1e-3, (finished - started_at).total_seconds())
     summary = {
@@ -326,8 +332,9 @@ def finalise(self, video_id: str) -> None:
     }
     with ctx.sessions.begin() as session:
         video = session.get(Video, video_id, with_for_update=True)
-        if video is None or video.status != "running":
-            return
+        if not _still_wanted(video, job_attempt):
+            return  # cancelled, retried or deleted meanwhile: its parts folder went with it
+        os.replace(partial, target)  # under the job's row lock, so a cancel or retry cannot come in between
         for (segment_index, local_track), person in persons.items():
             session.execute(
                 update(Observation)
@@ -402,13 +409,14 @@ def maybe_finalise(video_id: str) -> None:
         finalise.delay(video_id)
 
 
-def fail(ctx: Database, video_id: str, error: str) -> None:
+def fail(ctx: Database, video_id: str, error: str, job_attempt: int | None = None) -> None:
+    """Mark the job failed; with ``job_attempt``, only if it has not been retried since (a retry is a new job)."""
     with ctx.sessions.begin() as session:
+        failing = update(Video).where(Video.id == video_id, Video.status.in_(("queued", "running")))
+        if job_attempt is not None:
+            failing = failing.where(Video.attempts == job_attempt)
         failed = session.execute(
-            update(Video)
-            .where(Video.id == video_id, Video.status.in_(("queued", "running")))
-            .values(status="failed", error=error, finished_at=utcnow())
-            .returning(Video.source_path)
+            failing.values(status="failed", error=error, finished_at=utcnow()).returning(Video.source_path)
         ).scalar_one_or_none()
     if failed:
         delete_parts(failed)

@@ -9,10 +9,12 @@ still missing (a worker died, or another worker's segment finished last) and joi
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
 import threading
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +36,12 @@ def parts_dir(source_path: Path, job_attempt: int) -> Path:
 
 def part_path(folder: Path, segment_index: int) -> Path:
     return folder / f"{segment_index:05d}.mp4"
+
+
+def unique_scratch_path(path: Path) -> Path:
+    """Where to write ``path`` before renaming it into place: unique, as workers on several machines (or
+    with the same process id in their own containers) may draw the same part at once."""
+    return path.with_name(f"{path.stem}.{uuid.uuid4().hex}.part")
 
 
 def observation_rows(session: Session, video_id: str, segment_index: int | None = None) -> list[Row]:
@@ -74,6 +82,10 @@ class _Segment:
     done: bool
 
 
+class _Released(Exception):
+    """Finalise has taken over this video's parts."""
+
+
 class PartRenderer:
     """One background thread per worker process; ``request(video)`` after a segment is stored, ``release
     (video)`` before finalising it in the same process."""
@@ -98,7 +110,8 @@ class PartRenderer:
         self._queue.put(video_id)
 
     def release(self, video_id: str) -> None:
-        """Stop drawing this video's parts, and return once a part in progress is finished."""
+        """Stop drawing this video's parts; returns once the thread has left a part in progress (within a
+        frame: finalise draws it at full priority rather than wait for the thread at a low one)."""
         with self._idle:
             self._released.add(video_id)
             self._idle.wait_for(lambda: self._current != video_id)
@@ -106,7 +119,7 @@ class PartRenderer:
     def _run(self) -> None:
         # Below the analysis in priority (Linux: per thread, inherited by the encoder's threads): the parts
         # take the CPU time the analysis leaves, not time from it.
-        if hasattr(os, "setpriority"):
+        with contextlib.suppress(AttributeError, OSError):  # Linux only: elsewhere niceness is per process
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICENESS)
         while True:
             video_id = self._queue.get()
@@ -116,6 +129,8 @@ class PartRenderer:
                 self._current = video_id
             try:
                 self._draw_ready_parts(video_id)
+            except _Released:
+                pass
             except Exception:  # finalise draws whatever is missing; the worker goes on
                 log.exception("video %s: drawing annotated parts in the background failed", video_id)
                 self._progress.pop(video_id, None)
@@ -140,10 +155,11 @@ class PartRenderer:
             while len(self._progress) > self._keep_jobs:
                 self._progress.pop(next(iter(self._progress)))
         lookback = OverlayTimeline.lookback_frames(hold_frames)
-        try:
-            folder.mkdir(exist_ok=True)  # not its parents: a deleted job's folder must stay deleted
-        except FileNotFoundError:
-            return
+
+        def stop_if_released(_frame_index: int) -> None:
+            if video_id in self._released:
+                raise _Released
+
         for segment in segments:
             if not segment.done:
                 return  # later parts need this segment's ids
@@ -168,11 +184,11 @@ class PartRenderer:
                 if earliest <= row.frame_index < segment.end
             ]
             timeline = OverlayTimeline(people_frames(nearby, progress.joiner.persons), hold_frames)
-            partial = target.with_suffix(f".{os.getpid()}.part")
+            scratch = unique_scratch_path(target)
             try:
-                render_part(source, partial, timeline, fps, range(segment.start, segment.end))
-                os.replace(partial, target)
+                render_part(source, scratch, timeline, fps, range(segment.start, segment.end), on_frame=stop_if_released)
+                os.replace(scratch, target)
             except FileNotFoundError:
-                return  # the job was deleted, retried or finished meanwhile: its folder is gone
+                return  # the job was cancelled, retried, deleted or finished meanwhile: its folder is gone
             finally:
-                partial.unlink(missing_ok=True)
+                scratch.unlink(missing_ok=True)

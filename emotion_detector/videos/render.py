@@ -5,6 +5,7 @@ part while the next segment is analysed."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -21,6 +22,7 @@ from emotion_detector.videos.summary import PersonFrame
 PALETTE = [(48, 164, 108), (0, 144, 255), (229, 72, 77), (142, 78, 198), (247, 107, 21), (255, 197, 61), (0, 162, 199), (214, 64, 159)]
 
 
+FRAMES_PER_BLOCK = 256
 SMOOTH_OVER = 3  # a label shows the mean of the person's last few observations, so it does not flicker
 
 
@@ -43,6 +45,12 @@ class OverlayTimeline:
         self.hold_frames = hold_frames
         self._people = {person: (np.array([f.frame_index for f in frames]), frames) for person, frames in people.items() if frames}
         self._emotions = {person: np.array([f.emotion for f in frames], dtype=np.float64) for person, (_, frames) in self._people.items()}
+        # Who may be on screen in each block of frames: a long video with many people passing through
+        # looks at a few people per frame, not at everyone.
+        self._on_screen: dict[int, list[int]] = defaultdict(list)
+        for person, (indices, _) in self._people.items():
+            for block in range(int(indices[0]) // FRAMES_PER_BLOCK, (int(indices[-1]) + hold_frames) // FRAMES_PER_BLOCK + 1):
+                self._on_screen[block].append(person)
 
     @staticmethod
     def lookback_frames(hold_frames: int) -> int:
@@ -50,7 +58,8 @@ class OverlayTimeline:
 
     def labels_at(self, frame_index: int) -> list[Label]:
         labels = []
-        for person, (indices, frames) in self._people.items():
+        for person in self._on_screen.get(frame_index // FRAMES_PER_BLOCK, ()):
+            indices, frames = self._people[person]
             latest = int(np.searchsorted(indices, frame_index, side="right")) - 1
             if latest < 0 or frame_index - indices[latest] > self.hold_frames:
                 continue

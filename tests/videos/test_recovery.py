@@ -4,6 +4,7 @@ superseded meanwhile (cancelled, retried) is dropped."""
 from __future__ import annotations
 
 import datetime as dt
+from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import func, select
@@ -113,3 +114,50 @@ def test_a_segment_whose_job_was_retried_meanwhile_writes_nothing(ctx, monkeypat
         retried = session.scalar(select(Segment).where(Segment.video_id == "v1"))
         assert (retried.status, retried.attempts) == ("running", 1)  # the retry's segment, untouched
         assert session.scalar(select(func.count()).select_from(Observation)) == 0
+
+
+class _NoModels:
+    def specs(self) -> dict:
+        return {}
+
+
+def retry_job(ctx: jobs.Database, video_id: str) -> None:
+    """VideoService.retry, and the new run's start: the job runs again as a new attempt."""
+    with ctx.sessions.begin() as session:
+        video = session.get(Video, video_id)
+        video.status, video.attempts = "running", video.attempts + 1
+
+
+@pytest.mark.parametrize("retried_during", ["join", "failing render"])
+def test_a_finalisation_whose_job_was_retried_meanwhile_neither_finishes_nor_fails_the_new_run(
+    ctx, monkeypatch, tmp_path, shared_dir, retried_during
+):
+    add_running_video(ctx, "v1", queued_ago_s=0, segments=[("done", 0)])
+    source = tmp_path / "v1" / "clip.mp4"
+    source.parent.mkdir()
+    source.write_bytes((shared_dir / "media" / "videos" / "single_face.mp4").read_bytes())
+    with ctx.sessions.begin() as session:
+        video = session.get(Video, "v1")
+        video.source_path, video.frame_count = str(source), 72
+        video.segments[0].end_frame = video.segments[0].overlap_end_frame = 72
+    jobs.parts_dir(source, 0).mkdir()
+    monkeypatch.setattr(
+        jobs, "context", lambda: jobs.WorkerContext(ctx.settings, ctx.sessions, detector=SimpleNamespace(name="yunet"), client=_NoModels())
+    )
+    if retried_during == "join":
+        join = jobs.join_parts
+        monkeypatch.setattr(jobs, "join_parts", lambda *args: (join(*args), retry_job(ctx, "v1")))
+    else:
+
+        def retried_then_broken(*_args, **_kwargs):
+            retry_job(ctx, "v1")
+            raise OSError("disk full")
+
+        monkeypatch.setattr(jobs, "render_part", retried_then_broken)
+
+    jobs.finalise("v1")
+
+    with ctx.sessions() as session:
+        video = session.get(Video, "v1")
+        assert (video.status, video.error, video.summary, video.annotated_path) == ("running", None, None, None)
+    assert not (source.parent / "annotated.mp4").exists()

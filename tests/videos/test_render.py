@@ -55,6 +55,14 @@ def test_labels_are_smoothed_and_disappear_after_the_hold(people):
     assert [len(timeline.labels_at(f)) for f in range(6)] == [1, 1, 1, 1, 1, 0]
 
 
+def test_people_far_apart_in_time_are_each_drawn_only_around_their_own_frames():
+    timeline = OverlayTimeline(
+        {1: [observation(f, 10, top=0) for f in range(0, 10)], 2: [observation(f, 300, top=1) for f in range(600, 610)]}, hold_frames=2
+    )
+    on_screen = {f: [label.person for label in timeline.labels_at(f)] for f in (5, 11, 12, 300, 605, 611, 612)}
+    assert on_screen == {5: [1], 11: [1], 12: [], 300: [], 605: [2], 611: [2], 612: []}
+
+
 def decoded(path) -> tuple[list[np.ndarray], list[int], list[bool], float]:
     """Grey frames, timestamps, keyframe flags and the stream's duration in seconds."""
     with av.open(str(path)) as container:
