@@ -8,11 +8,13 @@ render. Speed = video duration / (queued → done).
     python -m bench.video                        # 1 worker, then 2 workers; embedded SQLite + local queue
     python -m bench.video --workers 1 2 --backend production   # PostgreSQL + Redis on this machine
     python -m bench.video --fer-python /tmp/fer-venv/bin/python   # also the `fer` package's Video analysis
+    EMOTION_RENDER_PARTS_WHILE_ANALYSING=false python -m bench.video --workers 1   # annotated video drawn at the end
 
 fer needs TensorFlow, so it lives in an environment of its own, never in this project's requirements:
-    python -m venv /tmp/fer-venv && /tmp/fer-venv/bin/pip install fer==25.10.3 tensorflow-cpu \
+    python -m venv /tmp/fer-venv && /tmp/fer-venv/bin/pip install torch==2.13.0 fer==25.10.3 tensorflow-cpu \
         "opencv-contrib-python<5" "setuptools<81"
-(OpenCV 5 no longer ships the Haar cascade fer loads, and fer still imports pkg_resources.)
+(fer pulls in torch: pinned to the CPU build, or pip fetches the CUDA one. OpenCV 5 no longer ships the Haar
+cascade fer loads, and fer still imports pkg_resources.)
 
 Needs ../shared (media and the YuNet file), like the tests.
 """
