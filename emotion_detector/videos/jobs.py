@@ -260,14 +260,14 @@ def segment(self, video_id: str, index: int) -> None:
 
 
 def _still_wanted(video: Video | None, job_attempt: int) -> bool:
-    """Whether a segment task's work still belongs to the job: not deleted, cancelled, failed or retried."""
+    """Whether a task's work still belongs to the job: not deleted, cancelled, failed or retried."""
     return video is not None and video.status == "running" and not video.cancel_requested and video.attempts == job_attempt
 
 
 @celery_app.task(name="videos.finalise", bind=True, max_retries=None)
 def finalise(self, video_id: str) -> None:
     ctx = context()
-    part_renderer().release(video_id)  # a part this process is drawing is finished first, and then used
+    part_renderer().release(video_id)  # this process's thread stops drawing; what it left unfinished is drawn here
     with ctx.sessions() as session:
         video = session.get(Video, video_id)
         if video is None or video.status != "running" or video.cancel_requested:
@@ -284,10 +284,13 @@ def finalise(self, video_id: str) -> None:
     stats = {person: person_stats(frames, fps, analysed) for person, frames in people.items()}
     main = set(main_people(stats))
 
+    missing = [(index, frames) for index, frames in segment_frames if not part_path(folder, index).exists()]
+    parts_done = len(segment_frames) - len(missing)
+
     def render_heartbeat(frame_index: int) -> None:
         if frame_index % 25 == 0:
             with ctx.sessions.begin() as session:
-                fraction = round(sum(part_path(folder, i).exists() for i, _ in segment_frames) / len(segment_frames), 3)
+                fraction = round(parts_done / len(segment_frames), 3)
                 session.execute(update(Video).where(Video.id == video_id).values(heartbeat_at=utcnow(), render_progress=fraction))
 
     target = source.parent / "annotated.mp4"
@@ -295,16 +298,15 @@ def finalise(self, video_id: str) -> None:
     try:
         specs = ctx.client.specs()
         timeline = OverlayTimeline(people, hold_frames=every_n)
-        missing = [index for index, _ in segment_frames if not part_path(folder, index).exists()]
-        for index, frames in segment_frames:  # the parts not drawn while the segments were analysed
-            if index in missing:
-                part = part_path(folder, index)
-                scratch = unique_scratch_path(part)
-                try:
-                    render_part(source, scratch, timeline, fps, frames, on_frame=render_heartbeat)
-                    os.replace(scratch, part)
-                finally:
-                    scratch.unlink(missing_ok=True)
+        for index, frames in missing:  # the parts not drawn while the segments were analysed
+            part = part_path(folder, index)
+            scratch = unique_scratch_path(part)
+            try:
+                render_part(source, scratch, timeline, fps, frames, on_frame=render_heartbeat)
+                os.replace(scratch, part)
+            finally:
+                scratch.unlink(missing_ok=True)
+            parts_done += 1
         join_parts([(part_path(folder, index), frames.start) for index, frames in segment_frames], partial, fps)
     except ModelUnavailable as error:
         log.warning("video %s: %s; finalising again in 5 s", video_id, error)
