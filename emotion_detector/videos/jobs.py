@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
+import itertools
 import logging
 import os
 import shutil
@@ -39,14 +40,15 @@ from emotion_detector.settings import Settings
 from emotion_detector.videos.analysis import Cancelled, SegmentAnalyzer
 from emotion_detector.videos.db import engine_for, migrate, sessions
 from emotion_detector.videos.models import Observation, Person, Segment, Video, utcnow
-from emotion_detector.videos.parts import PartRenderer, observation_rows, part_path, parts_dir, unique_scratch_path
-from emotion_detector.videos.render import OverlayTimeline, join_parts, render_part
+from emotion_detector.videos.parts import PartClaim, PartRenderer, draw_claimed_part, observation_rows, part_path, parts_dir
+from emotion_detector.videos.render import OverlayTimeline, join_parts
 from emotion_detector.videos.summary import group_mix, join_tracks, main_people, people_frames, person_stats
 
 log = logging.getLogger(__name__)
 
 celery_app = Celery("emotion_detector")
 HEARTBEAT_INTERVAL_S = 0.5  # a segment's progress and cancel check; far below job_stale_after_s
+PART_HANDOVER_WAIT_S = 30.0  # finalise waits this long for parts other threads are drawing, then draws them itself
 
 
 def configure(settings: Settings) -> None:
@@ -267,7 +269,7 @@ def _still_wanted(video: Video | None, job_attempt: int) -> bool:
 @celery_app.task(name="videos.finalise", bind=True, max_retries=None)
 def finalise(self, video_id: str) -> None:
     ctx = context()
-    part_renderer().release(video_id)  # this process's thread stops drawing; what it left unfinished is drawn here
+    part_renderer().hand_over(video_id)  # this process's thread finishes its part in hand and starts no other
     with ctx.sessions() as session:
         video = session.get(Video, video_id)
         if video is None or video.status != "running" or video.cancel_requested:
@@ -286,6 +288,7 @@ def finalise(self, video_id: str) -> None:
 
     missing = [(index, frames) for index, frames in segment_frames if not part_path(folder, index).exists()]
     parts_done = len(segment_frames) - len(missing)
+    drawn_here = 0
 
     def render_heartbeat(frame_index: int) -> None:
         if frame_index % 25 == 0:
@@ -298,15 +301,34 @@ def finalise(self, video_id: str) -> None:
     try:
         specs = ctx.client.specs()
         timeline = OverlayTimeline(people, hold_frames=every_n)
-        for index, frames in missing:  # the parts not drawn while the segments were analysed
-            part = part_path(folder, index)
-            scratch = unique_scratch_path(part)
-            try:
-                render_part(source, scratch, timeline, fps, frames, on_frame=render_heartbeat)
-                os.replace(scratch, part)
-            finally:
-                scratch.unlink(missing_ok=True)
+
+        def draw(index: int, frames: range, claim: PartClaim) -> None:
+            nonlocal parts_done, drawn_here
+            drawn_here += draw_claimed_part(source, part_path(folder, index), timeline, fps, frames, claim, on_frame=render_heartbeat)
             parts_done += 1
+
+        # The parts not drawn while the segments were analysed; those another thread is drawing (its claim is
+        # held) are waited for, then drawn here if still missing.
+        waiting = []
+        for index, frames in missing:
+            claim = PartClaim(part_path(folder, index))
+            if claim.take():
+                draw(index, frames, claim)
+            else:
+                waiting.append((index, frames))
+        give_up_at = time.monotonic() + PART_HANDOVER_WAIT_S
+        for polls in itertools.count():
+            if not waiting:
+                break
+            render_heartbeat(polls * 5)  # every fifth poll: twice a second
+            time.sleep(0.1)
+            for index, frames in list(waiting):
+                claim = PartClaim(part_path(folder, index))
+                if part_path(folder, index).exists():
+                    waiting.remove((index, frames))
+                elif claim.take() or time.monotonic() > give_up_at:
+                    draw(index, frames, claim)
+                    waiting.remove((index, frames))
         join_parts([(part_path(folder, index), frames.start) for index, frames in segment_frames], partial, fps)
     except ModelUnavailable as error:
         log.warning("video %s: %s; finalising again in 5 s", video_id, error)
@@ -326,7 +348,7 @@ def finalise(self, video_id: str) -> None:
         "speed_x_realtime": round(duration_s / processing_s, 3),
         "segments": len(segment_seconds),
         "segment_busy_s": round(sum(segment_seconds), 3),
-        "annotated_parts_drawn_while_analysing": f"{len(segment_frames) - len(missing)}/{len(segment_frames)}",
+        "annotated_parts_drawn_while_analysing": f"{len(segment_frames) - drawn_here}/{len(segment_frames)}",
         "detector": ctx.detector.name,
         "models": {name: spec.version for name, spec in specs.items()},
         "main_people": sorted(main),

@@ -5,7 +5,8 @@ segment: with one worker the render no longer waits for the whole analysis, and 
 A part is a file per job attempt and segment, written under a temporary name and renamed when complete, so
 a part either exists whole or not at all. It can be drawn once the segments up to it are analysed, because
 a segment's person ids never change when later segments are joined (TrackJoiner). ``finalise`` draws any part
-still missing (a worker died, or another worker's segment finished last) and joins them."""
+still missing (a worker died, or another worker's segment finished last), waits for those another thread is
+drawing (PartClaim), and joins them."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ import logging
 import os
 import queue
 import threading
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,39 +85,99 @@ class _Segment:
     done: bool
 
 
-class _Released(Exception):
-    """Finalise has taken over this video's parts."""
+class PartClaim:
+    """A marker file beside a part while someone draws it, so that the background threads of several
+    workers, and finalise, do not draw the same part at once. Only an optimisation: a part drawn twice is
+    still correct (each is written under a unique name and renamed), so a claim left by a dead worker just
+    stops counting once it is ``stale_after_s`` old (its drawer refreshes it as it goes)."""
+
+    def __init__(self, part: Path, stale_after_s: float = 10.0) -> None:
+        self.path = part.with_name(part.name + ".claim")
+        self._stale_after_s = stale_after_s
+
+    def take(self) -> bool:
+        """Claim the part; False if someone else holds a fresh claim. Raises FileNotFoundError if the
+        parts folder is gone (the job was cancelled, retried, deleted or finished)."""
+        try:
+            os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            return True
+        except FileExistsError:
+            if self.is_held():
+                return False
+            self.refresh()  # a stale claim: taken over
+            return True
+
+    def is_held(self) -> bool:
+        try:
+            return time.time() - self.path.stat().st_mtime < self._stale_after_s
+        except FileNotFoundError:
+            return False
+
+    def refresh(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.utime(self.path)
+
+    def drop(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def draw_claimed_part(
+    source: Path,
+    part: Path,
+    timeline: OverlayTimeline,
+    fps: float,
+    frames: range,
+    claim: PartClaim,
+    on_frame: Callable[[int], None] | None = None,
+) -> bool:
+    """Draw a part whose claim the caller holds, refreshing the claim as it goes, and let the claim go.
+    False if the part was there already (drawn by someone else between the caller's check and its claim)."""
+
+    def progress(frame_index: int) -> None:
+        if frame_index % 25 == 0:
+            claim.refresh()
+        if on_frame is not None:
+            on_frame(frame_index)
+
+    scratch = unique_scratch_path(part)
+    try:
+        if part.exists():
+            return False
+        render_part(source, scratch, timeline, fps, frames, on_frame=progress)
+        os.replace(scratch, part)
+        return True
+    finally:
+        scratch.unlink(missing_ok=True)
+        claim.drop()
 
 
 class PartRenderer:
-    """One background thread per worker process; ``request(video)`` after a segment is stored, ``release
-    (video)`` before finalising it in the same process."""
+    """One background thread per worker process; ``request(video)`` after a segment is stored,
+    ``hand_over(video)`` before finalising it in the same process (the thread finishes the part in hand, whose
+    claim tells finalise to wait for it, and starts no other)."""
 
     def __init__(self, sessions: sessionmaker[Session], keep_jobs: int = 4) -> None:
         self._sessions = sessions
         self._keep_jobs = keep_jobs
         self._queue: queue.Queue[str] = queue.Queue()
         self._progress: dict[str, _Progress] = {}
-        self._released: set[str] = set()
-        self._current: str | None = None
-        self._idle = threading.Condition()
+        self._handed_over: set[str] = set()
+        self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
     def request(self, video_id: str) -> None:
         """Draw, in the background, every part of the video that can be drawn now and is not there yet."""
-        with self._idle:
-            self._released.discard(video_id)
+        with self._lock:
+            self._handed_over.discard(video_id)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="annotated-parts", daemon=True)
                 self._thread.start()
         self._queue.put(video_id)
 
-    def release(self, video_id: str) -> None:
-        """Stop drawing this video's parts; returns once the thread has left a part in progress (within a
-        frame: finalise draws it at full priority rather than wait for the thread at a low one)."""
-        with self._idle:
-            self._released.add(video_id)
-            self._idle.wait_for(lambda: self._current != video_id)
+    def hand_over(self, video_id: str) -> None:
+        """Start no new part of this video: finalise draws the rest."""
+        with self._lock:
+            self._handed_over.add(video_id)
 
     def _run(self) -> None:
         # Below the analysis in priority (Linux: per thread, inherited by the encoder's threads): the parts
@@ -123,21 +186,11 @@ class PartRenderer:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICENESS)
         while True:
             video_id = self._queue.get()
-            with self._idle:
-                if video_id in self._released:
-                    continue
-                self._current = video_id
             try:
                 self._draw_ready_parts(video_id)
-            except _Released:
-                pass
             except Exception:  # finalise draws whatever is missing; the worker goes on
                 log.exception("video %s: drawing annotated parts in the background failed", video_id)
                 self._progress.pop(video_id, None)
-            finally:
-                with self._idle:
-                    self._current = None
-                    self._idle.notify_all()
 
     def _draw_ready_parts(self, video_id: str) -> None:
         with self._sessions() as session:
@@ -155,16 +208,12 @@ class PartRenderer:
             while len(self._progress) > self._keep_jobs:
                 self._progress.pop(next(iter(self._progress)))
         lookback = OverlayTimeline.lookback_frames(hold_frames)
-
-        def stop_if_released(_frame_index: int) -> None:
-            if video_id in self._released:
-                raise _Released
-
         for segment in segments:
             if not segment.done:
                 return  # later parts need this segment's ids
-            if video_id in self._released:
-                return
+            with self._lock:
+                if video_id in self._handed_over:
+                    return
             while progress.joiner.segments_added <= segment.index:
                 with self._sessions() as session:
                     rows = observation_rows(session, video_id, progress.joiner.segments_added)
@@ -184,11 +233,9 @@ class PartRenderer:
                 if earliest <= row.frame_index < segment.end
             ]
             timeline = OverlayTimeline(people_frames(nearby, progress.joiner.persons), hold_frames)
-            scratch = unique_scratch_path(target)
             try:
-                render_part(source, scratch, timeline, fps, range(segment.start, segment.end), on_frame=stop_if_released)
-                os.replace(scratch, target)
+                claim = PartClaim(target)
+                if claim.take():  # else another worker draws it
+                    draw_claimed_part(source, target, timeline, fps, range(segment.start, segment.end), claim)
             except FileNotFoundError:
                 return  # the job was cancelled, retried, deleted or finished meanwhile: its folder is gone
-            finally:
-                scratch.unlink(missing_ok=True)

@@ -153,7 +153,7 @@ def test_a_finalisation_whose_job_was_retried_meanwhile_neither_finishes_nor_fai
             retry_job(ctx, "v1")
             raise OSError("disk full")
 
-        monkeypatch.setattr(jobs, "render_part", retried_then_broken)
+        monkeypatch.setattr(jobs, "draw_claimed_part", retried_then_broken)
 
     jobs.finalise("v1")
 
