@@ -92,6 +92,16 @@ def backend_env(backend: str, workdir: Path) -> tuple[dict, callable]:
     }, cleanup
 
 
+def cpu_times() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine since boot (Linux /proc/stat); zeros elsewhere."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except OSError:
+        return 0, 0
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields[:8]) - idle, sum(fields[:8])
+
+
 def run_job(video: Path, workers: int, backend: str, model_target: str, workdir: Path) -> dict:
     """A fresh database / queue and ``workers`` worker processes; one job from upload to done."""
     env, cleanup = backend_env(backend, workdir / f"{workers}w")
@@ -117,10 +127,11 @@ def run_job(video: Path, workers: int, backend: str, model_target: str, workdir:
         time.sleep(8)  # workers import, connect and start polling
         with open(video, "rb") as file:
             job = service.create(file, video.name)
-        started = time.perf_counter()
+        started, cpu_before = time.perf_counter(), cpu_times()
         while (status := service.status(job.id))["status"] not in ("done", "failed"):
             time.sleep(0.2)
         wall_s = time.perf_counter() - started
+        busy, total = (after - before for after, before in zip(cpu_times(), cpu_before, strict=True))
         if status["status"] != "done":
             raise RuntimeError(f"job failed: {status}")
         summary = service.results(job.id)["video"]
@@ -137,6 +148,8 @@ def run_job(video: Path, workers: int, backend: str, model_target: str, workdir:
             "analysis_ms_per_frame": round(1000 * summary["segment_busy_s"] / summary["frames_analysed"], 2),
             "annotated_parts_drawn_while_analysing": summary["annotated_parts_drawn_while_analysing"],
             "worker_processes_used": len({s.worker for s in segments if s.worker}),
+            # How much of the machine the job kept busy: near 100 %, more workers on it cannot help.
+            "machine_cpu_busy_pct": round(100 * busy / total, 1) if total else None,
         }
     finally:
         for process in processes:
