@@ -375,9 +375,7 @@ def finalise(self, video_id: str) -> None:
         video.summary = summary
         video.annotated_path = str(target)
         video.status, video.finished_at, video.render_progress = "done", finished, 1.0
-        # Before the commit: a crash after it would leave the folder behind for good, while one before it
-        # only makes the re-queued finalisation draw the parts again.
-        shutil.rmtree(folder, ignore_errors=True)
+    shutil.rmtree(folder, ignore_errors=True)
     log.info("video %s done: %d people, %.2fx real time", video_id, len(stats), summary["speed_x_realtime"])
 
 
