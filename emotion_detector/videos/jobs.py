@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
-import itertools
 import logging
 import os
 import shutil
@@ -40,7 +39,7 @@ from emotion_detector.settings import Settings
 from emotion_detector.videos.analysis import Cancelled, SegmentAnalyzer
 from emotion_detector.videos.db import engine_for, migrate, sessions
 from emotion_detector.videos.models import Observation, Person, Segment, Video, utcnow
-from emotion_detector.videos.parts import PartClaim, PartRenderer, draw_claimed_part, observation_rows, part_path, parts_dir
+from emotion_detector.videos.parts import PartRenderer, draw_missing_parts, observation_rows, part_path, parts_dir
 from emotion_detector.videos.render import OverlayTimeline, join_parts
 from emotion_detector.videos.summary import group_mix, join_tracks, main_people, people_frames, person_stats
 
@@ -48,7 +47,7 @@ log = logging.getLogger(__name__)
 
 celery_app = Celery("emotion_detector")
 HEARTBEAT_INTERVAL_S = 0.5  # a segment's progress and cancel check; far below job_stale_after_s
-PART_HANDOVER_WAIT_S = 30.0  # finalise waits this long for parts other threads are drawing, then draws them itself
+PART_HANDOVER_WAIT_S = 30.0  # finalise waits at most this long for parts other threads are drawing
 
 
 def configure(settings: Settings) -> None:
@@ -269,9 +268,10 @@ def _still_wanted(video: Video | None, job_attempt: int) -> bool:
 @celery_app.task(name="videos.finalise", bind=True, max_retries=None)
 def finalise(self, video_id: str) -> None:
     ctx = context()
-    part_renderer().hand_over(video_id)  # this process's thread finishes its part in hand and starts no other
     with ctx.sessions() as session:
         video = session.get(Video, video_id)
+        if video is not None and video.status == "done":
+            delete_parts(video.source_path)  # a finalisation run again after its commit: only the clean-up was left
         if video is None or video.status != "running" or video.cancel_requested:
             return
         rows = observation_rows(session, video_id)
@@ -287,54 +287,32 @@ def finalise(self, video_id: str) -> None:
     main = set(main_people(stats))
 
     missing = [(index, frames) for index, frames in segment_frames if not part_path(folder, index).exists()]
-    parts_done = len(segment_frames) - len(missing)
-    drawn_here = 0
+    beaten_at = 0.0
 
-    def render_heartbeat(frame_index: int) -> None:
-        if frame_index % 25 == 0:
+    def render_heartbeat() -> None:
+        nonlocal beaten_at
+        if time.monotonic() - beaten_at >= HEARTBEAT_INTERVAL_S:
+            fraction = round(sum(part_path(folder, index).exists() for index, _ in segment_frames) / len(segment_frames), 3)
             with ctx.sessions.begin() as session:
-                fraction = round(parts_done / len(segment_frames), 3)
                 session.execute(update(Video).where(Video.id == video_id).values(heartbeat_at=utcnow(), render_progress=fraction))
+            beaten_at = time.monotonic()
 
     target = source.parent / "annotated.mp4"
     partial = folder / "annotated.mp4"  # gone with the folder if the job is cancelled, retried or deleted meanwhile
     try:
         specs = ctx.client.specs()
         timeline = OverlayTimeline(people, hold_frames=every_n)
-
-        def draw(index: int, frames: range, claim: PartClaim) -> None:
-            nonlocal parts_done, drawn_here
-            drawn_here += draw_claimed_part(source, part_path(folder, index), timeline, fps, frames, claim, on_frame=render_heartbeat)
-            parts_done += 1
-
-        # The parts not drawn while the segments were analysed; those another thread is drawing (its claim is
-        # held) are waited for, then drawn here if still missing.
-        waiting = []
-        for index, frames in missing:
-            claim = PartClaim(part_path(folder, index))
-            if claim.take():
-                draw(index, frames, claim)
-            else:
-                waiting.append((index, frames))
-        give_up_at = time.monotonic() + PART_HANDOVER_WAIT_S
-        for polls in itertools.count():
-            if not waiting:
-                break
-            render_heartbeat(polls * 5)  # every fifth poll: twice a second
-            time.sleep(0.1)
-            for index, frames in list(waiting):
-                claim = PartClaim(part_path(folder, index))
-                if part_path(folder, index).exists():
-                    waiting.remove((index, frames))
-                elif claim.take() or time.monotonic() > give_up_at:
-                    draw(index, frames, claim)
-                    waiting.remove((index, frames))
+        with part_renderer().handed_over(video_id):  # this process's thread starts no new part meanwhile
+            draw_missing_parts(source, folder, timeline, fps, missing, render_heartbeat, give_up_after_s=PART_HANDOVER_WAIT_S)
         join_parts([(part_path(folder, index), frames.start) for index, frames in segment_frames], partial, fps)
     except ModelUnavailable as error:
         log.warning("video %s: %s; finalising again in 5 s", video_id, error)
         raise self.retry(countdown=5) from None
     except Exception as error:
-        log.exception("video %s: finalising failed", video_id)
+        if folder.exists():
+            log.exception("video %s: finalising failed", video_id)
+        else:
+            log.info("video %s: its annotated parts are gone: cancelled, retried or deleted meanwhile", video_id)
         fail(ctx, video_id, f"could not write the annotated video: {error}", job_attempt)
         return
     finished = utcnow()
@@ -348,7 +326,7 @@ def finalise(self, video_id: str) -> None:
         "speed_x_realtime": round(duration_s / processing_s, 3),
         "segments": len(segment_seconds),
         "segment_busy_s": round(sum(segment_seconds), 3),
-        "annotated_parts_drawn_while_analysing": f"{len(segment_frames) - drawn_here}/{len(segment_frames)}",
+        "annotated_parts_drawn_while_analysing": f"{len(segment_frames) - len(missing)}/{len(segment_frames)}",
         "detector": ctx.detector.name,
         "models": {name: spec.version for name, spec in specs.items()},
         "main_people": sorted(main),
@@ -517,7 +495,9 @@ def delete_files(source_path: str) -> None:
     shutil.rmtree(Path(source_path).parent, ignore_errors=True)
 
 
-def delete_parts(source_path: str) -> None:
-    """The annotated video's parts of every attempt (a failed, cancelled or retried job needs none)."""
+def delete_parts(source_path: str, keep_attempt: int | None = None) -> None:
+    """The annotated video's parts of every attempt but ``keep_attempt`` (a failed, cancelled or retried job
+    needs none; the run a retry just queued may have made its own folder already)."""
     for folder in Path(source_path).parent.glob("annotated-parts-*"):
-        shutil.rmtree(folder, ignore_errors=True)
+        if keep_attempt is None or folder != parts_dir(Path(source_path), keep_attempt):
+            shutil.rmtree(folder, ignore_errors=True)

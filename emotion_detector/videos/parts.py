@@ -17,7 +17,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,40 +85,75 @@ class _Segment:
     done: bool
 
 
+class ClaimLost(Exception):
+    """Someone took the part over (its claim went stale or slow) or the parts folder is gone."""
+
+
+@dataclass(frozen=True)
+class ClaimHolder:
+    token: str | None  # None while the file is being written or unreadable
+    frames_done: int
+    frames_total: int
+    age_s: float  # since its last refresh
+
+
 class PartClaim:
     """A marker file beside a part while someone draws it, so that the background threads of several
-    workers, and finalise, do not draw the same part at once. Only an optimisation: a part drawn twice is
-    still correct (each is written under a unique name and renamed), so a claim left by a dead worker just
-    stops counting once it is ``stale_after_s`` old (its drawer refreshes it as it goes)."""
+    workers, and finalise, do not draw the same part at once; it names its holder (a token) and how far the
+    drawing has got. Only an optimisation: a part drawn twice is still correct (each is written under a
+    unique name and renamed), so a claim stops counting once ``stale_after_s`` passes without a refresh (a
+    dead worker), and finalise may take over a part whose holder is slow."""
 
     def __init__(self, part: Path, stale_after_s: float = 10.0) -> None:
         self.path = part.with_name(part.name + ".claim")
-        self._stale_after_s = stale_after_s
+        self.token = uuid.uuid4().hex
+        self.stale_after_s = stale_after_s
 
-    def take(self) -> bool:
+    def take(self, frames_total: int) -> bool:
         """Claim the part; False if someone else holds a fresh claim. Raises FileNotFoundError if the
         parts folder is gone (the job was cancelled, retried, deleted or finished)."""
         try:
             os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-            return True
         except FileExistsError:
-            if self.is_held():
+            holder = self.holder()
+            if holder is not None and holder.age_s < self.stale_after_s:
                 return False
-            self.refresh()  # a stale claim: taken over
-            return True
+        self.take_over(frames_total)
+        return True
 
-    def is_held(self) -> bool:
+    def take_over(self, frames_total: int) -> None:
+        """Hold the claim whoever held it: the previous holder stops at its next refresh."""
+        self._write(0, frames_total)
+
+    def holder(self) -> ClaimHolder | None:
         try:
-            return time.time() - self.path.stat().st_mtime < self._stale_after_s
+            text, modified = self.path.read_text(), self.path.stat().st_mtime
         except FileNotFoundError:
-            return False
+            return None
+        fields = text.split()
+        if len(fields) == 3 and fields[1].isdigit() and fields[2].isdigit():
+            return ClaimHolder(fields[0], int(fields[1]), int(fields[2]), max(0.0, time.time() - modified))
+        return ClaimHolder(None, 0, 0, max(0.0, time.time() - modified))  # just created, not yet written
 
-    def refresh(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.utime(self.path)
+    def refresh(self, frames_done: int, frames_total: int) -> None:
+        """Say the drawing is alive and how far it got; raises ClaimLost if the claim is no longer ours."""
+        holder = self.holder()
+        if holder is None or holder.token != self.token:
+            raise ClaimLost
+        try:
+            self._write(frames_done, frames_total)
+        except FileNotFoundError:
+            raise ClaimLost from None
 
     def drop(self) -> None:
-        self.path.unlink(missing_ok=True)
+        holder = self.holder()
+        if holder is not None and holder.token == self.token:
+            self.path.unlink(missing_ok=True)
+
+    def _write(self, frames_done: int, frames_total: int) -> None:
+        scratch = self.path.with_name(f"{self.path.name}.{self.token}")
+        scratch.write_text(f"{self.token} {frames_done} {frames_total}")
+        os.replace(scratch, self.path)  # readers see the old claim or the new one, never half of one
 
 
 def draw_claimed_part(
@@ -129,13 +164,18 @@ def draw_claimed_part(
     frames: range,
     claim: PartClaim,
     on_frame: Callable[[int], None] | None = None,
+    refresh_every_s: float = 0.5,
 ) -> bool:
     """Draw a part whose claim the caller holds, refreshing the claim as it goes, and let the claim go.
-    False if the part was there already (drawn by someone else between the caller's check and its claim)."""
+    False if the part was there already (drawn by someone else between the caller's check and its claim) or
+    the claim was lost on the way (taken over, or the job's parts folder removed): then nothing is written."""
+    refreshed_at = time.monotonic()
 
     def progress(frame_index: int) -> None:
-        if frame_index % 25 == 0:
-            claim.refresh()
+        nonlocal refreshed_at
+        if time.monotonic() - refreshed_at >= refresh_every_s:
+            claim.refresh(frame_index - frames.start, len(frames))
+            refreshed_at = time.monotonic()
         if on_frame is not None:
             on_frame(frame_index)
 
@@ -146,15 +186,16 @@ def draw_claimed_part(
         render_part(source, scratch, timeline, fps, frames, on_frame=progress)
         os.replace(scratch, part)
         return True
+    except ClaimLost:
+        return False
     finally:
         scratch.unlink(missing_ok=True)
         claim.drop()
 
 
 class PartRenderer:
-    """One background thread per worker process; ``request(video)`` after a segment is stored,
-    ``hand_over(video)`` before finalising it in the same process (the thread finishes the part in hand, whose
-    claim tells finalise to wait for it, and starts no other)."""
+    """One background thread per worker process; ``request(video)`` after a segment is stored, and
+    ``handed_over(video)`` around finalising it in the same process."""
 
     def __init__(self, sessions: sessionmaker[Session], keep_jobs: int = 4) -> None:
         self._sessions = sessions
@@ -174,10 +215,21 @@ class PartRenderer:
                 self._thread.start()
         self._queue.put(video_id)
 
-    def hand_over(self, video_id: str) -> None:
-        """Start no new part of this video: finalise draws the rest."""
+    @contextlib.contextmanager
+    def handed_over(self, video_id: str) -> Iterator[None]:
+        """While finalise runs: start no new part of this video (the part in hand is finished, and its claim
+        tells finalise to wait for it)."""
         with self._lock:
             self._handed_over.add(video_id)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._handed_over.discard(video_id)
+
+    def _is_handed_over(self, video_id: str) -> bool:
+        with self._lock:
+            return video_id in self._handed_over
 
     def _run(self) -> None:
         # Below the analysis in priority (Linux: per thread, inherited by the encoder's threads): the parts
@@ -211,9 +263,8 @@ class PartRenderer:
         for segment in segments:
             if not segment.done:
                 return  # later parts need this segment's ids
-            with self._lock:
-                if video_id in self._handed_over:
-                    return
+            if self._is_handed_over(video_id) or not self._still_running(video_id, attempt):
+                return
             while progress.joiner.segments_added <= segment.index:
                 with self._sessions() as session:
                     rows = observation_rows(session, video_id, progress.joiner.segments_added)
@@ -233,9 +284,78 @@ class PartRenderer:
                 if earliest <= row.frame_index < segment.end
             ]
             timeline = OverlayTimeline(people_frames(nearby, progress.joiner.persons), hold_frames)
+            frames = range(segment.start, segment.end)
+            claim = PartClaim(target)
             try:
-                claim = PartClaim(target)
-                if claim.take():  # else another worker draws it
-                    draw_claimed_part(source, target, timeline, fps, range(segment.start, segment.end), claim)
+                if not claim.take(len(frames)):
+                    continue  # another worker draws it
             except FileNotFoundError:
                 return  # the job was cancelled, retried, deleted or finished meanwhile: its folder is gone
+            if self._is_handed_over(video_id):  # finalise came in meanwhile and may have looked for claims already
+                claim.drop()
+                return
+            try:
+                draw_claimed_part(source, target, timeline, fps, frames, claim)
+            except FileNotFoundError:
+                return  # the folder went while drawing
+
+    def _still_running(self, video_id: str, attempt: int) -> bool:
+        with self._sessions() as session:
+            video = session.get(Video, video_id)
+            return video is not None and video.status == "running" and not video.cancel_requested and video.attempts == attempt
+
+
+def draw_missing_parts(
+    source: Path,
+    folder: Path,
+    timeline: OverlayTimeline,
+    fps: float,
+    parts: list[tuple[int, range]],
+    heartbeat: Callable[[], None],
+    give_up_after_s: float = 30.0,
+    own_frames_per_s_guess: float = 150.0,
+) -> int:
+    """Finalise's share: draw every part in ``parts`` still missing. A part another thread holds a claim on
+    is waited for while that thread is on course to finish it sooner than drawing it here from the start
+    would (a background thread on a busy worker runs at low priority); otherwise it is taken over.
+    Returns how many parts were drawn here."""
+    drawn_here, own_rate = 0, own_frames_per_s_guess
+
+    def draw(index: int, frames: range, claim: PartClaim) -> None:
+        nonlocal drawn_here, own_rate
+        started = time.monotonic()
+        if draw_claimed_part(source, part_path(folder, index), timeline, fps, frames, claim, on_frame=lambda _: heartbeat()):
+            drawn_here += 1
+            own_rate = len(frames) / max(1e-3, time.monotonic() - started)
+
+    waiting: dict[int, range] = {}
+    for index, frames in parts:
+        claim = PartClaim(part_path(folder, index))
+        if claim.take(len(frames)):
+            draw(index, frames, claim)
+        else:
+            waiting[index] = frames
+    first_seen: dict[int, tuple[float, int]] = {}  # part → when its holder was first seen, and how far it had got
+    give_up_at = time.monotonic() + give_up_after_s
+    while waiting:
+        heartbeat()
+        time.sleep(0.1)
+        for index, frames in list(waiting.items()):
+            claim = PartClaim(part_path(folder, index))
+            holder = claim.holder()
+            if part_path(folder, index).exists():
+                del waiting[index]
+                continue
+            now = time.monotonic()
+            if holder is not None and holder.age_s < claim.stale_after_s and now < give_up_at:
+                seen_at, seen_done = first_seen.setdefault(index, (now, holder.frames_done))
+                if now - seen_at < 1.0:
+                    continue  # too soon to tell its pace
+                pace = (holder.frames_done - seen_done) / (now - seen_at)
+                left_s = (holder.frames_total - holder.frames_done) / pace if pace > 0 else float("inf")
+                if left_s <= len(frames) / own_rate:
+                    continue
+            claim.take_over(len(frames))  # stale, slow, gone or waited on too long: the holder stops at its next refresh
+            draw(index, frames, claim)
+            del waiting[index]
+    return drawn_here

@@ -202,8 +202,9 @@ class VideoService:
             video.status, video.error, video.cancel_requested, video.finalising = "queued", None, False, False
             video.started_at = video.finished_at = video.heartbeat_at = video.summary = video.annotated_path = None
             video.render_progress, video.attempts = 0.0, video.attempts + 1
-        (Path(video.source_path).parent / "annotated.mp4").unlink(missing_ok=True)
-        jobs.delete_parts(video.source_path)
+            source, attempt = video.source_path, video.attempts
+        (Path(source).parent / "annotated.mp4").unlink(missing_ok=True)
+        jobs.delete_parts(source, keep_attempt=attempt)
         self._enqueue(video_id)
         return self.status(video_id)
 

@@ -153,7 +153,7 @@ def test_a_finalisation_whose_job_was_retried_meanwhile_neither_finishes_nor_fai
             retry_job(ctx, "v1")
             raise OSError("disk full")
 
-        monkeypatch.setattr(jobs, "draw_claimed_part", retried_then_broken)
+        monkeypatch.setattr(jobs, "draw_missing_parts", retried_then_broken)
 
     jobs.finalise("v1")
 
@@ -161,3 +161,21 @@ def test_a_finalisation_whose_job_was_retried_meanwhile_neither_finishes_nor_fai
         video = session.get(Video, "v1")
         assert (video.status, video.error, video.summary, video.annotated_path) == ("running", None, None, None)
     assert not (source.parent / "annotated.mp4").exists()
+
+
+def test_a_finalisation_delivered_again_after_its_commit_only_removes_the_parts_left_behind(ctx, monkeypatch, tmp_path):
+    # The worker died between the commit and removing the parts folder; Celery (acks_late) delivers the task again.
+    add_running_video(ctx, "v1", queued_ago_s=0, segments=[("done", 0)])
+    source = tmp_path / "v1" / "clip.mp4"
+    jobs.parts_dir(source, 0).mkdir(parents=True)
+    jobs.part_path(jobs.parts_dir(source, 0), 0).write_bytes(b"part")
+    with ctx.sessions.begin() as session:
+        video = session.get(Video, "v1")
+        video.source_path, video.status, video.summary = str(source), "done", {"frames": 300}
+    monkeypatch.setattr(jobs, "context", lambda: jobs.WorkerContext(ctx.settings, ctx.sessions, detector=None, client=None))
+
+    jobs.finalise("v1")
+
+    assert not jobs.parts_dir(source, 0).exists()
+    with ctx.sessions() as session:
+        assert (session.get(Video, "v1").status, session.get(Video, "v1").summary) == ("done", {"frames": 300})
