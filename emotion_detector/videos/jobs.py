@@ -38,7 +38,7 @@ from emotion_detector.model_client import ModelServerClient, ModelUnavailable
 from emotion_detector.settings import Settings
 from emotion_detector.videos.analysis import Cancelled, SegmentAnalyzer
 from emotion_detector.videos.db import engine_for, migrate, sessions
-from emotion_detector.videos.models import Observation, Person, Segment, Video, utcnow
+from emotion_detector.videos.models import Observation, Person, Segment, Video, still_wanted, utcnow
 from emotion_detector.videos.parts import PartRenderer, draw_missing_parts, observation_rows, part_path, parts_dir
 from emotion_detector.videos.render import OverlayTimeline, join_parts
 from emotion_detector.videos.summary import group_mix, join_tracks, main_people, people_frames, person_stats
@@ -195,7 +195,7 @@ def segment(self, video_id: str, index: int) -> None:
             return True
         last_beat = time.perf_counter()
         with ctx.sessions.begin() as session:
-            if not _still_wanted(session.get(Video, video_id), job_attempt):
+            if not still_wanted(session.get(Video, video_id), job_attempt):
                 return False
             session.execute(
                 update(Segment)
@@ -228,7 +228,7 @@ def segment(self, video_id: str, index: int) -> None:
     with ctx.sessions.begin() as session:
         # The definitive check, under the job's row lock (the heartbeat's is skipped within 0.5 s of the last
         # one): a cancel, a delete or a retry since then means these results belong to no one.
-        if not _still_wanted(session.get(Video, video_id, with_for_update=True), job_attempt):
+        if not still_wanted(session.get(Video, video_id, with_for_update=True), job_attempt):
             log.info("video %s segment %d: the job was cancelled, deleted or restarted; results dropped", video_id, index)
             return
         current = session.scalar(select(Segment).where(Segment.video_id == video_id, Segment.index == index).with_for_update())
@@ -258,11 +258,6 @@ def segment(self, video_id: str, index: int) -> None:
     if ctx.settings.render_parts_while_analysing:
         part_renderer().request(video_id)
     maybe_finalise(video_id)
-
-
-def _still_wanted(video: Video | None, job_attempt: int) -> bool:
-    """Whether a task's work still belongs to the job: not deleted, cancelled, failed or retried."""
-    return video is not None and video.status == "running" and not video.cancel_requested and video.attempts == job_attempt
 
 
 @celery_app.task(name="videos.finalise", bind=True, max_retries=None)
@@ -334,7 +329,7 @@ def finalise(self, video_id: str) -> None:
     }
     with ctx.sessions.begin() as session:
         video = session.get(Video, video_id, with_for_update=True)
-        if not _still_wanted(video, job_attempt):
+        if not still_wanted(video, job_attempt):
             return  # cancelled, retried or deleted meanwhile: its parts folder went with it
         os.replace(partial, target)  # under the job's row lock, so a cancel or retry cannot come in between
         for (segment_index, local_track), person in persons.items():

@@ -50,6 +50,11 @@ class Video(Base):
     segments: Mapped[list[Segment]] = relationship(back_populates="video", cascade="all, delete-orphan", order_by="Segment.index")
 
 
+def still_wanted(video: Video | None, job_attempt: int) -> bool:
+    """Whether a task's work still belongs to the job: not deleted, cancelled, failed or retried."""
+    return video is not None and video.status == "running" and not video.cancel_requested and video.attempts == job_attempt
+
+
 class Segment(Base):
     """A stretch of frames analysed by one worker task; [start_frame, end_frame) is its own, and it also
     analyses ``overlap`` frames past end_frame so its tracks can be joined to the next segment's."""

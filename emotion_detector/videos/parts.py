@@ -24,7 +24,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from emotion_detector.videos.models import Observation, Video
+from emotion_detector.videos.models import Observation, Video, still_wanted
 from emotion_detector.videos.render import OverlayTimeline, render_part
 from emotion_detector.videos.summary import Row, TrackJoiner, people_frames
 
@@ -263,7 +263,7 @@ class PartRenderer:
         for segment in segments:
             if not segment.done:
                 return  # later parts need this segment's ids
-            if self._is_handed_over(video_id) or not self._still_running(video_id, attempt):
+            if self._is_handed_over(video_id) or not self._still_wanted(video_id, attempt):
                 return
             while progress.joiner.segments_added <= segment.index:
                 with self._sessions() as session:
@@ -299,10 +299,9 @@ class PartRenderer:
             except FileNotFoundError:
                 return  # the folder went while drawing
 
-    def _still_running(self, video_id: str, attempt: int) -> bool:
+    def _still_wanted(self, video_id: str, attempt: int) -> bool:
         with self._sessions() as session:
-            video = session.get(Video, video_id)
-            return video is not None and video.status == "running" and not video.cancel_requested and video.attempts == attempt
+            return still_wanted(session.get(Video, video_id), attempt)
 
 
 def draw_missing_parts(
