@@ -157,7 +157,7 @@ class LiveSession:
         with timer.stage("track"):
             track_ids = self.tracker.update(detections)
         with timer.stage("models"):
-            due = self.age_gender_schedule.due(track_ids)
+            due = self.age_gender_schedule.due(track_ids, carried=self.smoother.track_ids)
             found = self.analyzer.attributes(image, detections.xyxy, self.analyzer.detector.name, age_gender_for=due)
         with timer.stage("smooth"):
             smoothed = self.smoother.update(track_ids, found)

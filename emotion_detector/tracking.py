@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Container
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -56,18 +57,24 @@ class FaceTracker:
 class AgeGenderSchedule:
     """Which faces of a frame need age and gender measured. Apparent age and gender change far slower than
     expression, so a tracked face needs them only on every ``every_n_frames``-th frame of its track; faces
-    without a track id, and tracks new or unmeasured for n frames, always do. Live and video use this one rule."""
+    without a track id, and tracks new or unmeasured for n frames, always do. Live and video use this one rule.
+
+    ``carried`` (optional) holds the tracks that really have values to carry over: a track the schedule
+    counted as measured but whose measurement never arrived (the model server was down for that frame) is
+    due again instead of being left without age and gender."""
 
     every_n_frames: int
     _measured_at: dict[int, int] = field(default_factory=dict)  # track → frame of its last measurement
     _frame: int = 0
 
-    def due(self, track_ids: np.ndarray) -> np.ndarray:
+    def due(self, track_ids: np.ndarray, carried: Container[int] | None = None) -> np.ndarray:
         """Call once per frame: (N,) bool, and the due tracks are recorded as measured on this frame."""
         self._frame += 1
         # Entries n frames old mean the same as none; dropping them keeps the map to the tracks in view.
         self._measured_at = {t: f for t, f in self._measured_at.items() if self._frame - f < self.every_n_frames}
-        due = np.array([t < 0 or int(t) not in self._measured_at for t in track_ids], dtype=bool)
+        due = np.array(
+            [t < 0 or int(t) not in self._measured_at or (carried is not None and int(t) not in carried) for t in track_ids], dtype=bool
+        )
         self._measured_at.update({int(t): self._frame for t in track_ids[due] if t >= 0})
         return due
 
@@ -90,6 +97,11 @@ class AttributeSmoother:
     forget_after_frames: int
     _tracks: dict[int, _TrackState] = field(default_factory=dict)
     _frame: int = 0
+
+    @property
+    def track_ids(self) -> Container[int]:
+        """The tracks with smoothed values to carry over (for ``AgeGenderSchedule.due``)."""
+        return self._tracks.keys()
 
     def update(self, track_ids: np.ndarray, found: FaceAttributes) -> FaceAttributes:
         self._frame += 1

@@ -8,6 +8,9 @@ const COLOURS = { angry: "#e5484d", disgust: "#8e4ec6", fear: "#f76b15", happy: 
 const SEND_WIDTHS = [320, 480, 640];     // adapted to the measured round trip
 const MAX_IN_FLIGHT = 1;                 // back-pressure: the next frame leaves when the last answer came
 const MIN_INTERVAL_MS = 66, MAX_INTERVAL_MS = 500;
+// Frame size follows the round trip with hysteresis: smaller frames above SLOW_RTT_MS, larger again below
+// FAST_RTT_MS, one step per WIDTH_STEP_EVERY_MS at most so that each step's effect is measured first.
+const SLOW_RTT_MS = 250, FAST_RTT_MS = 150, WIDTH_STEP_EVERY_MS = 1000;
 
 const $ = (id) => document.getElementById(id);
 const video = $("video"), overlay = $("overlay"), context = overlay.getContext("2d");
@@ -16,7 +19,7 @@ const grab = document.createElement("canvas");
 const state = {
   stream: null, socket: null, wantOpen: false, reconnectDelayMs: 500,
   sent: 0, answered: 0, sentAt: new Map(), rttMs: null,
-  widthIndex: 2, intervalMs: 100, lastSendAt: 0, encoding: false,
+  widthIndex: 2, intervalMs: 100, lastSendAt: 0, encoding: false, widthChangedAt: 0,
   faces: [], frameSize: [640, 480], drawn: new Map(), resultTimes: [],
 };
 
@@ -130,15 +133,16 @@ function acknowledge(frame) {
   adapt();
 }
 
-// Slow round trips: smaller frames, then fewer of them; fast ones: the reverse.
-function adapt() {
-  if (state.rttMs > 250) {
-    if (state.widthIndex > 0) state.widthIndex -= 1;
-    else state.intervalMs = Math.min(MAX_INTERVAL_MS, state.intervalMs * 1.25);
-  } else if (state.rttMs < 120) {
-    if (state.intervalMs > MIN_INTERVAL_MS) state.intervalMs = Math.max(MIN_INTERVAL_MS, state.intervalMs * 0.9);
-    else if (state.widthIndex < SEND_WIDTHS.length - 1) state.widthIndex += 1;
-  }
+// With one frame in flight the page cannot get more than one answer per round trip, so the send interval
+// simply follows the round trip (up as well as down, at once). The frame size steps down while the round
+// trip is slow and climbs back as soon as it is fast again.
+function adapt(now = performance.now()) {
+  state.intervalMs = Math.min(MAX_INTERVAL_MS, Math.max(MIN_INTERVAL_MS, state.rttMs));
+  if (now - state.widthChangedAt < WIDTH_STEP_EVERY_MS) return;
+  if (state.rttMs > SLOW_RTT_MS && state.widthIndex > 0) state.widthIndex -= 1;
+  else if (state.rttMs < FAST_RTT_MS && state.widthIndex < SEND_WIDTHS.length - 1) state.widthIndex += 1;
+  else return;
+  state.widthChangedAt = now;
 }
 
 // ---- sampling ----------------------------------------------------------------------------------------

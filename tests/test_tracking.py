@@ -86,3 +86,17 @@ def test_age_and_gender_are_measured_every_nth_frame_of_a_track_and_carried_over
     assert schedule.due(np.array([-1, 99])).tolist() == [True, True]
     with pytest.raises(ValueError, match="no age / gender"):
         smoother.update(np.array([-1]), FaceAttributes(happy, *not_measured))
+
+
+def test_a_measurement_lost_to_a_model_server_outage_is_made_again_on_the_next_frame():
+    schedule = AgeGenderSchedule(every_n_frames=5)
+    smoother = AttributeSmoother(new_frame_weight=0.5, forget_after_frames=10)
+    happy = np.array([[0, 0, 0, 1, 0, 0, 0]], np.float32)
+    track = np.array([2])
+    assert schedule.due(track, carried=smoother.track_ids).tolist() == [True]
+    # ... the model server was down: this frame's prediction raised, nothing reached the smoother.
+    due = schedule.due(track, carried=smoother.track_ids)
+    assert due.tolist() == [True]  # without `carried` the schedule would wait 4 more frames
+    out = smoother.update(track, FaceAttributes(happy, np.array([31.0], np.float32), np.array([[0.2, 0.8]], np.float32)))
+    assert out.age_years[0] == pytest.approx(31.0)
+    assert schedule.due(track, carried=smoother.track_ids).tolist() == [False]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from flask import Blueprint, jsonify, request
 from werkzeug.exceptions import HTTPException
 
@@ -9,6 +11,7 @@ from emotion_detector.frames import FrameError
 from emotion_detector.model_client import ModelServerError, ModelUnavailable
 from emotion_detector.web import services
 
+log = logging.getLogger(__name__)
 blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
 
 STATUS_FOR_CODE = {"frame_too_large": 413, "image_too_large": 413, "unsupported_format": 415}
@@ -24,6 +27,12 @@ def http_error(exc: HTTPException):
         exc.code or 500, "bad_request"
     )
     return error(code, exc.description or exc.name, exc.code or 500)
+
+
+@blueprint.errorhandler(Exception)
+def unexpected_error(exc: Exception):
+    log.exception("API request failed: %s", request.path)
+    return error("internal_error", "the server could not process this request", 500)
 
 
 @blueprint.post("/analyze")

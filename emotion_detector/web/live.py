@@ -10,10 +10,11 @@ import json
 import logging
 import os
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Annotated, Literal, TypeVar
 
 from flask import Blueprint, render_template
 from flask_sock import ConnectionClosed, Sock
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from emotion_detector.frames import FrameError
 from emotion_detector.model_client import ModelServerError, ModelUnavailable
@@ -46,6 +47,23 @@ def _hello() -> dict:
     }
 
 
+MAX_TEXT_MESSAGE_BYTES = 64 * 1024
+
+
+class ConfigMessage(BaseModel):
+    type: Literal["config"]
+
+
+class PingMessage(BaseModel):
+    type: Literal["ping"]
+    t: int | float | str | None = None  # echoed back, for the client's own round-trip clock
+
+
+# pydantic's JSON parser has a depth limit, so a message nested thousands of levels deep is a validation
+# error like any other instead of a RecursionError.
+CONTROL_MESSAGE = TypeAdapter(Annotated[ConfigMessage | PingMessage, Field(discriminator="type")])
+
+
 @sock.route("/ws/live")
 def live_socket(ws) -> None:
     session = LiveSession(services().analyzer, run_cpu_bound=run_on_native_thread)
@@ -55,13 +73,13 @@ def live_socket(ws) -> None:
         while True:
             message = ws.receive()
             if isinstance(message, str):
-                _control(ws, message)
+                ws.send(json.dumps(_control(message)))
                 continue
             received += 1
             dropped = 0
             while (newer := ws.receive(timeout=0)) is not None:  # newest frame wins
                 if isinstance(newer, str):
-                    _control(ws, newer)
+                    ws.send(json.dumps(_control(newer)))
                     continue
                 message, received, dropped = newer, received + 1, dropped + 1
             ws.send(json.dumps(_process(session, message, received, dropped)))
@@ -70,9 +88,11 @@ def live_socket(ws) -> None:
 
 
 def _process(session: LiveSession, frame: bytes, number: int, dropped: int) -> dict:
+    """One frame → its result, or an error message; never raises, so no frame can close the socket."""
     try:
         analysis = session.process(frame)
-    except FrameError as error:
+    except FrameError as error:  # the client's data: one line, no traceback (and never the frame itself)
+        log.info("live frame %d rejected: %s", number, error.code)
         return {"type": "error", "frame": number, "code": error.code, "message": error.message}
     except ModelUnavailable as error:
         log.warning("live frame %d: %s", number, error)
@@ -80,22 +100,24 @@ def _process(session: LiveSession, frame: bytes, number: int, dropped: int) -> d
     except ModelServerError as error:
         log.error("live frame %d: %s", number, error)
         return {"type": "error", "frame": number, "code": "model_error", "message": str(error)}
+    except Exception:  # a bug on our side: keep its traceback, keep the stream
+        log.exception("live frame %d: unexpected error", number)
+        return {"type": "error", "frame": number, "code": "internal_error", "message": "this frame could not be analysed (server error)"}
     return {"type": "result", "frame": number, "dropped": dropped, **analysis.to_json()}
 
 
-def _control(ws, text: str) -> None:
+def _control(text: str) -> dict:
+    """A text message → the answer to send back."""
+    if len(text) > MAX_TEXT_MESSAGE_BYTES:
+        return {"type": "error", "code": "bad_message", "message": f"text messages are limited to {MAX_TEXT_MESSAGE_BYTES} bytes"}
     try:
-        message = json.loads(text)
-    except json.JSONDecodeError:
-        ws.send(json.dumps({"type": "error", "code": "bad_message", "message": "text messages must be JSON"}))
-        return
-    kind = message.get("type") if isinstance(message, dict) else None
-    if kind == "config":
-        ws.send(json.dumps({"type": "config", "accepted": True}))
-    elif kind == "ping":
-        ws.send(json.dumps({"type": "pong", "t": message.get("t")}))
-    else:
-        ws.send(json.dumps({"type": "error", "code": "bad_message", "message": f"unknown message type {kind!r}"}))
+        message = CONTROL_MESSAGE.validate_json(text)
+    except ValidationError as error:
+        problem = error.errors(include_url=False, include_context=False, include_input=False)[0]
+        return {"type": "error", "code": "bad_message", "message": f"expected a JSON config or ping message: {problem['msg']}"}
+    if isinstance(message, PingMessage):
+        return {"type": "pong", "t": message.t}
+    return {"type": "config", "accepted": True}
 
 
 def run_on_native_thread(work: Callable[[], T]) -> T:
@@ -103,7 +125,21 @@ def run_on_native_thread(work: Callable[[], T]) -> T:
     run meanwhile (bench/live.py, 20 clients x 5 frames/s: 83 -> 99 frames answered per second, round trip
     p99 293 -> 195 ms); elsewhere, just call it."""
     pool = _native_threads()
-    return work() if pool is None else pool.apply(work)
+    if pool is None:
+        return work()
+    # gevent's pool prints a traceback for every exception a task raises; a rejected frame is no such event,
+    # so the task hands its exception back and it is raised here, in the caller's greenlet.
+    value, error = pool.apply(functools.partial(_outcome, work))
+    if error is not None:
+        raise error
+    return value
+
+
+def _outcome(work: Callable[[], T]) -> tuple[T | None, Exception | None]:
+    try:
+        return work(), None
+    except Exception as error:
+        return None, error
 
 
 @functools.cache

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 
+import cv2
+import numpy as np
 import pytest
 
 from app import create_app
@@ -63,6 +65,23 @@ def test_bad_images_get_clear_errors(client, shared_dir, make, status, code):
     assert answer.status_code == status
     assert answer.get_json()["error"]["code"] == code
     assert answer.get_json()["error"]["message"]
+
+
+@pytest.mark.parametrize(("height", "width"), [(10, 10000), (10000, 10), (1, 1), (3, 5000)])
+def test_images_of_any_aspect_ratio_are_analysed(client, height, width):
+    flat = cv2.imencode(".png", np.full((height, width, 3), 100, np.uint8))[1].tobytes()
+    answer = client.post("/api/v1/analyze", data=flat, content_type="image/png")
+    assert answer.status_code == 200, answer.get_data(as_text=True)[:500]
+    assert answer.get_json()["faces"] == [] and (answer.get_json()["width"], answer.get_json()["height"]) == (width, height)
+
+
+def test_an_unexpected_error_is_a_json_500(client, monkeypatch):
+    from emotion_detector.web import services
+
+    with client.application.app_context():
+        monkeypatch.setattr(services().analyzer, "analyze_image", lambda *args, **kwargs: 1 / 0)
+    answer = client.post("/api/v1/analyze", data=b"anything")
+    assert answer.status_code == 500 and answer.get_json()["error"]["code"] == "internal_error"
 
 
 def test_multipart_without_the_image_field(client):

@@ -59,3 +59,38 @@ def test_live_page_explains_a_denied_camera(web, tmp_path):
         browser.save_screenshot(str(ARTIFACTS / "live-chromium-denied.png"))
     finally:
         browser.quit()
+
+
+# Holds back every websocket answer the page receives by window.answerDelayMs: a slow server or link, as the
+# page sees it, without touching the server.
+SLOW_ANSWERS = """
+window.answerDelayMs = 0;
+const NativeWebSocket = window.WebSocket;
+window.WebSocket = class extends NativeWebSocket {
+  set onmessage(handler) {
+    super.onmessage = (event) => window.answerDelayMs > 0 ? setTimeout(() => handler(event), window.answerDelayMs) : handler(event);
+  }
+};
+"""
+
+
+def sending(browser) -> str:
+    return browser.find_element(By.ID, "sendsize").text  # e.g. "640×360 every 66 ms"
+
+
+def test_live_page_sends_smaller_frames_while_answers_are_slow_and_climbs_back_when_they_are_fast(web, fake_camera, tmp_path):
+    browser = chromium(tmp_path, fake_camera, allow_camera=True)
+    try:
+        browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": SLOW_ANSWERS})
+        browser.get(web.url)
+        browser.find_element(By.ID, "start").click()
+        WebDriverWait(browser, 10).until(lambda b: sending(b).startswith("640×"))
+        browser.execute_script("window.answerDelayMs = 400;")
+        WebDriverWait(browser, 15).until(lambda b: sending(b).startswith("320×"))
+        slow_interval_ms = int(sending(browser).split()[-2])
+        assert slow_interval_ms >= 250  # no faster than the answers come back
+        browser.execute_script("window.answerDelayMs = 0;")
+        WebDriverWait(browser, 6).until(lambda b: sending(b).startswith("640×") and int(sending(b).split()[-2]) <= 100)
+        assert listed_faces(browser)  # and it kept labelling the face all along
+    finally:
+        browser.quit()

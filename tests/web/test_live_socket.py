@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import signal
 import statistics
 import threading
 import time
 
+import cv2
+import numpy as np
 import pytest
 from websockets.sync.client import connect
 
@@ -109,6 +113,76 @@ def test_bad_frames_get_errors_and_the_connection_stays_open(web, shared_dir):
     assert web.process.poll() is None
 
 
+def encoded(extension: str, image: np.ndarray) -> bytes:
+    return cv2.imencode(extension, image)[1].tobytes()
+
+
+ODD_FRAMES = {
+    "random bytes": os.urandom(4096),
+    "random bytes after a JPEG marker": b"\xff\xd8\xff" + os.urandom(4096),
+    "10000x10 JPEG": encoded(".jpg", np.full((10, 10000, 3), 128, np.uint8)),
+    "10x10000 PNG": encoded(".png", np.full((10000, 10, 3), 128, np.uint8)),
+    "1x1 PNG": encoded(".png", np.zeros((1, 1, 3), np.uint8)),
+    "grey PNG": encoded(".png", np.full((240, 320), 90, np.uint8)),
+}
+ODD_MESSAGES = {
+    "nested 5,000 deep": "[" * 5000 + "]" * 5000,
+    "object nested 5,000 deep": '{"a":' * 5000 + "1" + "}" * 5000,
+    "not JSON": "hello",
+    "unknown type": '{"type": "launch"}',
+    "not an object": "[1, 2, 3]",
+    "huge": json.dumps({"type": "config", "pad": "x" * 200_000}),
+}
+
+
+def test_odd_frames_and_messages_never_close_the_socket_nor_print_tracebacks(web, shared_dir):
+    good = video_frames_as_jpeg(shared_dir / "media" / "videos" / "single_face.mp4")[0]
+    client = LiveClient(web.ws_url)
+    log_before = web.log_path.read_text()
+    try:
+        for name, frame in ODD_FRAMES.items():
+            answer = client.send_frame(frame)
+            assert answer["type"] in ("result", "error"), (name, answer)
+            assert answer.get("code") != "internal_error", (name, answer)
+            if answer["type"] == "result":  # a valid image: analysed, nothing found in a flat picture
+                assert answer["faces"] == [], name
+        for name, text in ODD_MESSAGES.items():
+            client.ws.send(text)
+            answer = client.receive()
+            assert answer["type"] == "error" and answer["code"] == "bad_message", (name, answer)
+        client.ws.send(json.dumps({"type": "ping", "t": 12}))
+        assert client.receive() == {"type": "pong", "t": 12}
+        assert len(client.send_frame(good)["faces"]) == 1
+    finally:
+        client.close()
+    new_log = web.log_path.read_text()[len(log_before) :]
+    assert "Traceback" not in new_log, new_log[-3000:]
+    assert "rejected: unsupported_format" in new_log  # one line per rejected frame
+
+
+def test_an_unexpected_error_in_one_frame_becomes_an_internal_error_message(monkeypatch):
+    from emotion_detector.web import live
+
+    class Broken:
+        def process(self, frame: bytes):
+            raise IndexError("a bug")
+
+    answer = live._process(Broken(), b"frame", 7, 0)
+    assert answer == {"type": "error", "frame": 7, "code": "internal_error", "message": answer["message"]}
+
+
+def recover(client: LiveClient, frames: list[bytes], within_s: float) -> list[dict]:
+    """Send frames until one gets a result (within ``within_s``); every answer, the result last."""
+    answers: list[dict] = []
+
+    def answered() -> bool:
+        answers.append(client.send_frame(frames[len(answers) % len(frames)]))
+        return answers[-1]["type"] == "result"
+
+    wait_until(answered, within_s, "stream recovery")
+    return answers
+
+
 def test_stream_recovers_by_itself_when_the_model_server_comes_back(shared_dir, tmp_path):
     grpc_port, rest_port = free_port(), free_port()
     model = start_model_server(tmp_path, grpc_port=grpc_port, rest_port=rest_port)
@@ -121,16 +195,41 @@ def test_stream_recovers_by_itself_when_the_model_server_comes_back(shared_dir, 
         down = [client.send_frame(frame) for frame in frames[1:4]]
         assert all(a["type"] == "error" and a["code"] == "model_unavailable" for a in down), down
         model = start_model_server(tmp_path, grpc_port=grpc_port, rest_port=rest_port)
-        recovered = []
-
-        def answered() -> bool:
-            recovered.append(client.send_frame(frames[len(recovered) % len(frames)]))
-            return recovered[-1]["type"] == "result"
-
-        wait_until(answered, 15, "stream recovery")
-        assert len(recovered[-1]["faces"]) == 1
+        answers = recover(client, frames, within_s=3)
+        assert all(a.get("code") == "model_unavailable" for a in answers[:-1]), answers
+        assert len(answers[-1]["faces"]) == 1
         assert web.process.poll() is None
     finally:
+        client.close()
+        stop(web.process)
+        stop(model.process)
+
+
+def test_stream_survives_a_paused_model_server(shared_dir, tmp_path):
+    """A model server that hangs (SIGSTOP) rather than dies: requests time out. A face that first appears
+    during the outage gets its track there, but its age / gender measurement never arrives; once the server
+    resumes, the face must be measured then, not carried over from a measurement that never happened."""
+    model = start_model_server(tmp_path)
+    web = start_web(tmp_path, model.grpc_target, EMOTION_MODEL_SERVER_TIMEOUT_S="0.5")
+    first = video_frames_as_jpeg(shared_dir / "media" / "videos" / "single_face.mp4")
+    second = video_frames_as_jpeg(shared_dir / "media" / "videos" / "head-pose-face-detection-female.mp4")
+    client = LiveClient(web.ws_url)
+    try:
+        for frame in first[:3]:
+            assert client.send_frame(frame)["type"] == "result"
+        model.process.send_signal(signal.SIGSTOP)
+        down = [client.send_frame(frame) for frame in second[:3]]  # another face: a new track, confirmed meanwhile
+        assert all(a["type"] == "error" and a["code"] == "model_unavailable" for a in down), down
+        model.process.send_signal(signal.SIGCONT)
+        answers = recover(client, second[3:], within_s=3)
+        assert all(a.get("code") == "model_unavailable" for a in answers[:-1]), answers
+        assert len(answers[-1]["faces"]) == 1 and answers[-1]["faces"][0]["age"]["years"] > 0, answers
+        following = [client.send_frame(frame) for frame in second[10:20]]
+        assert all(a["type"] == "result" and len(a["faces"]) == 1 for a in following), following
+        assert web.process.poll() is None
+        assert "Traceback" not in web.log_path.read_text()
+    finally:
+        model.process.send_signal(signal.SIGCONT)
         client.close()
         stop(web.process)
         stop(model.process)
