@@ -1,7 +1,7 @@
 # The web front end and the video workers (same image, other command; see docker-compose.yml):
 #   docker build -t emotion-detector-web .          (the model server: serving/Dockerfile)
 FROM python:3.11-slim
-ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PORT=5000 \
+ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 HOST=0.0.0.0 PORT=5000 \
     EMOTION_YUNET_PATH=/app/models/face_detection_yunet_2026may.onnx
 WORKDIR /app
 COPY requirements.txt ./

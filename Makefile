@@ -1,4 +1,4 @@
-# make run   install into .venv and start every process in the Procfile
+# make run   install into .venv and start every process in the Procfile (restarted if one dies)
 # make test  install the dev requirements and run the linter and the whole test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -19,7 +19,7 @@ $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt training/requirements.txt
 	touch $@
 
 run: $(VENV)/.runtime
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start
+	$(BIN)/python -m emotion_detector run
 
 test: $(VENV)/.dev
 	$(BIN)/ruff check .

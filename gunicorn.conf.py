@@ -2,7 +2,9 @@
 
 import os
 
-bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '5000')}"
+# Loopback unless told otherwise: a laptop's `make run` is not reachable from the network. Deployments say
+# so explicitly (the Dockerfile sets HOST=0.0.0.0; on Heroku `heroku config:set HOST=0.0.0.0`).
+bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '5000')}"
 worker_class = "gevent"
 # One worker per core: each has its own GIL and event loop, so one busy frame's Python work does not hold up
 # the other sockets' answers (bench/live.py, 20 clients on 2 cores: round-trip p99 ~110-120 ms with 2 workers,

@@ -1,4 +1,4 @@
-"""Command line: ``python -m emotion_detector models download|list``."""
+"""Command line: ``python -m emotion_detector run`` and ``python -m emotion_detector models download|list``."""
 
 from __future__ import annotations
 
@@ -7,12 +7,14 @@ import sys
 from pathlib import Path
 
 from emotion_detector.models import MODEL_FILES, ChecksumMismatch, download
-from emotion_detector.settings import Settings
+from emotion_detector.settings import INSTANCE_DIR, Settings
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m emotion_detector")
     commands = parser.add_subparsers(dest="command", required=True)
+    local = commands.add_parser("run", help="start every process in the Procfile, restarting any that dies (make run)")
+    local.add_argument("--state-dir", type=Path, default=INSTANCE_DIR, help="where supervisord keeps its configuration and log")
     models = commands.add_parser("models", help="optional third-party model files").add_subparsers(dest="action", required=True)
     fetch = models.add_parser("download", help="download and verify a model file")
     fetch.add_argument("name", nargs="?", default="yunet", choices=sorted(MODEL_FILES))
@@ -20,6 +22,11 @@ def main(argv: list[str] | None = None) -> int:
     fetch.add_argument("--url", help="download from a mirror instead (the checksum is still enforced)")
     models.add_parser("list", help="show the known model files and whether they are present")
     args = parser.parse_args(argv)
+    if args.command == "run":
+        from emotion_detector.local_run import run
+
+        run(args.state_dir)
+        return 0
 
     settings = Settings()
     if args.action == "list":

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 from google.protobuf import json_format, struct_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from emotion_detector.crops import CropRule
 from serving.protos import tensorflow_serving_pb2 as tfs
@@ -120,6 +121,18 @@ class ModelServerClient:
                     self._specs = {name: self._fetch_spec(name) for name in FACE_MODELS}
                 specs = self._specs
         return specs
+
+    def check(self) -> None:
+        """Ask the server now (the standard gRPC health service) whether it serves; raises ModelUnavailable
+        if not. The cached metadata says nothing about whether the server is still there."""
+        try:
+            answer = health_pb2_grpc.HealthStub(self._channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=self.timeout_s)
+        except grpc.RpcError as error:
+            raise self._translate(error, "health") from None
+        if answer.status != health_pb2.HealthCheckResponse.SERVING:
+            raise ModelUnavailable(
+                f"model server {self.target} is not serving yet ({health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)})"
+            )
 
     def _fetch_spec(self, name: str) -> ModelSpec:
         request = tfs.GetModelMetadataRequest(model_spec=tfs.ModelSpec(name=name), metadata_field=["emotion_detector"])

@@ -29,7 +29,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=8500, help="gRPC port (default 8500)")
     parser.add_argument("--rest_api_port", type=int, default=8501, help="REST port (default 8501; 0 disables REST)")
     parser.add_argument(
-        "--host", default=os.environ.get("MODEL_SERVER_HOST", "0.0.0.0"), help="address to bind (default 0.0.0.0, as TF Serving)"
+        "--host",
+        default=os.environ.get("MODEL_SERVER_HOST", "127.0.0.1"),
+        help="address to bind (default 127.0.0.1: only this machine; containers pass --host 0.0.0.0)",
     )
     parser.add_argument("--model_name", help="serve the single model in --model_base_path under this name")
     parser.add_argument(

@@ -48,8 +48,28 @@ def test_compose_wires_the_web_app_to_the_model_server():
     assert compose["model"]["build"]["dockerfile"] == "serving/Dockerfile"
     assert compose["web"]["build"]["dockerfile"] == "Dockerfile"
     assert compose["web"]["environment"]["EMOTION_MODEL_SERVER"] == "model:8500"
-    assert "8500:8500" in compose["model"]["ports"] and "5000:5000" in compose["web"]["ports"]
     assert compose["web"]["depends_on"]["model"]["condition"] == "service_healthy"
+
+
+def test_compose_publishes_only_the_web_port_and_restarts_what_dies():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    assert {name for name, service in compose.items() if "ports" in service} == {"web"}
+    assert compose["web"]["ports"] == ["5000:5000"]
+    assert {name: service.get("restart") for name, service in compose.items()} == dict.fromkeys(compose, "unless-stopped")
+
+
+def test_local_processes_listen_on_loopback_unless_told_otherwise(monkeypatch):
+    from serving.server import parse_args
+
+    monkeypatch.delenv("HOST", raising=False)
+    monkeypatch.delenv("MODEL_SERVER_HOST", raising=False)
+    config = {}
+    exec((ROOT / "gunicorn.conf.py").read_text(), config)
+    assert config["bind"].startswith("127.0.0.1:")
+    assert parse_args([]).host == "127.0.0.1"
+    # Containers bind every interface explicitly.
+    assert "HOST=0.0.0.0" in (ROOT / "Dockerfile").read_text()
+    assert '"--host", "0.0.0.0"' in (ROOT / "serving" / "Dockerfile").read_text()
 
 
 def test_compose_runs_video_workers_on_postgres_and_redis():

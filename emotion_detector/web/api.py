@@ -60,6 +60,7 @@ def analyze():
 def health():
     found = services()
     try:
+        found.client.check()
         models = {name: spec.version for name, spec in found.client.specs().items()}
     except (ModelUnavailable, ModelServerError) as exc:
         return jsonify({"status": "degraded", "detector": found.detector.name, "model_server": str(exc)}), 503

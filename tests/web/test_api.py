@@ -11,7 +11,7 @@ import pytest
 from app import create_app
 from emotion_detector.labels import EMOTIONS
 from emotion_detector.settings import Settings
-from tests.conftest import YUNET, free_port
+from tests.conftest import YUNET, free_port, start_model_server, stop
 from tests.test_frames import jpeg_with_size
 
 
@@ -95,6 +95,17 @@ def test_model_server_down_is_a_503_not_a_crash(shared_dir):
     answer = client.post("/api/v1/analyze", data=image(shared_dir, "obama.jpg"))
     assert answer.status_code == 503 and answer.get_json()["error"]["code"] == "model_unavailable"
     assert client.get("/api/v1/health").status_code == 503
+
+
+def test_health_notices_a_model_server_that_went_away(shared_dir, tmp_path):
+    server = start_model_server(tmp_path)
+    client = create_app({"model_server": server.grpc_target, "yunet_path": YUNET, "model_server_timeout_s": 1.0}).test_client()
+    try:
+        assert client.get("/api/v1/health").status_code == 200
+    finally:
+        stop(server.process)
+    answer = client.get("/api/v1/health")
+    assert answer.status_code == 503 and answer.get_json()["status"] == "degraded"
 
 
 def test_health_reports_detector_and_model_versions(client):
