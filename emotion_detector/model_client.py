@@ -1,6 +1,12 @@
 """Client for the model server (TF Serving Predict API over gRPC). It learns each model's input size,
 channels, normalisation, labels and face-crop rules from the server's metadata, so the web app never
-hard-codes them, and sends one batched request per model per frame, the three models in parallel."""
+hard-codes them, and sends one batched request per model per frame, the models in parallel.
+
+Age and gender come from one two-headed network: the server's ``age_gender`` model answers both in one
+forward pass, and the client uses it whenever the server has it, falling back to the separate ``age`` and
+``gender`` models (the same network's heads, each running the shared trunk again) on servers without it.
+Callers ask for *heads* (``emotion``, ``age``, ``gender``), not models.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +26,9 @@ from serving.tensors import from_numpy, to_numpy
 
 log = logging.getLogger(__name__)
 
-FACE_MODELS = ("emotion", "age", "gender")
+HEADS = ("emotion", "age", "gender")
+# Models to use, in order of preference: the first whose models the server all has.
+MODEL_CHOICES = (("emotion", "age_gender"), ("emotion", "age", "gender"))
 _UNAVAILABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
 
 
@@ -33,36 +41,52 @@ class ModelServerError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class OutputSpec:
+    tensor: str  # the output's name in the Predict response
+    labels: tuple[str, ...] | None  # class names, in output order; None for a regression
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     name: str
     version: int
     input_name: str
-    output_name: str
+    outputs: dict[str, OutputSpec]  # head ("emotion" | "age" | "gender") → its output
     size: int
     grey: bool
     mean: float
     std: float
-    labels: tuple[str, ...] | None
     crop_rules: dict[str, CropRule]
 
     @classmethod
     def from_metadata(cls, name: str, version: int, info: dict) -> ModelSpec:
+        """``model.json`` as the server describes it: one ``output`` (its head is the model's name) or, for a
+        model with several heads, ``outputs`` keyed by head (the tensor is named like its head unless said)."""
         shape = [int(d) for d in info["input"]["shape"]]
         norm = info["input"]["normalization"]
         measured = info["input"].get("face_crop")
         rules = {d: CropRule.from_dict(rule) for d, rule in measured.items()} if isinstance(measured, dict) else {}
+        described = info["outputs"] if "outputs" in info else {name: info["output"]}
+        outputs = {
+            head: OutputSpec(output.get("name", head), tuple(output["labels"]) if "labels" in output else None)
+            for head, output in described.items()
+        }
         return cls(
             name=name,
             version=version,
             input_name=info["input"]["name"],
-            output_name=info["output"]["name"],
+            outputs=outputs,
             size=shape[1],
             grey=shape[3] == 1,
             mean=float(norm["mean"]),
             std=float(norm["std"]),
-            labels=tuple(info["output"]["labels"]) if "labels" in info["output"] else None,
             crop_rules=rules,
         )
+
+    @property
+    def every_face(self) -> bool:
+        """Expression is measured on every face of every frame; age and gender only when due."""
+        return "emotion" in self.outputs
 
     def crop_rule(self, detector: str) -> CropRule:
         return self.crop_rules.get(detector, CropRule())
@@ -78,12 +102,16 @@ class PendingPrediction:
     specs: dict[str, ModelSpec]
 
     def result(self) -> dict[str, np.ndarray]:
+        """{head: output array} for the heads of every model asked."""
         outputs, failure = {}, None
         for name, call in self.calls.items():
             try:
-                outputs[name] = to_numpy(call.result().outputs[self.specs[name].output_name])
+                response = call.result()
             except grpc.RpcError as error:
                 failure = failure or self.client._translate(error, name)
+                continue
+            for head, output in self.specs[name].outputs.items():
+                outputs[head] = to_numpy(response.outputs[output.tensor])
         if failure:
             self.client._forget_specs()
             raise failure
@@ -113,14 +141,32 @@ class ModelServerClient:
         self._channel.close()
 
     def specs(self) -> dict[str, ModelSpec]:
-        """Metadata of the three face models, fetched once and again after any failure."""
+        """Metadata of the models in use (see ``MODEL_CHOICES``), fetched once and again after any failure."""
         specs = self._specs
         if specs is None:
             with self._lock:
                 if self._specs is None:
-                    self._specs = {name: self._fetch_spec(name) for name in FACE_MODELS}
+                    self._specs = self._fetch_specs()
                 specs = self._specs
         return specs
+
+    def labels(self, head: str) -> tuple[str, ...]:
+        """The class names of a head's output, in output order, as the server states them."""
+        for spec in self.specs().values():
+            if head in spec.outputs and spec.outputs[head].labels is not None:
+                return spec.outputs[head].labels
+        raise ModelServerError(f"no model on {self.target} states labels for {head!r}")
+
+    def _fetch_specs(self) -> dict[str, ModelSpec]:
+        fetched: dict[str, ModelSpec | None] = {}
+        for choice in MODEL_CHOICES:
+            for name in choice:
+                if name not in fetched:
+                    fetched[name] = self._fetch_spec(name)
+            if all(fetched[name] is not None for name in choice):
+                return {name: spec for name in choice if (spec := fetched[name]) is not None}
+        missing = sorted(name for name, spec in fetched.items() if spec is None)
+        raise ModelServerError(f"model server {self.target} serves none of the model sets {MODEL_CHOICES} (missing: {missing})")
 
     def check(self) -> None:
         """Ask the server now (the standard gRPC health service) whether it serves; raises ModelUnavailable
@@ -134,18 +180,21 @@ class ModelServerClient:
                 f"model server {self.target} is not serving yet ({health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)})"
             )
 
-    def _fetch_spec(self, name: str) -> ModelSpec:
+    def _fetch_spec(self, name: str) -> ModelSpec | None:
+        """The model's metadata, or None if the server does not have it."""
         request = tfs.GetModelMetadataRequest(model_spec=tfs.ModelSpec(name=name), metadata_field=["emotion_detector"])
         try:
             response = self._stub.GetModelMetadata(request, timeout=self.timeout_s)
         except grpc.RpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                return None
             raise self._translate(error, name) from None
         info = struct_pb2.Struct()
         response.metadata["emotion_detector"].Unpack(info)
         return ModelSpec.from_metadata(name, response.model_spec.version.value, json_format.MessageToDict(info))
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """{model name: normalised batch} → {model name: output array}; all requests in flight at once."""
+        """{model name: normalised batch} → {head: output array}; all requests in flight at once."""
         return self.submit(inputs).result()
 
     def submit(self, inputs: dict[str, np.ndarray]) -> PendingPrediction:

@@ -21,7 +21,7 @@ from emotion_detector.crops import crop_faces
 from emotion_detector.detection import DetectionSizer, FaceDetector
 from emotion_detector.frames import ImageLimits, decode_image
 from emotion_detector.labels import EMOTIONS, GENDERS
-from emotion_detector.model_client import ModelServerClient
+from emotion_detector.model_client import ModelServerClient, ModelServerError
 from emotion_detector.settings import Settings
 from emotion_detector.tracking import AgeGenderSchedule, AttributeSmoother, FaceAttributes, FaceTracker
 
@@ -101,19 +101,23 @@ class FaceAnalyzer:
         if len(boxes_xyxy) == 0:
             return FaceAttributes.empty()
         wanted = np.ones(len(boxes_xyxy), dtype=bool) if age_gender_for is None else np.asarray(age_gender_for, dtype=bool)
-        specs = self.client.specs()
-        boxes_for = {"emotion": boxes_xyxy, "age": boxes_xyxy[wanted], "gender": boxes_xyxy[wanted]}
-        batches = {
-            name: spec.normalise(crop_faces(image_bgr, boxes_for[name], spec.crop_rule(detector_name), spec.size, spec.grey))
-            for name, spec in specs.items()
-            if len(boxes_for[name])
-        }
+        batches = {}
+        for name, spec in self.client.specs().items():
+            boxes = boxes_xyxy if spec.every_face else boxes_xyxy[wanted]
+            if len(boxes):
+                batches[name] = spec.normalise(crop_faces(image_bgr, boxes, spec.crop_rule(detector_name), spec.size, spec.grey))
         outputs = self.client.predict(batches)
         age = np.full(len(boxes_xyxy), np.nan, np.float32)
         gender = np.full((len(boxes_xyxy), 2), np.nan, np.float32)
-        if wanted.any():
-            age[wanted], gender[wanted] = outputs["age"].reshape(-1), outputs["gender"]
-        return FaceAttributes(emotion=outputs["emotion"], age_years=age, gender=gender)
+        if wanted.any():  # columns in our label order, whatever order the server's model uses
+            age[wanted], gender[wanted] = outputs["age"].reshape(-1), outputs["gender"][:, self._columns("gender", GENDERS)]
+        return FaceAttributes(emotion=outputs["emotion"][:, self._columns("emotion", EMOTIONS)], age_years=age, gender=gender)
+
+    def _columns(self, head: str, ours: tuple[str, ...]) -> list[int]:
+        theirs = self.client.labels(head)
+        if sorted(theirs) != sorted(ours):
+            raise ModelServerError(f"the model server's {head} labels {list(theirs)} are not {list(ours)}")
+        return [theirs.index(label) for label in ours]
 
     def analyze_image(self, data: bytes, detect: bool = True) -> FrameAnalysis:
         """One picture: every face found (or, with ``detect=False``, the whole picture as one face crop)."""

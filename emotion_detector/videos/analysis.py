@@ -179,7 +179,7 @@ class SegmentAnalyzer:
         inputs = {}
         for name, spec in self.client.specs().items():
             rule = spec.crop_rule(self.detector.name)
-            boxes = [(frame.boxes if name == "emotion" else frame.boxes[frame.age_gender_due], image) for frame, image in with_faces]
+            boxes = [(frame.boxes if spec.every_face else frame.boxes[frame.age_gender_due], image) for frame, image in with_faces]
             crops = [crop_faces(image, b, rule, spec.size, spec.grey) for b, image in boxes if len(b)]
             if crops:
                 inputs[name] = spec.normalise(np.concatenate(crops))
@@ -193,7 +193,7 @@ class SegmentAnalyzer:
         outputs = batch.pending.result()
         emotion = outputs["emotion"]
         age, gender = outputs.get("age", np.zeros(0)).reshape(-1), outputs.get("gender", np.zeros((0, 2)))
-        female = self.client.specs()["gender"].labels.index("female")
+        female = self.client.labels("gender").index("female")
         observations, row, measured_row = [], 0, 0
         for frame in batch.frames:
             for box, score, track, due in zip(frame.boxes, frame.scores, frame.track_ids, frame.age_gender_due, strict=True):

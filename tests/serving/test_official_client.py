@@ -96,3 +96,28 @@ def test_errors_over_grpc_are_tf_serving_codes_and_the_server_keeps_serving(mode
     assert "DT_FLOAT" in results[3]["details"] and "DT_INT32" in results[3]["details"]
     assert "pixels" in results[4]["details"] and "image" in results[4]["details"]
     assert model_server.process.poll() is None
+
+
+def test_the_two_headed_model_answers_age_and_gender_in_one_request(model_server, official_client, utk_faces, tmp_path):
+    """``age_gender``: one input, two named outputs (one forward pass of the shared trunk), the same numbers
+    as the separate ``age`` and ``gender`` models, over gRPC and both REST formats."""
+    np.save(tmp_path / "faces.npy", utk_faces)
+    combined, age, gender = official_client(
+        model_server.grpc_target,
+        [
+            {"rpc": "predict", "model": model, "inputs": {"image": {"npy": str(tmp_path / "faces.npy")}}}
+            for model in ("age_gender", "age", "gender")
+        ],
+    )
+    assert combined["code"] == "OK" and set(combined["outputs"]) == {"age", "gender"}
+    np.testing.assert_allclose(decode(combined, "age"), decode(age, "years"), atol=0.05)
+    np.testing.assert_allclose(decode(combined, "gender"), decode(gender, "probabilities"), atol=0.01)
+
+    url = f"{model_server.rest_url}/v1/models/age_gender:predict"
+    rows = requests.post(url, json={"instances": utk_faces.tolist()}, timeout=30).json()["predictions"]
+    columns = requests.post(url, json={"inputs": {"image": utk_faces.tolist()}}, timeout=30).json()["outputs"]
+    assert [set(row) for row in rows] == [{"age", "gender"}] * len(utk_faces)
+    np.testing.assert_array_equal(np.asarray([row["age"] for row in rows], np.float32), decode(combined, "age"))
+    np.testing.assert_array_equal(np.asarray(columns["gender"], np.float32), decode(combined, "gender"))
+    metadata = requests.get(f"{url.removesuffix(':predict')}/metadata", timeout=10).json()
+    assert set(metadata["metadata"]["signature_def"]["signature_def"]["serving_default"]["outputs"]) == {"age", "gender"}

@@ -111,7 +111,7 @@ def test_health_notices_a_model_server_that_went_away(shared_dir, tmp_path):
 def test_health_reports_detector_and_model_versions(client):
     body = client.get("/api/v1/health").get_json()
     assert body["status"] == "ok" and body["detector"] == "yunet"
-    assert set(body["models"]) == {"emotion", "age", "gender"}
+    assert set(body["models"]) == {"emotion", "age_gender"}
 
 
 def test_production_refuses_the_development_secret():

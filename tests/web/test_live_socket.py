@@ -57,7 +57,7 @@ def test_hello_names_the_detector_and_models(web):
     client = LiveClient(web.ws_url)
     assert client.hello["type"] == "hello"
     assert client.hello["detector"] == {"name": "yunet", "model": "face_detection_yunet.onnx"}
-    assert set(client.hello["models"]) == {"emotion", "age", "gender"}
+    assert set(client.hello["models"]) == {"emotion", "age_gender"}  # age and gender in one forward pass
     client.close()
 
 
