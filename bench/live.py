@@ -1,16 +1,17 @@
-"""Live-path benchmark.
+"""Live-path benchmark, on the real webcam-style clip ``single_face.mp4`` (640x360, one face), played in order.
 
-1. Server-side time per frame, decode to result, for a 640x480 webcam-style JPEG with one face: the web
-   app's own LiveSession (YuNet, tracking, smoothing) in this process against a real model server.
-2. N websocket clients (default 20) each offering 5 frames/s for 30 s to the real web app (gunicorn +
-   gevent) and model server. Each client behaves like the browser page: at most one frame in flight; a
-   tick that finds its previous frame unanswered is skipped (back-pressure). Clients start at random
-   phases of the frame interval, as independent users do; ``--lockstep`` starts them all at once.
+1. Server-side time per frame, decode to result: the web app's own LiveSession (default detector, tracking,
+   smoothing) in this process against a real model server, fed the clip's frames in order (looping).
+2. N websocket clients (default 20) each streaming the clip at 5 frames/s for 30 s to the real web app
+   (gunicorn + gevent) and model server: each sends the frame its camera shows at that moment, like the
+   browser page, with at most one frame in flight; a tick that finds its previous frame unanswered is skipped
+   (back-pressure). Clients start at random phases of the frame interval, as independent users do;
+   ``--lockstep`` starts them all at once.
 
     python -m bench.live                          # both parts; starts its own servers on free ports
-    python -m bench.live --clients 20 --fps 5 --seconds 30 --frames 500
+    python -m bench.live --clients 20 --fps 5 --seconds 30 --frames 500 --detector yunet
 
-Needs ../shared (media and the YuNet file), like the tests.
+Prints the CPU it ran on: figures count only with it. Needs ../shared (media), like the tests.
 """
 
 from __future__ import annotations
@@ -29,17 +30,22 @@ import numpy as np
 import requests
 import websockets
 
+from bench.machine import cpu_description
 from tests.conftest import ROOT, SHARED, YUNET, free_port, wait_until
 
+CLIP = SHARED / "media" / "videos" / "single_face.mp4"
 
-def webcam_frame() -> bytes:
-    """A 640x480 JPEG of the real single-face video (centre 4:3 crop of a 640x360 frame, scaled up)."""
-    capture = cv2.VideoCapture(str(SHARED / "media" / "videos" / "single_face.mp4"))
-    _, frame = capture.read()
-    height, width = frame.shape[:2]
-    crop = frame[:, (width - height * 4 // 3) // 2 :][:, : height * 4 // 3]
-    frame = cv2.resize(crop, (640, 480), interpolation=cv2.INTER_LINEAR)
-    return cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 80])[1].tobytes()
+
+def clip_frames() -> tuple[list[bytes], float]:
+    """The clip's frames as the browser sends them (JPEG, quality 0.8), and its frame rate."""
+    capture = cv2.VideoCapture(str(CLIP))
+    fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            return frames, fps
+        frames.append(cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 80])[1].tobytes())
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -58,32 +64,33 @@ def per_frame(model_target: str, frames: int, **overrides) -> dict:
     from emotion_detector.pipeline import FaceAnalyzer, LiveSession
     from emotion_detector.settings import Settings
 
-    settings = Settings(model_server=model_target, detector="yunet", yunet_path=YUNET, **overrides)
+    settings = Settings(model_server=model_target, yunet_path=YUNET, **overrides)
     detector = create_detector(DetectorOptions.from_settings(settings))
     session = LiveSession(FaceAnalyzer(detector, ModelServerClient(model_target), settings))
-    jpeg = webcam_frame()
-    for _ in range(30):
+    clip, _ = clip_frames()
+    for jpeg in clip[:30]:
         session.process(jpeg)
-    totals, stages = [], {}
-    for _ in range(frames):
+    totals, stages, found = [], {}, 0
+    for number in range(frames):
         started = time.perf_counter()
-        analysis = session.process(jpeg)
+        analysis = session.process(clip[number % len(clip)])
         totals.append((time.perf_counter() - started) * 1000)
-        assert len(analysis.faces) == 1
+        found += len(analysis.faces) == 1
         for stage, ms in analysis.timing_ms.items():
             stages.setdefault(stage, []).append(ms)
     return {
-        "frame": "640x480 JPEG, 1 face",
-        "detector": f"yunet, detection copy <= {settings.detection_max_side_px} px",
+        "frame": "640x360 JPEG of single_face.mp4, in order",
+        "detector": detector.name,
         "age_gender_every_n_frames": settings.age_gender_every_n_frames,
         "frames": frames,
+        "frames_with_the_face": found,
         "p50_ms": percentile(totals, 50),
         "p99_ms": percentile(totals, 99),
         "stage_p50_ms": {stage: percentile(ms, 50) for stage, ms in stages.items() if stage != "total"},
     }
 
 
-async def one_client(url: str, jpeg: bytes, fps: float, seconds: float, phase_s: float = 0.0) -> dict:
+async def one_client(url: str, clip: list[bytes], clip_fps: float, fps: float, seconds: float, phase_s: float = 0.0) -> dict:
     stats = {"offered": 0, "sent": 0, "answered": 0, "skipped_backpressure": 0, "dropped_by_server": 0, "errors": 0}
     stats |= {"rtt_ms": [], "server_ms": []}
     async with websockets.connect(url, max_size=None) as ws:
@@ -116,7 +123,7 @@ async def one_client(url: str, jpeg: bytes, fps: float, seconds: float, phase_s:
             else:
                 stats["sent"] += 1
                 in_flight[stats["sent"]] = time.perf_counter()
-                await ws.send(jpeg)
+                await ws.send(clip[int((time.perf_counter() - started) * clip_fps) % len(clip)])  # what the camera shows now
             await asyncio.sleep(max(0.0, started + tick * interval - time.perf_counter()))
         deadline = time.perf_counter() + 5
         while in_flight and time.perf_counter() < deadline:
@@ -128,9 +135,9 @@ async def one_client(url: str, jpeg: bytes, fps: float, seconds: float, phase_s:
 async def many_clients(url: str, clients: int, fps: float, seconds: float, lockstep: bool = False) -> dict:
     """Independent users' cameras tick at unrelated moments: each client starts at a random phase of the
     frame interval (seeded). ``lockstep`` starts them together, so every tick is a burst of ``clients`` frames."""
-    jpeg = webcam_frame()
+    clip, clip_fps = clip_frames()
     phases = [0.0] * clients if lockstep else list(np.random.default_rng(0).uniform(0, 1 / fps, clients))
-    results = await asyncio.gather(*(one_client(url, jpeg, fps, seconds, phase) for phase in phases))
+    results = await asyncio.gather(*(one_client(url, clip, clip_fps, fps, seconds, phase) for phase in phases))
     rtts = [r for result in results for r in result["rtt_ms"]]
     # The server's own stage times under load: a round trip much longer than the server's total is time
     # spent waiting (event loop, native threads, network), not working.
@@ -164,28 +171,36 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--fps", type=float, default=5.0)
     parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--detector", default="auto", help="EMOTION_DETECTOR for both parts (default: the product's default)")
     parser.add_argument("--lockstep", action="store_true", help="all clients tick at the same moments (bursts)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--server-args", nargs=argparse.REMAINDER, default=[], help="extra flags for the started model server")
     args = parser.parse_args(argv)
+    machine = cpu_description()
+    print(f"machine: {machine}", flush=True)
 
     grpc_port, rest_port, web_port = free_port(), free_port(), free_port()
     model = start(["-m", "serving", "--host", "127.0.0.1", "--port", str(grpc_port), "--rest_api_port", str(rest_port), *args.server_args])
     web = start(
         ["-m", "gunicorn", "-c", "gunicorn.conf.py", "app:create_app()"],
-        {"PORT": str(web_port), "HOST": "127.0.0.1", "EMOTION_MODEL_SERVER": f"127.0.0.1:{grpc_port}", "EMOTION_YUNET_PATH": str(YUNET)},
+        {
+            "PORT": str(web_port),
+            "HOST": "127.0.0.1",
+            "EMOTION_MODEL_SERVER": f"127.0.0.1:{grpc_port}",
+            "EMOTION_YUNET_PATH": str(YUNET),
+            "EMOTION_DETECTOR": args.detector,
+        },
     )
+    results: dict = {"machine": machine}
     try:
         wait_until(lambda: requests.get(f"http://127.0.0.1:{rest_port}/readyz", timeout=1).ok, 60, "model server", model)
         wait_until(lambda: requests.get(f"http://127.0.0.1:{web_port}/api/v1/health", timeout=1).ok, 60, "web app", web)
-        results = {"per_frame": per_frame(f"127.0.0.1:{grpc_port}", args.frames)}
+        target = f"127.0.0.1:{grpc_port}"
+        results["per_frame"] = per_frame(target, args.frames, detector=args.detector)
         print(json.dumps(results["per_frame"]), flush=True)
-        # The same with all three models on every frame: the cost of a frame that measures age and gender.
-        results["per_frame_all_models"] = per_frame(f"127.0.0.1:{grpc_port}", args.frames, age_gender_every_n_frames=1)
+        # The same with age and gender on every frame: the cost of a frame that measures them.
+        results["per_frame_all_models"] = per_frame(target, args.frames, detector=args.detector, age_gender_every_n_frames=1)
         print(json.dumps(results["per_frame_all_models"]), flush=True)
-        # The same with YuNet in cv2.FaceDetectorYN (OpenCV's DNN module) instead of ONNX Runtime.
-        results["per_frame_opencv_yunet"] = per_frame(f"127.0.0.1:{grpc_port}", args.frames, yunet_runtime="opencv")
-        print(json.dumps(results["per_frame_opencv_yunet"]), flush=True)
         results["websocket_load"] = asyncio.run(
             many_clients(f"ws://127.0.0.1:{web_port}/ws/live", args.clients, args.fps, args.seconds, args.lockstep)
         )
@@ -197,15 +212,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     load = results["websocket_load"]
-    for key, what in (
-        ("per_frame", "settings as shipped"),
-        ("per_frame_all_models", "age and gender on every frame too"),
-        ("per_frame_opencv_yunet", "YuNet in cv2.FaceDetectorYN"),
-    ):
+    print(f"\nmachine: {machine}")
+    for key, what in (("per_frame", "settings as shipped"), ("per_frame_all_models", "age and gender on every frame too")):
         per = results[key]
         print(
-            f"\nper frame (server side, decode to result; {what}): p50 {per['p50_ms']} ms, p99 {per['p99_ms']} ms; "
-            f"stages p50 {per['stage_p50_ms']}"
+            f"per frame (server side, decode to result; {per['detector']}, {what}): p50 {per['p50_ms']} ms, p99 {per['p99_ms']} ms; "
+            f"stages p50 {per['stage_p50_ms']}; face found in {per['frames_with_the_face']}/{per['frames']} frames"
         )
     print(
         f"{load['clients']} clients ({load['start']}) x {load['fps_per_client']} frames/s x {load['seconds']} s: "

@@ -195,17 +195,32 @@ class ModelServerClient:
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """{model name: normalised batch} → {head: output array}; all requests in flight at once."""
-        return self.submit(inputs).result()
+        if len(inputs) != 1:
+            return self.submit(inputs).result()
+        # Most live frames ask one model (expression): a blocking call saves the polling thread that gRPC
+        # starts for every future (~0.3 ms a frame here).
+        ((name, batch),) = inputs.items()
+        specs = self.specs()
+        try:
+            response = self._stub.Predict(self._request(specs[name], batch), timeout=self.timeout_s)
+        except grpc.RpcError as error:
+            self._forget_specs()
+            raise self._translate(error, name) from None
+        return {head: to_numpy(response.outputs[output.tensor]) for head, output in specs[name].outputs.items()}
 
     def submit(self, inputs: dict[str, np.ndarray]) -> PendingPrediction:
         """Send the requests and return at once; ``.result()`` waits for the answers."""
         specs = self.specs()
-        calls = {}
-        for name, batch in inputs.items():
-            request = tfs.PredictRequest(model_spec=tfs.ModelSpec(name=name))
-            request.inputs[specs[name].input_name].CopyFrom(from_numpy(batch))
-            calls[name] = self._stub.Predict.future(request, timeout=self.timeout_s)
+        calls = {
+            name: self._stub.Predict.future(self._request(specs[name], batch), timeout=self.timeout_s) for name, batch in inputs.items()
+        }
         return PendingPrediction(self, calls, specs)
+
+    @staticmethod
+    def _request(spec: ModelSpec, batch: np.ndarray) -> tfs.PredictRequest:
+        request = tfs.PredictRequest(model_spec=tfs.ModelSpec(name=spec.name))
+        request.inputs[spec.input_name].CopyFrom(from_numpy(batch))
+        return request
 
     def _forget_specs(self) -> None:
         self._specs = None  # the server may have restarted with other models; ask again next time
