@@ -58,10 +58,14 @@ def analyze():
 
 @blueprint.get("/health")
 def health():
+    """200 while the app can analyse faces (``degraded`` when only the Haar fallback detects them), 503 when
+    it cannot (the model server is unreachable)."""
     found = services()
+    detector = {"name": found.detector.name, "model": found.detector.model, "degraded": found.detector.degraded}
+    problems = [f"face detection runs on the fallback {found.detector.name} detector"] if found.detector.degraded else []
     try:
         found.client.check()
         models = {name: spec.version for name, spec in found.client.specs().items()}
     except (ModelUnavailable, ModelServerError) as exc:
-        return jsonify({"status": "degraded", "detector": found.detector.name, "model_server": str(exc)}), 503
-    return jsonify({"status": "ok", "detector": found.detector.name, "detector_model": found.detector.model, "models": models})
+        return jsonify({"status": "unavailable", "detector": detector, "problems": [*problems, str(exc)]}), 503
+    return jsonify({"status": "degraded" if problems else "ok", "detector": detector, "models": models, "problems": problems})

@@ -41,7 +41,7 @@ def _hello() -> dict:
         versions = None
     return {
         "type": "hello",
-        "detector": {"name": found.detector.name, "model": found.detector.model.rsplit("/", 1)[-1]},
+        "detector": {"name": found.detector.name, "model": found.detector.model.rsplit("/", 1)[-1], "degraded": found.detector.degraded},
         "models": versions,
         "max_frame_bytes": found.settings.max_frame_bytes,
     }
