@@ -131,8 +131,12 @@ def _letterbox(image_bgr: np.ndarray, side: int) -> tuple[np.ndarray, _Letterbox
     scale = side / max(height, width)
     # At least one pixel per side, so extreme shapes (10000 x 10) still make a valid (if useless) input.
     new_w, new_h = max(1, min(side, round(width * scale))), max(1, min(side, round(height * scale)))
-    # INTER_AREA when shrinking: a 640-px frame shrinks 5x, and bilinear sampling would skip most pixels.
-    interpolation = cv2.INTER_AREA if new_w < width else cv2.INTER_LINEAR
+    if 2 * new_w < width and 2 * new_h < height:
+        # A 640-px frame shrinks 5x (3.3x for full range). Bilinear sampling alone skips most pixels (aliasing:
+        # fewer 64-72-px faces found); INTER_AREA over the whole frame costs 0.30 ms (0.80 ms) on one core here.
+        # Bilinear to twice the size and then INTER_AREA by two costs 0.12 ms (0.25 ms) and finds what INTER_AREA finds.
+        image_bgr = cv2.resize(image_bgr, (2 * new_w, 2 * new_h), interpolation=cv2.INTER_LINEAR)
+    interpolation = cv2.INTER_AREA if new_w < image_bgr.shape[1] else cv2.INTER_LINEAR
     small = cv2.resize(image_bgr, (new_w, new_h), interpolation=interpolation)
     if small.ndim == 2:
         small = cv2.cvtColor(small, cv2.COLOR_GRAY2RGB)
