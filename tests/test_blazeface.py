@@ -227,3 +227,16 @@ def test_auto_falls_back_to_haar_only_without_blazeface(tmp_path, monkeypatch, c
     assert "falling back to the Haar cascade" in caplog.text and "degraded" in caplog.text
     with pytest.raises(FileNotFoundError, match=r"requirements-nodeps\.txt"):
         create_detector(DetectorOptions(kind="blazeface", cache_dir=tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("size", "kernel", "stride", "pads"),
+    [
+        (128, 5, 2, [1, 1, 2, 2]),  # TensorFlow's SAME: the odd pixel at the end
+        (64, 3, 1, [1, 1, 1, 1]),
+        (64, 2, 2, [0, 0, 0, 0]),  # max pooling 2x2 / 2
+        (7, 3, 2, [1, 1, 1, 1]),
+    ],
+)
+def test_same_padding_as_tensorflow(size, kernel, stride, pads):
+    assert tflite_onnx._same_padding([size, size], [kernel, kernel], [stride, stride]) == pads
