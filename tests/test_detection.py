@@ -1,4 +1,4 @@
-"""Both detectors on real photos: faces where there are faces, none where there are none."""
+"""YuNet and Haar on real photos: faces where there are faces, none where there are none (BlazeFace: test_blazeface.py)."""
 
 from __future__ import annotations
 
@@ -90,11 +90,13 @@ def test_yunet_gives_five_landmarks_inside_the_box(detectors, shared_dir):
     assert ((landmarks[:, 0] > x1) & (landmarks[:, 0] < x2) & (landmarks[:, 1] > y1) & (landmarks[:, 1] < y2)).all()
 
 
-def test_auto_falls_back_to_haar_without_the_yunet_file(tmp_path, shared_dir):
-    assert create_detector(DetectorOptions(kind="auto", yunet_path=tmp_path / "missing.onnx")).name == "haar"
-    assert create_detector(DetectorOptions(kind="auto", yunet_path=shared_dir / "models/yunet/face_detection_yunet.onnx")).name == "yunet"
+def test_yunet_and_haar_only_when_asked_for(tmp_path, shared_dir):
+    yunet = shared_dir / "models/yunet/face_detection_yunet.onnx"
+    assert create_detector(DetectorOptions(kind="yunet", yunet_path=yunet)).name == "yunet"
     with pytest.raises(FileNotFoundError, match="models download"):
         create_detector(DetectorOptions(kind="yunet", yunet_path=tmp_path / "missing.onnx"))
+    haar = create_detector(DetectorOptions(kind="haar"))
+    assert haar.name == "haar" and haar.degraded  # auto's choices: tests/test_blazeface.py
 
 
 @pytest.mark.parametrize(

@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from emotion_detector.detection import DetectorOptions, HaarDetector, YuNetDetector
+from emotion_detector.blazeface import FULL_RANGE, SHORT_RANGE, BlazeFaceDetector
+from emotion_detector.detection import DetectorOptions, FaceDetector, HaarDetector, YuNetDetector
 from emotion_detector.labels import EMOTIONS, GENDERS
 from training.config import TrainConfig
 from training.crop_calibration import calibrate
@@ -202,7 +203,8 @@ def measure_face_crops(faces: FaceSet, count: int = 400) -> dict:
     images = faces.images[::step].permute(0, 2, 3, 1).numpy()
     images_bgr = [cv2.cvtColor(i, cv2.COLOR_GRAY2BGR) if i.shape[2] == 1 else cv2.cvtColor(i, cv2.COLOR_RGB2BGR) for i in images]
     options = DetectorOptions(min_face_side_px=40, max_input_side=320)
-    detectors = [HaarDetector(options)]
+    # BlazeFace's two variants draw different boxes (full range: larger, centred lower), so each has a rule.
+    detectors: list[FaceDetector] = [HaarDetector(options), BlazeFaceDetector(options, SHORT_RANGE), BlazeFaceDetector(options, FULL_RANGE)]
     yunet = shared_dir() / "models" / "yunet" / "face_detection_yunet.onnx"
     if yunet.is_file():
         detectors.append(YuNetDetector(yunet, options))

@@ -17,7 +17,7 @@ from tests.test_frames import jpeg_with_size
 
 @pytest.fixture(scope="module")
 def client(model_server):
-    app = create_app({"model_server": model_server.grpc_target, "yunet_path": YUNET, "environment": "test"})
+    app = create_app({"model_server": model_server.grpc_target, "detector": "yunet", "yunet_path": YUNET, "environment": "test"})
     return app.test_client()
 
 
@@ -90,7 +90,7 @@ def test_multipart_without_the_image_field(client):
 
 
 def test_model_server_down_is_a_503_not_a_crash(shared_dir):
-    app = create_app({"model_server": f"127.0.0.1:{free_port()}", "yunet_path": YUNET, "model_server_timeout_s": 1.0})
+    app = create_app({"model_server": f"127.0.0.1:{free_port()}", "detector": "yunet", "yunet_path": YUNET, "model_server_timeout_s": 1.0})
     client = app.test_client()
     answer = client.post("/api/v1/analyze", data=image(shared_dir, "obama.jpg"))
     assert answer.status_code == 503 and answer.get_json()["error"]["code"] == "model_unavailable"
