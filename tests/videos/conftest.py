@@ -125,7 +125,6 @@ def make_stack(backend: str, tmp: Path, model_server: RunningServer, request, **
     env |= {
         "EMOTION_STORAGE_DIR": str(storage),
         "EMOTION_MODEL_SERVER": model_server.grpc_target,
-        "EMOTION_DETECTOR": "yunet",
         "EMOTION_YUNET_PATH": str(YUNET),
         **{f"EMOTION_{key.upper()}": value for key, value in settings.items()},
     }

@@ -12,12 +12,11 @@ from emotion_detector.detection import DetectionSizer, DetectorOptions, create_d
 from emotion_detector.model_client import ModelServerClient
 from emotion_detector.settings import Settings
 from emotion_detector.videos.analysis import Cancelled, SegmentAnalyzer, decode_frames
-from tests.conftest import YUNET
 
 
 def analyse(model_server, shared_dir, age_gender_every_n: int):
     client = ModelServerClient(model_server.grpc_target)
-    detector = create_detector(DetectorOptions.from_settings(Settings(detector="yunet", yunet_path=YUNET)))
+    detector = create_detector(DetectorOptions.from_settings(Settings()))
     try:
         analyzer = SegmentAnalyzer(detector, client, fps=30.0, age_gender_every_n=age_gender_every_n)
         return analyzer.run(shared_dir / "media" / "videos" / "single_face.mp4", 0, 40)
@@ -46,7 +45,7 @@ def test_detecting_ahead_on_a_thread_finds_the_faces_one_frame_at_a_time_would(m
     """Detection runs a few frames ahead of tracking; the sizer must still size each frame from the faces
     of the frame before it, so the boxes equal those of a plain loop over the frames."""
     video = shared_dir / "media" / "videos" / "single_face.mp4"  # a large face: the sizer shrinks and grows the copy
-    settings = Settings(detector="yunet", yunet_path=YUNET)
+    settings = Settings()
     detector = create_detector(DetectorOptions.from_settings(settings))
     sizer = DetectionSizer.from_settings(settings)
     expected, sides = [], set()
@@ -69,7 +68,7 @@ def test_detecting_ahead_on_a_thread_finds_the_faces_one_frame_at_a_time_would(m
 
 def test_a_cancelled_segment_stops_its_detection_thread(model_server, shared_dir):
     client = ModelServerClient(model_server.grpc_target)
-    detector = create_detector(DetectorOptions.from_settings(Settings(detector="yunet", yunet_path=YUNET)))
+    detector = create_detector(DetectorOptions.from_settings(Settings()))
     calls = []
 
     def cancel(frames_done: int) -> bool:
@@ -89,7 +88,7 @@ def test_a_cancelled_segment_stops_its_detection_thread(model_server, shared_dir
 def test_closing_the_detection_look_ahead_early_stops_its_thread(shared_dir):
     """SegmentAnalyzer.run closes the look-ahead explicitly when it stops early (cancel, error): closing
     must cancel the frames queued ahead and end the thread, not leave it to the garbage collector."""
-    detector = create_detector(DetectorOptions.from_settings(Settings(detector="yunet", yunet_path=YUNET)))
+    detector = create_detector(DetectorOptions.from_settings(Settings()))
     analyzer = SegmentAnalyzer(detector, client=None, fps=30.0)
     frames = analyzer._detected_frames(shared_dir / "media" / "videos" / "single_face.mp4", 0, 60)
     taken = [next(frames)[0] for _ in range(3)]

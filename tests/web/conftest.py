@@ -25,8 +25,6 @@ def start_web(tmp_path: Path, model_server_target: str, **env: str) -> RunningWe
         "PORT": str(port),
         "HOST": "127.0.0.1",
         "EMOTION_MODEL_SERVER": model_server_target,
-        # YuNet, the detector these tests' expectations were written for (auto is BlazeFace)
-        "EMOTION_DETECTOR": "yunet",
         "EMOTION_YUNET_PATH": str(YUNET),
         **env,
     }

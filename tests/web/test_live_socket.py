@@ -56,7 +56,7 @@ def assert_complete_face(face: dict, width: int, height: int) -> None:
 def test_hello_names_the_detector_and_models(web):
     client = LiveClient(web.ws_url)
     assert client.hello["type"] == "hello"
-    assert client.hello["detector"] == {"name": "yunet", "model": "face_detection_yunet.onnx"}
+    assert client.hello["detector"] == {"name": "blazeface", "model": "face_detection_short_range.tflite", "degraded": False}
     assert set(client.hello["models"]) == {"emotion", "age_gender"}  # age and gender in one forward pass
     client.close()
 
@@ -218,13 +218,14 @@ def test_stream_survives_a_paused_model_server(shared_dir, tmp_path):
         for frame in first[:3]:
             assert client.send_frame(frame)["type"] == "result"
         model.process.send_signal(signal.SIGSTOP)
-        down = [client.send_frame(frame) for frame in second[:3]]  # another face: a new track, confirmed meanwhile
+        # Another face (from frame 8 on, she faces the camera): a new track, confirmed meanwhile.
+        down = [client.send_frame(frame) for frame in second[8:11]]
         assert all(a["type"] == "error" and a["code"] == "model_unavailable" for a in down), down
         model.process.send_signal(signal.SIGCONT)
-        answers = recover(client, second[3:], within_s=3)
+        answers = recover(client, second[11:], within_s=3)
         assert all(a.get("code") == "model_unavailable" for a in answers[:-1]), answers
         assert len(answers[-1]["faces"]) == 1 and answers[-1]["faces"][0]["age"]["years"] > 0, answers
-        following = [client.send_frame(frame) for frame in second[10:20]]
+        following = [client.send_frame(frame) for frame in second[20:30]]
         assert all(a["type"] == "result" and len(a["faces"]) == 1 for a in following), following
         assert web.process.poll() is None
         assert "Traceback" not in web.log_path.read_text()
