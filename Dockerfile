@@ -2,7 +2,7 @@
 #   docker build -t emotion-detector-web .          (the model server: serving/Dockerfile)
 FROM python:3.11-slim
 ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 HOST=0.0.0.0 PORT=5000 \
-    EMOTION_YUNET_PATH=/app/models/face_detection_yunet_2026may.onnx
+    EMOTION_MODEL_CACHE_DIR=/app/models
 WORKDIR /app
 COPY requirements.txt requirements-nodeps.txt ./
 COPY serving/requirements.txt serving/requirements.txt
@@ -15,9 +15,9 @@ COPY templates/ templates/
 COPY static/ static/
 COPY app.py gunicorn.conf.py alembic.ini ./
 COPY migrations/ migrations/
-# YuNet is optional (the Haar cascade is the fallback); FETCH_YUNET=0 builds without network access.
-ARG FETCH_YUNET=1
-RUN if [ "$FETCH_YUNET" = "1" ]; then python -m emotion_detector models download --dest /app/models; fi
+# BlazeFace (the default detector) translated to ONNX once, at build time, into the image's model cache.
+RUN python -c "from emotion_detector.detection import DetectorOptions, create_detector; \
+from pathlib import Path; create_detector(DetectorOptions(kind='blazeface', cache_dir=Path('/app/models')))" && ls /app/models/*.onnx
 RUN useradd --create-home --uid 10001 web && mkdir -p /app/instance && chown -R web /app
 USER web
 EXPOSE 5000
