@@ -41,7 +41,7 @@ def requantize(models_dir: Path, version: int, task_name: str, cache_dir: Path) 
         full = head_graph if full is None else merge(full, head_graph)
     splits = build_task(config).load(default_data_dir(), cache_dir)
     quantized, precision = quantize_int8(full, calibration_faces(splits.train), validation_faces(splits.val))
-    precision["float32_reference"] = f"the weights of the earlier int8 v{version} file (8-bit weights), dequantised"
+    precision["float32_reference"] = f"dequantised from the earlier int8 v{version} file with 8-bit weights by training.requantize"
     shared = {key: metadata[0][key] for key in ("version", "input", "flip_average", "training")}
     return write_models(quantized, SPECS[task_name], shared, precision, models_dir)
 
