@@ -4,7 +4,7 @@
     serving/models/<name>/<version>/model.json   preprocessing, labels, provenance (read by the server)
 
     python -m training.export runs/emo-v1 --version 1               # -> emotion
-    python -m training.export runs/ag-v1 --version 1            # -> age and gender
+    python -m training.export runs/ag-v1 --version 1                # -> age, gender and age_gender (both outputs)
     python -m training.export runs/emo-v1 --version 1 --int8        # int8, calibrated on training faces
 
 The ONNX output is checked against PyTorch on real validation images before anything is written; an int8
@@ -34,47 +34,58 @@ from emotion_detector.labels import EMOTIONS, GENDERS
 from training.config import TrainConfig
 from training.crop_calibration import calibrate
 from training.data import FaceSet, default_data_dir, shared_dir
+from training.onnx_graphs import select_outputs
 from training.train import PIXEL_MEAN, PIXEL_STD, build, normalise
 
 OPSET = 17
 
 
 @dataclass(frozen=True)
+class ModelOutput:
+    name: str  # the ONNX output's name in the served model
+    head: str  # the network head it comes from
+    labels: tuple[str, ...] | None  # None: expected age in years
+
+
+@dataclass(frozen=True)
 class ExportSpec:
     name: str
-    head: str
-    output_name: str
-    labels: tuple[str, ...] | None  # None for a regression output
+    outputs: tuple[ModelOutput, ...]
+
+
+# One graph per task with an output per head (named after the head) is exported and quantised once; each served
+# model is that graph cut down to its outputs, so age_gender gives exactly what age and gender give.
+SPECS = {
+    "emotion": [ExportSpec("emotion", (ModelOutput("probabilities", "emotion", EMOTIONS),))],
+    "age_gender": [
+        ExportSpec("age", (ModelOutput("years", "age", None),)),
+        ExportSpec("gender", (ModelOutput("probabilities", "gender", GENDERS),)),
+        ExportSpec("age_gender", (ModelOutput("age", "age", None), ModelOutput("gender", "gender", GENDERS))),
+    ],
+}
 
 
 class ServingGraph(nn.Module):
-    """NHWC normalised images in (TF Serving's convention), one post-processed head out. With
+    """NHWC normalised images in (TF Serving's convention), one post-processed output per head out. With
     ``flip_average`` the mirrored face is scored too and the probabilities averaged."""
 
-    def __init__(self, network: nn.Module, head: str, flip_average: bool):
+    def __init__(self, network: nn.Module, heads: tuple[str, ...], flip_average: bool):
         super().__init__()
-        self.network, self.head, self.flip_average = network, head, flip_average
+        self.network, self.heads, self.flip_average = network, heads, flip_average
 
-    def forward(self, images_nhwc: torch.Tensor) -> torch.Tensor:
+    def forward(self, images_nhwc: torch.Tensor) -> tuple[torch.Tensor, ...]:
         x = images_nhwc.permute(0, 3, 1, 2)
-        if self.flip_average:
-            n = x.shape[0]
-            probabilities = F.softmax(self.network(torch.cat([x, torch.flip(x, dims=[3])]))[self.head], dim=1)
-            probabilities = (probabilities[:n] + probabilities[n:]) / 2
-        else:
-            probabilities = F.softmax(self.network(x)[self.head], dim=1)
-        if self.head == "age":
-            return probabilities @ torch.arange(probabilities.shape[1], dtype=torch.float32)  # expected years
-        return probabilities
-
-
-SPECS = {
-    "emotion": [ExportSpec("emotion", "emotion", "probabilities", EMOTIONS)],
-    "age_gender": [
-        ExportSpec("age", "age", "years", None),
-        ExportSpec("gender", "gender", "probabilities", GENDERS),
-    ],
-}
+        n = x.shape[0]
+        logits = self.network(torch.cat([x, torch.flip(x, dims=[3])]) if self.flip_average else x)
+        outputs = []
+        for head in self.heads:
+            probabilities = F.softmax(logits[head], dim=1)
+            if self.flip_average:
+                probabilities = (probabilities[:n] + probabilities[n:]) / 2
+            if head == "age":
+                probabilities = probabilities @ torch.arange(probabilities.shape[1], dtype=torch.float32)  # expected years
+            outputs.append(probabilities)
+        return tuple(outputs)
 
 
 def load_trained(run_dir: Path, weights: str = "ema") -> tuple[TrainConfig, nn.Module, dict]:
@@ -95,46 +106,99 @@ def export(run_dir: Path, version: int, models_dir: Path, flip_average: bool, in
     task, _ = build(config)
     splits = task.load(Path(config.data_dir) if config.data_dir else default_data_dir(), Path(config.cache_dir))
     sample = normalise(splits.val.images[:64]).permute(0, 2, 3, 1).contiguous()
-    face_crop = measure_face_crops(splits.val)
-    if int8:  # the same faces for every head's model: NHWC, normalised as served
-        chosen = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(0))[:512]
-        calibration = normalise(splits.train.images[chosen]).permute(0, 2, 3, 1).contiguous().numpy()
-        validation = normalise(splits.val.images[:1024]).permute(0, 2, 3, 1).contiguous().numpy()
+    graph = ServingGraph(network, tuple(task.heads), flip_average).eval()
+    full = to_onnx(graph, sample)
+    precision = {"weights": "float32"}
+    if int8:
+        full, precision = quantize_int8(full, calibration_faces(splits.train), validation_faces(splits.val))
+    metadata = {
+        "version": version,
+        "input": _input_metadata(task, measure_face_crops(splits.val)),
+        "flip_average": flip_average,
+        "training": {
+            "run": config.run_name,
+            "architecture": config.model,
+            "model_args": config.model_args,
+            "epochs": state["epoch"] + 1,
+            "final_validation": state["metrics"],
+            "weights": "exponential moving average" if weights == "ema" else "last step",
+        },
+    }
+    return write_models(full, SPECS[config.task], metadata, precision, models_dir)
+
+
+def to_onnx(graph: ServingGraph, sample: torch.Tensor) -> onnx.ModelProto:
+    """The graph with one output per head, named after the head; checked against PyTorch on ``sample``."""
+    graph.eval()  # the export restores the mode it found, and a training-mode check would compare against dropout
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path = Path(tmp) / "model.onnx"
+        torch.onnx.export(
+            graph,
+            (sample[:1],),
+            str(onnx_path),
+            input_names=["image"],
+            output_names=list(graph.heads),
+            dynamic_axes={"image": {0: "batch"}, **{head: {0: "batch"} for head in graph.heads}},
+            opset_version=OPSET,
+            dynamo=False,
+        )
+        model = onnx.load(str(onnx_path))
+    onnx.checker.check_model(model)
+    _check_against_torch(model, graph, sample)
+    return model
+
+
+def calibration_faces(train: FaceSet, count: int = 512) -> np.ndarray:
+    """The same seeded training faces for every head's model: NHWC, normalised as served."""
+    chosen = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:count]
+    return normalise(train.images[chosen]).permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def validation_faces(val: FaceSet, count: int = 1024) -> np.ndarray:
+    return normalise(val.images[:count]).permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def write_models(full: onnx.ModelProto, specs: list[ExportSpec], metadata: dict, precision: dict, models_dir: Path) -> list[Path]:
+    """Each spec's model (``full`` cut down to its outputs) and model.json; ``metadata`` holds what all share."""
     written = []
-    for spec in SPECS[config.task]:
-        graph = ServingGraph(network, spec.head, flip_average).eval()
-        target = models_dir / spec.name / str(version)
+    for spec in specs:
+        model = select_outputs(full, {output.name: output.head for output in spec.outputs})
+        model.doc_string = f"Emotion Detector {spec.name} v{metadata['version']} (trained by training/, run {metadata['training']['run']})"
+        target = models_dir / spec.name / str(metadata["version"])
         target.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory() as tmp:
-            onnx_path = Path(tmp) / "model.onnx"
-            torch.onnx.export(
-                graph,
-                (sample[:1],),
-                str(onnx_path),
-                input_names=["image"],
-                output_names=[spec.output_name],
-                dynamic_axes={"image": {0: "batch"}, spec.output_name: {0: "batch"}},
-                opset_version=OPSET,
-                dynamo=False,
-            )
-            model_proto = onnx.load(str(onnx_path))
-        model_proto.doc_string = f"Emotion Detector {spec.name} v{version} (trained by training/, run {config.run_name})"
-        onnx.checker.check_model(model_proto)
-        _check_against_torch(model_proto, graph, sample)
-        metadata = _metadata(spec, config, task, version, flip_average, state, face_crop)
-        metadata["training"]["weights"] = "exponential moving average" if weights == "ema" else "last step"
-        if int8:
-            model_proto, metadata["precision"] = quantize_int8(model_proto, calibration, validation)
-        onnx.save(model_proto, str(target / "model.onnx"))
-        (target / "model.json").write_text(json.dumps(metadata, indent=2) + "\n")
+        onnx.save(model, str(target / "model.onnx"))
+        (target / "model.json").write_text(json.dumps(_metadata(spec, metadata, precision), indent=2) + "\n")
         written.append(target)
         print(f"wrote {target}/model.onnx ({(target / 'model.onnx').stat().st_size / 1e6:.2f} MB)")
     return written
 
 
-def quantize_int8(model_proto: onnx.ModelProto, calibration: np.ndarray, validation: np.ndarray) -> tuple[onnx.ModelProto, dict]:
+@dataclass(frozen=True)
+class Int8Form:
+    """How activations and weights are stored; ``reduce_range`` keeps 7 of the weights' 8 bits."""
+
+    activations: str = "QUInt8"
+    weights: str = "QInt8"
+    reduce_range: bool = True
+
+
+# uint8 activations x 7-bit weights: ONNX Runtime's u8s8 kernels on x86 CPUs without AVX-512 VNNI add pairs of
+# products in int16 (vpmaddubsw), which full 8-bit weights overflow (255 * 127 * 2 > 32767) and 7-bit ones cannot,
+# so every x86-64 CPU gives the same results. S8S8 is run as u8s8 there and overflows the same way; U8U8 is
+# exact but slower than float32 on VNNI CPUs. Measurements: training/reports/quantization.md.
+SHIPPED_INT8 = Int8Form()
+PRECISION_TEXT = (
+    "convolutions int8 per channel with 7-bit weights (reduce_range) and uint8 activations (ONNX QDQ, static), "
+    "which gives the same results on every x86-64 CPU, with or without AVX-512 VNNI; dense head float32"
+)
+
+
+def quantize_int8(
+    model_proto: onnx.ModelProto, calibration: np.ndarray, validation: np.ndarray, form: Int8Form = SHIPPED_INT8
+) -> tuple[onnx.ModelProto, dict]:
     """Static int8 quantisation of the convolutions (QDQ, per-channel weights, activation ranges from real
-    training faces): about 1.8x faster on this CPU. Refuses a result that strays from the float32 model on validation faces."""
+    training faces): about 2x faster on this CPU. Refuses a result that strays from the float32 model on
+    validation faces; the agreement is measured per output."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -156,45 +220,52 @@ def quantize_int8(model_proto: onnx.ModelProto, calibration: np.ndarray, validat
             Faces(),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
+            reduce_range=form.reduce_range,
+            activation_type=QuantType[form.activations],
+            weight_type=QuantType[form.weights],
             op_types_to_quantize=["Conv"],  # the bulk of the work; the small dense head and softmax stay float32
         )
         quantized = onnx.load(str(int8))
-    outputs = [
-        ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"image": validation})[0]
+    names = [output.name for output in model_proto.graph.output]
+    reference, result = (
+        ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(names, {"image": validation})
         for m in (model_proto, quantized)
-    ]
-    if outputs[0].ndim == 1:
-        agreement = {"mean_abs_difference_years": round(float(np.abs(outputs[0] - outputs[1]).mean()), 3)}
-        acceptable = agreement["mean_abs_difference_years"] <= 1.0
-    else:
-        agreement = {
-            "same_top_label": round(float((outputs[0].argmax(1) == outputs[1].argmax(1)).mean()), 4),
-            "mean_total_variation": round(float(np.abs(outputs[0] - outputs[1]).sum(axis=1).mean() / 2), 4),
-        }
-        # Near-uniform outputs (an untrained model) may swap their top label on noise; their distance stays tiny.
-        acceptable = agreement["same_top_label"] >= 0.95 or agreement["mean_total_variation"] <= 0.01
+    )
+    agreement = {name: _agreement(expected, got) for name, expected, got in zip(names, reference, result, strict=True)}
     print(f"int8 vs float32 on {len(validation)} validation faces: {agreement}")
-    if not acceptable:
-        raise RuntimeError(f"the int8 model strays too far from float32: {agreement}")
+    for name, measured in agreement.items():
+        if measured.get("mean_abs_difference_years", 0) > 1.0:
+            raise RuntimeError(f"the int8 model's {name!r} strays too far from float32: {measured}")
+        # Near-uniform outputs (an untrained model) may swap their top label on noise; their distance stays tiny.
+        if "same_top_label" in measured and measured["same_top_label"] < 0.95 and measured["mean_total_variation"] > 0.01:
+            raise RuntimeError(f"the int8 model's {name!r} strays too far from float32: {measured}")
     precision = {
-        "weights": "convolutions int8 per channel with uint8 activations (ONNX QDQ, static); dense head float32",
+        "weights": PRECISION_TEXT if form == SHIPPED_INT8 else f"convolutions int8 per channel, {form} (ONNX QDQ, static)",
         "calibrated_on_training_faces": len(calibration),
         "agreement_with_float32_on_validation": {"faces": len(validation), **agreement},
     }
     return quantized, precision
 
 
+def _agreement(expected: np.ndarray, got: np.ndarray) -> dict:
+    if expected.ndim == 1:
+        return {"mean_abs_difference_years": round(float(np.abs(expected - got).mean()), 3)}
+    return {
+        "same_top_label": round(float((expected.argmax(1) == got.argmax(1)).mean()), 4),
+        "mean_total_variation": round(float(np.abs(expected - got).sum(axis=1).mean() / 2), 4),
+    }
+
+
 def _check_against_torch(model_proto: onnx.ModelProto, graph: nn.Module, sample: torch.Tensor) -> None:
     session = ort.InferenceSession(model_proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    (onnx_out,) = session.run(None, {"image": sample.numpy()})
+    onnx_outputs = session.run(None, {"image": sample.numpy()})
     with torch.no_grad():
-        torch_out = graph(sample).numpy()
-    worst = float(np.abs(onnx_out - torch_out).max())
-    tolerance = 1e-3 if torch_out.ndim == 1 else 1e-4  # years vs probabilities
-    if worst > tolerance:
-        raise RuntimeError(f"ONNX output differs from PyTorch by {worst:.2e} (tolerance {tolerance:.0e})")
+        torch_outputs = [o.numpy() for o in graph(sample)]
+    for onnx_out, torch_out in zip(onnx_outputs, torch_outputs, strict=True):
+        worst = float(np.abs(onnx_out - torch_out).max())
+        tolerance = 1e-3 if torch_out.ndim == 1 else 1e-4  # years vs probabilities
+        if worst > tolerance:
+            raise RuntimeError(f"ONNX output differs from PyTorch by {worst:.2e} (tolerance {tolerance:.0e})")
 
 
 def measure_face_crops(faces: FaceSet, count: int = 400) -> dict:
@@ -216,37 +287,48 @@ def measure_face_crops(faces: FaceSet, count: int = 400) -> dict:
     return rules
 
 
-def _metadata(spec: ExportSpec, config: TrainConfig, task, version: int, flip_average: bool, state: dict, face_crop: dict) -> dict:
+def _input_metadata(task, face_crop: dict) -> dict:
     channels = task.in_channels
-    output = {"name": spec.output_name, "dtype": "float32"}
-    if spec.labels:
-        output |= {"shape": [-1, len(spec.labels)], "labels": list(spec.labels)}
+    return {
+        "name": "image",
+        "dtype": "float32",
+        "shape": [-1, task.input_size, task.input_size, channels],
+        "layout": "NHWC",
+        "color": "grayscale" if channels == 1 else "RGB",
+        "normalization": {"formula": "(pixel / 255 - mean) / std", "mean": PIXEL_MEAN, "std": PIXEL_STD},
+        # square crop per detector: side = k * box width, centre shifted from the box centre
+        "face_crop": face_crop,
+    }
+
+
+def _metadata(spec: ExportSpec, shared: dict, precision: dict) -> dict:
+    """model.json: a single-output model says ``output`` (with its name), a multi-output one ``outputs`` by name."""
+    described = {output.name: _output_metadata(output) for output in spec.outputs}
+    if len(spec.outputs) == 1:
+        outputs = {"output": {"name": spec.outputs[0].name, **described[spec.outputs[0].name]}}
     else:
-        output |= {"shape": [-1], "unit": "years"}
+        outputs = {"outputs": described}
+    agreement = precision.get("agreement_with_float32_on_validation")
+    if agreement:  # measured per head; a single-output model keeps the flat form
+        faces = agreement["faces"]
+        mine = {output.name: agreement[output.head] for output in spec.outputs}
+        agreement = {"faces": faces, **(next(iter(mine.values())) if len(mine) == 1 else mine)}
+        precision = {**precision, "agreement_with_float32_on_validation": agreement}
     return {
         "name": spec.name,
-        "version": version,
-        "input": {
-            "name": "image",
-            "dtype": "float32",
-            "shape": [-1, task.input_size, task.input_size, channels],
-            "layout": "NHWC",
-            "color": "grayscale" if channels == 1 else "RGB",
-            "normalization": {"formula": "(pixel / 255 - mean) / std", "mean": PIXEL_MEAN, "std": PIXEL_STD},
-            # square crop per detector: side = k * box width, centre shifted from the box centre
-            "face_crop": face_crop,
-        },
-        "output": output,
-        "flip_average": flip_average,
-        "precision": {"weights": "float32"},
-        "training": {
-            "run": config.run_name,
-            "architecture": config.model,
-            "model_args": config.model_args,
-            "epochs": state["epoch"] + 1,
-            "final_validation": state["metrics"],
-        },
+        "version": shared["version"],
+        "input": shared["input"],
+        **outputs,
+        "flip_average": shared["flip_average"],
+        "precision": precision,
+        "training": shared["training"],
     }
+
+
+def _output_metadata(output: ModelOutput) -> dict:
+    if output.labels:
+        return {"dtype": "float32", "shape": [-1, len(output.labels)], "labels": list(output.labels)}
+    return {"dtype": "float32", "shape": [-1], "unit": "years"}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -21,12 +21,17 @@ DATA = {
         "annotations of apparent gender."
     ),
 }
+DATA["age_gender"] = (
+    "The age and gender models in one graph (the same network, weights and quantisation: its outputs equal "
+    "theirs), so one forward pass gives both. " + DATA["age"].split(" Trained jointly")[0]
+)
 
 LICENCES = {
     "emotion": "FER2013 is research-use data (ICML 2013 challenge); FER+ labels are MIT-licensed. The weights are "
     "this project's own; treat them as research-use because of the training data.",
     "age": "UTKFace is for **non-commercial research purposes only**; these weights inherit that restriction.",
     "gender": "UTKFace is for **non-commercial research purposes only**; these weights inherit that restriction.",
+    "age_gender": "UTKFace is for **non-commercial research purposes only**; these weights inherit that restriction.",
 }
 
 LIMITATIONS = {
@@ -48,17 +53,27 @@ LIMITATIONS = {
         "Accuracy is lower for young children, whose faces carry few gender cues.",
     ],
 }
+LIMITATIONS["age_gender"] = LIMITATIONS["age"] + LIMITATIONS["gender"]
+
+
+def headline(name: str, ours: dict) -> str:
+    if name == "age_gender":
+        return f"age {headline('age', ours['age'])}; gender {headline('gender', ours['gender'])}"
+    if name == "age":
+        return f"MAE **{ours['mae_years']} years** ({ours['within_5_years'] * 100:.1f} % within 5 years)"
+    return f"accuracy **{ours['accuracy'] * 100:.2f} %**, macro-F1 {ours['macro_f1']}"
 
 
 def write_model_card(directory: Path, name: str, metadata: dict, result: dict) -> None:
     ours, baseline = result["ours"], result.get("baseline")
     inputs = metadata["input"]
-    if name == "age":
-        headline = f"MAE **{ours['mae_years']} years** ({ours['within_5_years'] * 100:.1f} % within 5 years)"
+    if name == "age_gender":
+        base = "in the age and gender cards"
+    elif name == "age":
         base = f"MAE {baseline['mae_years']} years" if baseline else "not measured"
     else:
-        headline = f"accuracy **{ours['accuracy'] * 100:.2f} %**, macro-F1 {ours['macro_f1']}"
         base = f"accuracy {baseline['accuracy'] * 100:.2f} %" if baseline else "not measured"
+    cpu = result["cpu"]
     training = metadata["training"]
     lines = [
         f"# Model card: {name} v{metadata['version']}",
@@ -66,8 +81,8 @@ def write_model_card(directory: Path, name: str, metadata: dict, result: dict) -
         "## What it does",
         f"Input: one face crop, {inputs['shape'][1]}×{inputs['shape'][2]} {inputs['color']}, NHWC float32, "
         f"normalised as `{inputs['normalization']['formula']}` with mean {inputs['normalization']['mean']}, "
-        f"std {inputs['normalization']['std']}. Output `{metadata['output']['name']}`: "
-        + (f"probabilities over {', '.join(metadata['output']['labels'])}." if "labels" in metadata["output"] else "expected age in years.")
+        f"std {inputs['normalization']['std']}. "
+        + _outputs_line(metadata)
         + (" Each face is also scored mirrored and the two averaged (in the graph)." if metadata.get("flip_average") else ""),
         "",
         "## Architecture and training",
@@ -81,11 +96,12 @@ def write_model_card(directory: Path, name: str, metadata: dict, result: dict) -
         DATA[name],
         "",
         "## Evaluation (held-out data)",
-        f"On {result['split']} (n = {result['n']}): {headline}. Baseline on the same images: {base}"
+        f"On {result['split']} (n = {result['n']}): {headline(name, ours)}. Baseline on the same images: {base}"
         + (f" ({baseline['name']})." if baseline else "."),
-        f"Full report: training/reports/{name}.md (per-class / per-age-band tables"
-        + (", confusion matrix" if name == "emotion" else "")
-        + "). Reproduce: `python -m training.evaluate --models "
+        f"Measured on {cpu['model_name']} (AVX-512 VNNI: {'yes' if cpu['avx512_vnni'] else 'no'}).",
+        f"Full report: training/reports/{name}.md"
+        + ("" if name == "age_gender" else " (per-class / per-age-band tables" + (", confusion matrix)" if name == "emotion" else ")"))
+        + ". Reproduce: `python -m training.evaluate --models "
         + name
         + "`.",
         "",
@@ -99,15 +115,31 @@ def write_model_card(directory: Path, name: str, metadata: dict, result: dict) -
     (directory / "MODEL_CARD.md").write_text("\n".join(lines))
 
 
+def _outputs_line(metadata: dict) -> str:
+    outputs = metadata.get("outputs") or {metadata["output"]["name"]: metadata["output"]}
+    described = [
+        f"`{name}`: " + (f"probabilities over {', '.join(output['labels'])}" if "labels" in output else "expected age in years")
+        for name, output in outputs.items()
+    ]
+    return ("Output " if len(described) == 1 else "Outputs ") + "; ".join(described) + "."
+
+
 def _precision_lines(precision: dict) -> list[str]:
     agreement = precision.get("agreement_with_float32_on_validation")
     if not agreement:
         return [f"Precision: {precision['weights']}.", ""]
-    same = f"{agreement['same_top_label'] * 100:.1f} % same top label" if "same_top_label" in agreement else ""
-    years = f"{agreement['mean_abs_difference_years']} years mean difference" if "mean_abs_difference_years" in agreement else ""
+    per_output = {k: v for k, v in agreement.items() if isinstance(v, dict)} or {"": agreement}
+    measured = "; ".join(f"{f'{name} ' if name else ''}{_agreement_text(values)}" for name, values in per_output.items())
+    reference = f", {precision['float32_reference']}," if "float32_reference" in precision else ""
     return [
         f"Precision: {precision['weights']}, calibrated on {precision['calibrated_on_training_faces']} training faces; "
-        f"against the float32 model on {agreement['faces']} validation faces: {same or years}. "
+        f"against the float32 model{reference} on {agreement['faces']} validation faces: {measured}. "
         "The figures below are for this quantised file.",
         "",
     ]
+
+
+def _agreement_text(agreement: dict) -> str:
+    if "same_top_label" in agreement:
+        return f"{agreement['same_top_label'] * 100:.1f} % same top label"
+    return f"{agreement['mean_abs_difference_years']} years mean difference"

@@ -10,7 +10,7 @@ import torch
 
 from serving.registry import ModelRegistry, discover
 from training.augment import AugmentConfig, augment
-from training.export import ServingGraph, export
+from training.export import SPECS, ServingGraph, export, quantize_int8, to_onnx, write_models
 from training.models import MODELS, build_model, count_macs
 from training.train import main as train_main
 
@@ -52,10 +52,38 @@ def test_serving_graph_flip_average_is_the_mean_of_both_views():
     network = build_model("mini_vgg", {"emotion": 7}).eval()
     images = torch.rand(3, 48, 48, 1)
     with torch.no_grad():
-        averaged = ServingGraph(network, "emotion", flip_average=True)(images)
-        plain = ServingGraph(network, "emotion", flip_average=False)
-        expected = (plain(images) + plain(torch.flip(images, dims=[2]))) / 2
+        (averaged,) = ServingGraph(network, ("emotion",), flip_average=True)(images)
+        plain = ServingGraph(network, ("emotion",), flip_average=False)
+        expected = (plain(images)[0] + plain(torch.flip(images, dims=[2]))[0]) / 2
     np.testing.assert_allclose(averaged, expected, atol=1e-6)
+
+
+def test_age_and_gender_export_as_separate_models_and_as_one_with_both_outputs(tmp_path):
+    network = build_model("mini_vgg", {"age": 101, "gender": 2}, in_channels=3, input_size=64).eval()
+    faces = torch.rand(64, 64, 64, 3, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    full = to_onnx(ServingGraph(network, ("age", "gender"), flip_average=False), faces[:16])
+    full, precision = quantize_int8(full, faces[:32].numpy(), faces[32:].numpy())
+    shared = {"version": 1, "input": {"name": "image", "shape": [-1, 64, 64, 3]}, "flip_average": False, "training": {"run": "t"}}
+    write_models(full, SPECS["age_gender"], shared, precision, tmp_path)
+
+    infos = {name: json.loads((tmp_path / name / "1" / "model.json").read_text()) for name in ("age", "gender", "age_gender")}
+    assert infos["age"]["output"] == {"name": "years", "dtype": "float32", "shape": [-1], "unit": "years"}
+    assert infos["gender"]["output"]["labels"] == ["female", "male"]
+    assert infos["age_gender"]["outputs"] == {
+        "age": {"dtype": "float32", "shape": [-1], "unit": "years"},
+        "gender": {"dtype": "float32", "shape": [-1, 2], "labels": ["female", "male"]},
+    }
+    assert "output" not in infos["age_gender"]
+    assert set(infos["age_gender"]["precision"]["agreement_with_float32_on_validation"]) == {"faces", "age", "gender"}
+    assert "mean_abs_difference_years" in infos["age"]["precision"]["agreement_with_float32_on_validation"]
+
+    registry = ModelRegistry(discover(tmp_path))
+    registry.refresh()
+    batch = {"image": faces[:8].numpy()}
+    both = registry.resolve("age_gender").predict(batch)
+    assert set(both) == {"age", "gender"} and both["age"].shape == (8,) and both["gender"].shape == (8, 2)
+    np.testing.assert_array_equal(both["age"], registry.resolve("age").predict(batch)["years"])  # one quantised graph
+    np.testing.assert_array_equal(both["gender"], registry.resolve("gender").predict(batch)["probabilities"])
 
 
 @pytest.mark.slow
