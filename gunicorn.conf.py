@@ -12,6 +12,10 @@ worker_class = "gevent"
 # on (not the host's count); a container CPU quota is not visible here, so deployments set WEB_CONCURRENCY.
 workers = int(os.environ.get("WEB_CONCURRENCY", str(min(4, len(os.sched_getaffinity(0))))))
 worker_connections = int(os.environ.get("WEB_WORKER_CONNECTIONS", "200"))
+# Each worker listens on a socket of its own (SO_REUSEPORT) and the kernel spreads new connections over them.
+# On one shared socket the worker that happens to be awake takes them: bench/live.py's 20 websockets ended up
+# almost all on one worker (11 s of CPU against 1 s in 20 s of load), one GIL doing every socket's work.
+reuse_port = True
 timeout = 60
 graceful_timeout = 10
 # Access logs carry paths and status codes only; frames never reach a log.

@@ -188,6 +188,7 @@ class BlazeFaceDetector:
         self.options = options
         self.variant = variant
         self.name = variant.name
+        self.fixed_input_side_px = variant.input_side_px
         tflite_path = Path(model_path) if model_path else wheel_model_path(self.variant)
         if not tflite_path.is_file():
             raise FileNotFoundError(f"BlazeFace model not found at {tflite_path}")

@@ -46,6 +46,7 @@ class FaceDetector(Protocol):
     name: str  # "blazeface" | "yunet" | "haar"
     model: str  # the model file in use
     degraded: bool  # True for the Haar cascade, the last resort: it misses faces and finds false ones
+    fixed_input_side_px: int | None  # the network sees every frame at this size (BlazeFace); None: any size
 
     def detect(self, image_bgr: np.ndarray, max_input_side: int | None = None) -> sv.Detections: ...
 
@@ -114,6 +115,7 @@ def nose_along_eyes(landmarks: np.ndarray) -> np.ndarray:
 class YuNetDetector:
     name = "yunet"
     degraded = False
+    fixed_input_side_px = None
 
     def __init__(self, model_path: Path, options: DetectorOptions):
         if not Path(model_path).is_file():
@@ -207,6 +209,7 @@ class _YuNetOnnxRuntime:
 class HaarDetector:
     name = "haar"
     degraded = True
+    fixed_input_side_px = None
 
     def __init__(self, options: DetectorOptions):
         self.model = str(Path(cv2.data.haarcascades) / HAAR_CASCADE)

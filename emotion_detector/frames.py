@@ -31,8 +31,11 @@ class ImageLimits:
     max_side_px: int
 
 
-def decode_image(data: bytes, limits: ImageLimits) -> np.ndarray:
-    """JPEG or PNG bytes → BGR uint8 (H, W, 3). Raises FrameError with a code and a message that says why."""
+def decode_image(data: bytes, limits: ImageLimits, half_size: bool = False) -> np.ndarray:
+    """JPEG or PNG bytes → BGR uint8 (H, W, 3). Raises FrameError with a code and a message that says why.
+
+    ``half_size``: a JPEG is decoded at half its width and height (libjpeg scales in the DCT: about a third of
+    the full decode's time); other formats come at full size, so callers compare the result's shape."""
     if not data:
         raise FrameError("empty_frame", "the frame is empty (0 bytes)")
     if len(data) > limits.max_bytes:
@@ -52,10 +55,16 @@ def decode_image(data: bytes, limits: ImageLimits) -> np.ndarray:
         )
     if not complete:
         raise FrameError("truncated_frame", "the image data is truncated (no end marker)")
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    reduced = half_size and data.startswith(JPEG_MAGIC) and min(width, height) >= 2
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_REDUCED_COLOR_2 if reduced else cv2.IMREAD_COLOR)
     if image is None:
         raise FrameError("corrupt_frame", "the image data could not be decoded")
     return image
+
+
+def image_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from a JPEG's or PNG's header (call after ``decode_image`` accepted the data)."""
+    return _jpeg_size(data) if data.startswith(JPEG_MAGIC) else _png_size(data)
 
 
 def _jpeg_size(data: bytes) -> tuple[int, int]:

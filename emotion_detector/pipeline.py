@@ -19,7 +19,7 @@ import supervision as sv
 
 from emotion_detector.crops import crop_faces
 from emotion_detector.detection import DetectionSizer, FaceDetector
-from emotion_detector.frames import ImageLimits, decode_image
+from emotion_detector.frames import ImageLimits, decode_image, image_size
 from emotion_detector.labels import EMOTIONS, GENDERS
 from emotion_detector.model_client import ModelServerClient, ModelServerError
 from emotion_detector.settings import Settings
@@ -62,7 +62,7 @@ class Timer:
     def stage(self, name: str) -> Iterator[None]:
         started = time.perf_counter()
         yield
-        self.timings_ms[name] = round((time.perf_counter() - started) * 1000, 2)
+        self.timings_ms[name] = round(self.timings_ms.get(name, 0.0) + (time.perf_counter() - started) * 1000, 2)
 
 
 @dataclass(frozen=True)
@@ -85,6 +85,11 @@ class FaceAnalyzer:
         self.settings = settings
         self.frame_limits = ImageLimits(settings.max_frame_bytes, settings.max_image_pixels, settings.max_image_side_px)
         self.image_limits = ImageLimits(settings.max_image_bytes, settings.max_image_pixels, settings.max_image_side_px)
+
+    def full_resolution_below_face_px(self) -> float:
+        """Faces narrower than this (frame pixels) are cropped from the full-size frame: at half size their
+        crop would be smaller than the largest model input (crops are squares of about the face's width)."""
+        return 2.0 * max(spec.size for spec in self.client.specs().values())
 
     def detect(self, image_bgr: np.ndarray, max_input_side: int | None = None) -> sv.Detections:
         detections = self.detector.detect(image_bgr, max_input_side)
@@ -157,12 +162,12 @@ class LiveSession:
 
     def process(self, data: bytes) -> FrameAnalysis:
         timer = Timer()
-        image, detections = self.run_cpu_bound(lambda: self._decode_and_detect(data, timer))
+        image, scale, detections = self.run_cpu_bound(lambda: self._decode_and_detect(data, timer))
         with timer.stage("track"):
             track_ids = self.tracker.update(detections)
         with timer.stage("models"):
             due = self.age_gender_schedule.due(track_ids, carried=self.smoother.track_ids)
-            found = self.analyzer.attributes(image, detections.xyxy, self.analyzer.detector.name, age_gender_for=due)
+            found = self.analyzer.attributes(image, detections.xyxy / scale, self.analyzer.detector.name, age_gender_for=due)
         with timer.stage("smooth"):
             smoothed = self.smoother.update(track_ids, found)
         timer.timings_ms["total"] = round(sum(timer.timings_ms.values()), 2)
@@ -177,13 +182,31 @@ class LiveSession:
             )
             for i in range(len(detections))
         ]
-        height, width = image.shape[:2]
+        width, height = image_size(data)
         return FrameAnalysis(faces, width, height, timer.timings_ms)
 
-    def _decode_and_detect(self, data: bytes, timer: Timer) -> tuple[np.ndarray, sv.Detections]:
+    def _decode_and_detect(self, data: bytes, timer: Timer) -> tuple[np.ndarray, float, sv.Detections]:
+        """The decoded image, how many frame pixels one of its pixels spans (1, or about 2), and the faces in
+        frame pixels.
+
+        A detector with a fixed input size (BlazeFace: 128 px) finds the same faces in a half-size decode,
+        which takes a third of the time. The face crops need the resolution, though: a face narrower than
+        ``full_resolution_below_face_px`` in the frame would give a crop with fewer pixels than the model's
+        input, so then the frame is decoded again at full size."""
+        half_size = self.analyzer.detector.fixed_input_side_px is not None
         with timer.stage("decode"):
-            image = decode_image(data, self.analyzer.frame_limits)
+            image = decode_image(data, self.analyzer.frame_limits, half_size=half_size)
+        scale = image_size(data)[0] / image.shape[1]
         with timer.stage("detect"):
             detections = self.analyzer.detect(image, self.detection_sizer.side_for(image))
             self.detection_sizer.update(detections)
-        return image, detections
+        if scale > 1 and len(detections):
+            detections.xyxy = detections.xyxy * scale
+            for points in ("landmarks", "keypoints"):
+                if points in detections.data:
+                    detections.data[points] = detections.data[points] * scale
+            sides = np.minimum(detections.xyxy[:, 2] - detections.xyxy[:, 0], detections.xyxy[:, 3] - detections.xyxy[:, 1])
+            if sides.min() < self.analyzer.full_resolution_below_face_px():
+                with timer.stage("decode"):
+                    image, scale = decode_image(data, self.analyzer.frame_limits), 1.0
+        return image, scale, detections
