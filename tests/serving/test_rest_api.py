@@ -80,4 +80,4 @@ def test_malformed_json_is_refused(client):
 def test_health_and_readiness(client):
     assert client.get("/healthz").status_code == 200
     ready = client.get("/readyz").get_json()
-    assert ready == {"ready": True, "models": ["age", "emotion", "gender"]}
+    assert ready == {"ready": True, "models": ["age", "age_gender", "emotion", "gender"]}
