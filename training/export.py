@@ -173,29 +173,17 @@ def write_models(full: onnx.ModelProto, specs: list[ExportSpec], metadata: dict,
     return written
 
 
-@dataclass(frozen=True)
-class Int8Form:
-    """How activations and weights are stored; ``reduce_range`` keeps 7 of the weights' 8 bits."""
-
-    activations: str = "QUInt8"
-    weights: str = "QInt8"
-    reduce_range: bool = True
-
-
-# uint8 activations x 7-bit weights: ONNX Runtime's u8s8 kernels on x86 CPUs without AVX-512 VNNI add pairs of
-# products in int16 (vpmaddubsw), which full 8-bit weights overflow (255 * 127 * 2 > 32767) and 7-bit ones cannot,
-# so every x86-64 CPU gives the same results. S8S8 is run as u8s8 there and overflows the same way; U8U8 is
-# exact but slower than float32 on VNNI CPUs. Measurements: training/reports/quantization.md.
-SHIPPED_INT8 = Int8Form()
+# uint8 activations x 7-bit weights (reduce_range): ONNX Runtime's u8s8 kernels on x86 CPUs without AVX-512 VNNI
+# add pairs of products in int16 (vpmaddubsw), which full 8-bit weights overflow (255 * 127 * 2 > 32767) and 7-bit
+# ones cannot, so every x86-64 CPU gives the same results. S8S8 is run as u8s8 there and overflows the same way;
+# U8U8 is exact but slower than float32 on VNNI CPUs. Measurements: training/reports/quantization.md.
 PRECISION_TEXT = (
     "convolutions int8 per channel with 7-bit weights (reduce_range) and uint8 activations (ONNX QDQ, static), "
     "which gives the same results on every x86-64 CPU, with or without AVX-512 VNNI; dense head float32"
 )
 
 
-def quantize_int8(
-    model_proto: onnx.ModelProto, calibration: np.ndarray, validation: np.ndarray, form: Int8Form = SHIPPED_INT8
-) -> tuple[onnx.ModelProto, dict]:
+def quantize_int8(model_proto: onnx.ModelProto, calibration: np.ndarray, validation: np.ndarray) -> tuple[onnx.ModelProto, dict]:
     """Static int8 quantisation of the convolutions (QDQ, per-channel weights, activation ranges from real
     training faces): about 2x faster on this CPU. Refuses a result that strays from the float32 model on
     validation faces; the agreement is measured per output."""
@@ -220,9 +208,9 @@ def quantize_int8(
             Faces(),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
-            reduce_range=form.reduce_range,
-            activation_type=QuantType[form.activations],
-            weight_type=QuantType[form.weights],
+            reduce_range=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
             op_types_to_quantize=["Conv"],  # the bulk of the work; the small dense head and softmax stay float32
         )
         quantized = onnx.load(str(int8))
@@ -240,7 +228,7 @@ def quantize_int8(
         if "same_top_label" in measured and measured["same_top_label"] < 0.95 and measured["mean_total_variation"] > 0.01:
             raise RuntimeError(f"the int8 model's {name!r} strays too far from float32: {measured}")
     precision = {
-        "weights": PRECISION_TEXT if form == SHIPPED_INT8 else f"convolutions int8 per channel, {form} (ONNX QDQ, static)",
+        "weights": PRECISION_TEXT,
         "calibrated_on_training_faces": len(calibration),
         "agreement_with_float32_on_validation": {"faces": len(validation), **agreement},
     }

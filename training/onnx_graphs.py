@@ -79,7 +79,7 @@ def merge(first: onnx.ModelProto, second: onnx.ModelProto) -> onnx.ModelProto:
     first_keys = _tensor_keys(first.graph)
     name_of = {key: name for name, key in first_keys.items()}
     second_keys = _tensor_keys(second.graph)
-    taken = set(first_keys) | {n for node in first.graph.node for n in node.output}
+    taken = set(first_keys)  # every tensor name of the first graph
     renamed: dict[str, str] = {}
     for name, key in second_keys.items():
         if key in name_of:
@@ -105,7 +105,7 @@ def merge(first: onnx.ModelProto, second: onnx.ModelProto) -> onnx.ModelProto:
                 present.add(name)
     for output in second.graph.output:
         if output.name in renamed:
-            raise ValueError(f"output {output.name!r} of the second graph is already computed by the first one")
+            raise ValueError(f"output {output.name!r} of the second graph is also a tensor of the first one; rename it first")
         merged.graph.output.append(output)
     onnx.checker.check_model(merged)
     return merged

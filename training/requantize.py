@@ -1,4 +1,4 @@
-"""Re-make the shipped int8 models in the current int8 form (training/export.py, ``SHIPPED_INT8``) when their
+"""Re-make the shipped int8 models in the current int8 form (training/export.py, ``quantize_int8``) when their
 training checkpoints are gone: the weights of the shipped QDQ files are dequantised to a float32 graph, which is
 quantised again with the same calibration faces as ``training.export --int8``. Version, input rules and
 training provenance are kept; the age and gender files are merged into one graph first, so ``age_gender``
