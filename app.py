@@ -42,6 +42,7 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     # Oversized frames must reach the handler (and get a frame_too_large answer) rather than close the socket.
     app.config["SOCK_SERVER_OPTIONS"] = {"max_message_size": max(64 * 1024 * 1024, 2 * settings.max_frame_bytes)}
+
     @app.context_processor
     def face_detector() -> dict:  # every page says when detection runs on the degraded fallback
         return {"face_detector": detector}
