@@ -24,14 +24,14 @@ class AugmentConfig:
 
 def augment(images: torch.Tensor, config: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
     """images: float (N, C, H, W) in [0, 1] → augmented copy of the same shape, values in [0, 1]."""
-    n = images.shape[0]
+    n, device = images.shape[0], images.device  # random numbers are drawn where the images are (CPU or GPU)
 
     def uniform(low: float, high: float) -> torch.Tensor:
-        return torch.rand(n, generator=generator) * (high - low) + low
+        return torch.rand(n, generator=generator, device=device) * (high - low) + low
 
     angle = uniform(-config.max_rotation_deg, config.max_rotation_deg) * math.pi / 180
     zoom = uniform(*config.zoom_range)
-    flip = torch.where(torch.rand(n, generator=generator) < config.flip_probability, -1.0, 1.0)
+    flip = torch.where(torch.rand(n, generator=generator, device=device) < config.flip_probability, -1.0, 1.0)
     # affine_grid maps output coordinates to input coordinates, hence the inverse zoom.
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
     theta = torch.stack(
@@ -53,22 +53,22 @@ def augment(images: torch.Tensor, config: AugmentConfig, generator: torch.Genera
 
 def random_erase(images: torch.Tensor, config: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
     """Replace one random rectangle per selected image with noise (Zhong et al., 2017)."""
-    n, _, height, width = images.shape
-    area = torch.empty(n).uniform_(*config.erase_area_range, generator=generator) * height * width
-    aspect = torch.exp(torch.empty(n).uniform_(math.log(0.3), math.log(3.3), generator=generator))
+    (n, _, height, width), device = images.shape, images.device
+    area = torch.empty(n, device=device).uniform_(*config.erase_area_range, generator=generator) * height * width
+    aspect = torch.exp(torch.empty(n, device=device).uniform_(math.log(0.3), math.log(3.3), generator=generator))
     box_h = (area * aspect).sqrt().clamp(1, height)
     box_w = (area / aspect).sqrt().clamp(1, width)
-    top = torch.rand(n, generator=generator) * (height - box_h)
-    left = torch.rand(n, generator=generator) * (width - box_w)
-    rows = torch.arange(height).view(1, height, 1)
-    cols = torch.arange(width).view(1, 1, width)
+    top = torch.rand(n, generator=generator, device=device) * (height - box_h)
+    left = torch.rand(n, generator=generator, device=device) * (width - box_w)
+    rows = torch.arange(height, device=device).view(1, height, 1)
+    cols = torch.arange(width, device=device).view(1, 1, width)
     inside = (
         (rows >= top.view(n, 1, 1))
         & (rows < (top + box_h).view(n, 1, 1))
         & (cols >= left.view(n, 1, 1))
         & (cols < (left + box_w).view(n, 1, 1))
     )
-    selected = (torch.rand(n, generator=generator) < config.erase_probability).view(n, 1, 1)
+    selected = (torch.rand(n, generator=generator, device=device) < config.erase_probability).view(n, 1, 1)
     mask = (inside & selected).unsqueeze(1)
-    noise = torch.rand(images.shape, generator=generator)
+    noise = torch.rand(images.shape, generator=generator, device=device)
     return torch.where(mask, noise, images)

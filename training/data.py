@@ -19,8 +19,12 @@ import torch
 from emotion_detector.labels import EMOTIONS
 
 # FER+ vote columns in the order of fer2013.npz's `ferplus_columns`, mapped to FER2013 class indices.
-# contempt has no FER2013 class; unknown / NF ("not a face") carry no expression.
+# contempt has no FER2013 class (see CONTEMPT_POLICIES); unknown / NF ("not a face") carry no expression.
 FERPLUS_TO_FER = {"neutral": 6, "happiness": 3, "surprise": 5, "sadness": 4, "anger": 0, "disgust": 1, "fear": 2}
+JUNK_COLUMNS = ("unknown", "NF")
+# What contempt votes become in the product's 7 labels: "drop" ignores them (the other votes renormalise),
+# "neutral" counts them as neutral. training/reports/v4_training.md says which v4 uses and why.
+CONTEMPT_POLICIES = ("drop", "neutral")
 
 UTK_GENDER_TO_OURS = {0: 1, 1: 0}  # UTKFace: 0 = male, 1 = female; ours: GENDERS = (female, male)
 
@@ -54,38 +58,108 @@ class Splits:
     test: FaceSet | None = None
 
 
-def load_fer2013(data_dir: Path, ferplus_mix: float = 0.0, drop_non_faces: bool = False) -> Splits:
-    """FER2013 Training → train, PublicTest → val. Targets: ``emotion`` (hard FER2013 label) and
-    ``emotion_soft`` ((1 - ferplus_mix) · one-hot + ferplus_mix · FER+ vote distribution)."""
-    archive = np.load(data_dir / "fer2013" / "fer2013.npz")
-    if tuple(archive["emotion_names"]) != EMOTIONS:
-        raise ValueError(f"fer2013.npz emotion_names must be {EMOTIONS}, got {tuple(archive['emotion_names'])}")
-    images = torch.from_numpy(archive["X"]).unsqueeze(1)
-    labels = torch.from_numpy(archive["y"].astype(np.int64))
-    votes = archive["ferplus_votes"].astype(np.float32)
-    columns = list(archive["ferplus_columns"])
-
-    ferplus = np.zeros((len(labels), len(EMOTIONS)), np.float32)
+def ferplus_counts(votes: np.ndarray, columns: list[str], contempt: str = "drop") -> np.ndarray:
+    """FER+ votes (N, 10) in ``columns`` order → vote counts (N, 7) over EMOTIONS, contempt per ``contempt``."""
+    if contempt not in CONTEMPT_POLICIES:
+        raise ValueError(f"contempt must be one of {CONTEMPT_POLICIES}, got {contempt!r}")
+    counts = np.zeros((len(votes), len(EMOTIONS)), np.float32)
     for name, fer_index in FERPLUS_TO_FER.items():
-        ferplus[:, fer_index] = votes[:, columns.index(name)]
+        counts[:, fer_index] = votes[:, columns.index(name)]
+    if contempt == "neutral":
+        counts[:, EMOTIONS.index("neutral")] += votes[:, columns.index("contempt")]
+    return counts
+
+
+def junk_vote_share(votes: np.ndarray, columns: list[str]) -> np.ndarray:
+    """Fraction of each image's FER+ votes that say unknown or not-a-face."""
+    junk = votes[:, [columns.index(c) for c in JUNK_COLUMNS]].sum(axis=1)
+    return junk / np.maximum(votes.sum(axis=1), 1)
+
+
+def ferplus_majority(votes: np.ndarray, columns: list[str], fer2013_labels: np.ndarray, contempt: str) -> np.ndarray:
+    """The FER+ majority label used for evaluation: index into EMOTIONS, or -1 for an excluded image.
+
+    The label is the emotion with the most of the 10 FER+ votes (contempt votes per ``contempt``); a tie is
+    broken by the original FER2013 label when it is among the tied emotions, else by EMOTIONS order. An image
+    is excluded when unknown or NF has at least as many votes as that emotion (its majority is junk).
+    """
+    counts = ferplus_counts(votes, columns, contempt)
+    top = counts.max(axis=1)
+    junk_top = votes[:, [columns.index(c) for c in JUNK_COLUMNS]].max(axis=1)
+    label = (counts + 0.5 * np.eye(len(EMOTIONS), dtype=np.float32)[fer2013_labels]).argmax(axis=1)
+    return np.where((top > junk_top) & (top > 0), label, -1)
+
+
+def carve_validation(count: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded split of ``count`` rows into (train, val) positions, each sorted."""
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(seed)).numpy()
+    n_val = round(count * fraction)
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def fer2013_splits(
+    images: np.ndarray,
+    labels: np.ndarray,
+    votes: np.ndarray,
+    columns: list[str],
+    usage: np.ndarray,
+    ferplus_mix: float = 0.0,
+    drop_non_faces: bool = False,
+    contempt: str = "drop",
+    drop_junk_votes: bool = False,
+    val_from_training: float = 0.0,
+    val_seed: int = 2026,
+) -> Splits:
+    """FER2013 as train / val (/ test) sets. Images uint8 (N, 48, 48); labels FER2013 class indices; votes the
+    FER+ votes (N, 10); usage 0 = Training, 1 = PublicTest.
+
+    Targets: ``emotion`` (the FER2013 label), ``emotion_soft`` ((1 - ferplus_mix) · one-hot FER2013 label +
+    ferplus_mix · FER+ vote distribution over the 7 labels), ``ferplus_label`` (ferplus_majority, -1 = none),
+    ``ferplus_votes`` (the raw votes). Without ``val_from_training`` val is PublicTest (v1–v3); with it, val is
+    that seeded fraction of Training and PublicTest becomes the test set. Training images whose FER+ majority is
+    NF (``drop_non_faces``) or whose votes are at least half unknown / NF (``drop_junk_votes``) are left out of
+    train only.
+    """
+    ferplus = ferplus_counts(votes.astype(np.float32), columns, contempt)
     vote_total = ferplus.sum(axis=1, keepdims=True)
     has_votes = vote_total[:, 0] > 0
     ferplus = np.where(has_votes[:, None], ferplus / np.maximum(vote_total, 1), 0.0)
-
-    one_hot = np.eye(len(EMOTIONS), dtype=np.float32)[archive["y"]]
+    one_hot = np.eye(len(EMOTIONS), dtype=np.float32)[labels]
     mix = np.where(has_votes, ferplus_mix, 0.0)[:, None]  # rows without FER+ votes keep their hard label
-    soft = torch.from_numpy((1 - mix) * one_hot + mix * ferplus)
+    soft = torch.from_numpy(((1 - mix) * one_hot + mix * ferplus).astype(np.float32))
 
-    everything = FaceSet(images, {"emotion": labels, "emotion_soft": soft})
-    usage = archive["usage"]
-    train_mask = usage == 0
+    targets = {
+        "emotion": torch.from_numpy(labels.astype(np.int64)),
+        "emotion_soft": soft,
+        "ferplus_label": torch.from_numpy(ferplus_majority(votes, columns, labels, contempt).astype(np.int64)),
+        "ferplus_votes": torch.from_numpy(votes.astype(np.float32)),
+    }
+    everything = FaceSet(torch.from_numpy(images).unsqueeze(1), targets)
+    training = np.flatnonzero(usage == 0)
+    keep = np.ones(len(labels), bool)
     if drop_non_faces:
-        non_face = votes[:, columns.index("NF")] > votes[:, : columns.index("NF")].max(axis=1)
-        train_mask &= ~non_face
+        keep &= ~(votes[:, columns.index("NF")] > votes[:, : columns.index("NF")].max(axis=1))
+    if drop_junk_votes:
+        keep &= junk_vote_share(votes, columns) < 0.5
+    public_test = everything.subset(torch.from_numpy(np.flatnonzero(usage == 1)))
+    if not val_from_training:
+        return Splits(train=everything.subset(torch.from_numpy(training[keep[training]])), val=public_test)
+    train_positions, val_positions = carve_validation(len(training), val_from_training, val_seed)
+    train_rows = training[train_positions]
     return Splits(
-        train=everything.subset(torch.from_numpy(np.flatnonzero(train_mask))),
-        val=everything.subset(torch.from_numpy(np.flatnonzero(usage == 1))),
+        train=everything.subset(torch.from_numpy(train_rows[keep[train_rows]])),
+        val=everything.subset(torch.from_numpy(training[val_positions])),
+        test=public_test,
     )
+
+
+def load_fer2013(data_dir: Path, **options) -> Splits:
+    """FER2013 from ``fer2013.npz`` (options: see fer2013_splits)."""
+    archive = np.load(data_dir / "fer2013" / "fer2013.npz")
+    if tuple(archive["emotion_names"]) != EMOTIONS:
+        raise ValueError(f"fer2013.npz emotion_names must be {EMOTIONS}, got {tuple(archive['emotion_names'])}")
+    columns = [str(c) for c in archive["ferplus_columns"]]
+    return fer2013_splits(archive["X"], archive["y"], archive["ferplus_votes"], columns, archive["usage"], **options)
 
 
 def load_utkface(data_dir: Path, image_size: int, seed: int, val_fraction: float, test_fraction: float, cache_dir: Path) -> Splits:

@@ -29,11 +29,16 @@ class Task(Protocol):
 
 @dataclass(frozen=True)
 class EmotionTask:
-    """7 FER2013 classes; targets may blend the FER2013 label with FER+ votes (``ferplus_mix``)."""
+    """The product's 7 labels; targets blend the FER2013 label with the FER+ vote distribution (``ferplus_mix``;
+    v4 trains mostly on the votes). Options as training/data.py ``fer2013_splits``."""
 
     label_smoothing: float
     ferplus_mix: float = 0.0
     drop_non_faces: bool = False
+    contempt: str = "drop"  # what FER+ contempt votes become: "drop" or "neutral" (data.CONTEMPT_POLICIES)
+    drop_junk_votes: bool = False  # leave out training images whose votes are at least half unknown / NF
+    val_from_training: float = 0.0  # > 0: validate on this seeded fraction of Training, PublicTest becomes test
+    val_seed: int = 2026
     # Knowledge distillation: blend the targets with the averaged predictions of these trained runs.
     teacher_runs: tuple[str, ...] = ()
     teacher_weight: float = 0.0
@@ -42,7 +47,15 @@ class EmotionTask:
     input_size = 48
 
     def load(self, data_dir: Path, cache_dir: Path) -> Splits:
-        splits = load_fer2013(data_dir, self.ferplus_mix, self.drop_non_faces)
+        splits = load_fer2013(
+            data_dir,
+            ferplus_mix=self.ferplus_mix,
+            drop_non_faces=self.drop_non_faces,
+            contempt=self.contempt,
+            drop_junk_votes=self.drop_junk_votes,
+            val_from_training=self.val_from_training,
+            val_seed=self.val_seed,
+        )
         if not self.teacher_runs:
             return splits
         from training.distill import teacher_probabilities  # imports the trainer; only needed here
@@ -57,7 +70,11 @@ class EmotionTask:
 
     def metrics(self, logits, targets):
         predicted = logits["emotion"].argmax(dim=1)
-        return {"accuracy": (predicted == targets["emotion"]).float().mean().item()}
+        result = {"accuracy": (predicted == targets["emotion"]).float().mean().item()}  # against the FER2013 label
+        if "ferplus_label" in targets:
+            scored = targets["ferplus_label"] >= 0
+            result["ferplus_accuracy"] = (predicted[scored] == targets["ferplus_label"][scored]).float().mean().item()
+        return result
 
 
 @dataclass(frozen=True)
@@ -84,7 +101,7 @@ class AgeGenderTask:
 
     def loss(self, logits, targets):
         age_log_probs = F.log_softmax(logits["age"].float(), dim=1)
-        bins = torch.arange(MAX_AGE_BIN + 1, dtype=torch.float32)
+        bins = torch.arange(MAX_AGE_BIN + 1, dtype=torch.float32, device=age_log_probs.device)
         ages = targets["age_years"].clamp(max=MAX_AGE_BIN)
         target = torch.exp(-0.5 * ((bins[None] - ages[:, None]) / self.age_sigma_years) ** 2)
         target = target / target.sum(dim=1, keepdim=True)
@@ -100,7 +117,7 @@ class AgeGenderTask:
 
 
 def expected_age(age_logits: torch.Tensor) -> torch.Tensor:
-    bins = torch.arange(age_logits.shape[1], dtype=torch.float32)
+    bins = torch.arange(age_logits.shape[1], dtype=torch.float32, device=age_logits.device)
     return F.softmax(age_logits.float(), dim=1) @ bins
 
 
