@@ -44,6 +44,9 @@ class ModelServerError(RuntimeError):
 class OutputSpec:
     tensor: str  # the output's name in the Predict response
     labels: tuple[str, ...] | None  # class names, in output order; None for a regression
+    # A calibrated model's probabilities are trustworthy enough for a threshold: a top probability below it
+    # means the label is more often wrong than right (measured on validation data at export). 0: never.
+    uncertain_below: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,9 @@ class ModelSpec:
         rules = {d: CropRule.from_dict(rule) for d, rule in measured.items()} if isinstance(measured, dict) else {}
         described = info["outputs"] if "outputs" in info else {name: info["output"]}
         outputs = {
-            head: OutputSpec(output.get("name", head), tuple(output["labels"]) if "labels" in output else None)
+            head: OutputSpec(
+                output.get("name", head), tuple(output["labels"]) if "labels" in output else None, float(output.get("uncertain_below", 0.0))
+            )
             for head, output in described.items()
         }
         return cls(
@@ -156,6 +161,10 @@ class ModelServerClient:
             if head in spec.outputs and spec.outputs[head].labels is not None:
                 return spec.outputs[head].labels
         raise ModelServerError(f"no model on {self.target} states labels for {head!r}")
+
+    def uncertain_below(self, head: str) -> float:
+        """The top probability under which a head's label is shown as uncertain (0: its model has none)."""
+        return next((spec.outputs[head].uncertain_below for spec in self.specs().values() if head in spec.outputs), 0.0)
 
     def _fetch_specs(self) -> dict[str, ModelSpec]:
         fetched: dict[str, ModelSpec | None] = {}

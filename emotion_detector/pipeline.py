@@ -36,6 +36,12 @@ class Face:
     age_years: float
     gender_probabilities: np.ndarray  # (2,) in GENDERS order
     track_id: int | None = None
+    emotion_uncertain_below: float = 0.0  # the emotion model's calibrated threshold (0: it has none)
+
+    @property
+    def emotion_uncertain(self) -> bool:
+        """The top expression is more often wrong than right at this confidence: shown as uncertain, not as a label."""
+        return bool(self.emotion_probabilities.max() < self.emotion_uncertain_below)
 
     def to_json(self) -> dict:
         emotion = int(np.argmax(self.emotion_probabilities))
@@ -46,6 +52,7 @@ class Face:
             "emotion": {
                 "label": EMOTIONS[emotion],
                 "confidence": round(float(self.emotion_probabilities[emotion]), 4),
+                "uncertain": self.emotion_uncertain,
                 "probabilities": {label: round(float(p), 4) for label, p in zip(EMOTIONS, self.emotion_probabilities, strict=True)},
             },
             "age": {"years": round(float(self.age_years), 1)},
@@ -140,7 +147,14 @@ class FaceAnalyzer:
             found = self.attributes(image, boxes, detector_name)
         timer.timings_ms["total"] = round(sum(timer.timings_ms.values()), 2)
         faces = [
-            Face(tuple(boxes[i].tolist()), float(scores[i]), found.emotion[i], float(found.age_years[i]), found.gender[i])
+            Face(
+                tuple(boxes[i].tolist()),
+                float(scores[i]),
+                found.emotion[i],
+                float(found.age_years[i]),
+                found.gender[i],
+                emotion_uncertain_below=self.client.uncertain_below("emotion"),
+            )
             for i in range(len(boxes))
         ]
         return FrameAnalysis(faces, width, height, timer.timings_ms)
@@ -179,6 +193,7 @@ class LiveSession:
                 float(smoothed.age_years[i]),
                 smoothed.gender[i],
                 None if track_ids[i] < 0 else int(track_ids[i]),
+                self.analyzer.client.uncertain_below("emotion"),
             )
             for i in range(len(detections))
         ]

@@ -5,6 +5,7 @@
 
 const EMOTIONS = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"];
 const COLOURS = { angry: "#e5484d", disgust: "#8e4ec6", fear: "#f76b15", happy: "#30a46c", sad: "#0090ff", surprise: "#ffc53d", neutral: "#8b8d98" };
+const UNCERTAIN_COLOUR = "#d9d9de";  // a face whose top expression is below the model's calibrated threshold
 const SEND_WIDTHS = [320, 480, 640];     // adapted to the measured round trip
 const MAX_IN_FLIGHT = 1;                 // back-pressure: the next frame leaves when the last answer came
 const MIN_INTERVAL_MS = 66, MAX_INTERVAL_MS = 500;
@@ -196,10 +197,16 @@ function draw(now) {
   requestAnimationFrame(draw);
 }
 
+// "neutral 81%", or for a face the model cannot read with confidence "uncertain (maybe sad 38%)".
+function expressionText(emotion) {
+  const named = `${emotion.label} ${(emotion.confidence * 100).toFixed(0)}%`;
+  return emotion.uncertain ? `uncertain (maybe ${named})` : named;
+}
+
 function drawFace(face, x, y, w, h) {
-  const emotion = face.emotion.label, colour = COLOURS[emotion] || "#fff";
+  const emotion = face.emotion.label, colour = face.emotion.uncertain ? UNCERTAIN_COLOUR : COLOURS[emotion] || "#fff";
   context.lineWidth = 3; context.strokeStyle = colour; context.strokeRect(x, y, w, h);
-  const title = `${face.id !== undefined ? "#" + face.id + " " : ""}${emotion} ${(face.emotion.confidence * 100).toFixed(0)}%`;
+  const title = `${face.id !== undefined ? "#" + face.id + " " : ""}${expressionText(face.emotion)}`;
   const detail = `age ~${face.age.years.toFixed(0)} · ${face.gender.label}`;
   context.font = "600 15px system-ui, sans-serif";
   const labelWidth = Math.max(context.measureText(title).width, context.measureText(detail).width) + 12;
@@ -221,8 +228,9 @@ function renderFaceList(faces) {
     const item = document.createElement("li");
     item.className = "face";
     item.dataset.emotion = face.emotion.label;
-    item.textContent = `${face.id !== undefined ? "#" + face.id : "new face"}: ${face.emotion.label} ` +
-      `(${(face.emotion.confidence * 100).toFixed(0)}%), age ~${face.age.years.toFixed(0)}, ${face.gender.label}`;
+    item.dataset.uncertain = face.emotion.uncertain ? "true" : "false";
+    item.textContent = `${face.id !== undefined ? "#" + face.id : "new face"}: ${expressionText(face.emotion)}, ` +
+      `age ~${face.age.years.toFixed(0)}, ${face.gender.label}`;
     return item;
   }));
 }

@@ -3,7 +3,9 @@
 "use strict";
 
 const EMOTIONS = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"];
-const COLOURS = { angry: "#e5484d", disgust: "#8e4ec6", fear: "#f76b15", happy: "#30a46c", sad: "#0090ff", surprise: "#ffc53d", neutral: "#8b8d98" };
+const COLOURS = { angry: "#e5484d", disgust: "#8e4ec6", fear: "#f76b15", happy: "#30a46c", sad: "#0090ff", surprise: "#ffc53d", neutral: "#8b8d98", uncertain: "#d9d9de" };
+// Frames whose top expression is below the model's calibrated threshold are counted as "uncertain", not named.
+const SHOWN = [...EMOTIONS, "uncertain"];
 const SVG = "http://www.w3.org/2000/svg";
 const $ = (id) => document.getElementById(id);
 const id = $("job").dataset.id;
@@ -85,12 +87,13 @@ function chart(person, duration, player) {
 
 function personRow(person) {
   const row = document.createElement("tr");
-  const counts = EMOTIONS.filter((e) => person.expression_counts[e]).map((e) => `${e} ${person.expression_counts[e]}`).join(", ");
+  const counts = SHOWN.filter((e) => person.expression_counts[e]).map((e) => `${e} ${person.expression_counts[e]}`).join(", ");
   [
     `#${person.id}${person.main ? "" : " (brief)"}`,
     `${person.first_seen_s.toFixed(1)}–${person.last_seen_s.toFixed(1)} s`,
     person.frames_seen,
-    `${person.most_common_expression} (${(person.mean_probability[person.most_common_expression] * 100).toFixed(0)}% avg)`,
+    person.most_common_expression === "uncertain" ? "uncertain (no expression clear enough)"
+      : `${person.most_common_expression} (${(person.mean_probability[person.most_common_expression] * 100).toFixed(0)}% avg)`,
     counts,
     `~${person.age.mean_years.toFixed(0)} y`,
     `${person.gender.label} (${(person.gender.confidence * 100).toFixed(0)}%)`,
@@ -104,7 +107,7 @@ function mixChart(mix, duration, player) {
   const step = width / Math.max(1, mix.length);
   mix.forEach((bin, i) => {
     let top = 0;
-    EMOTIONS.forEach((emotion) => {
+    SHOWN.forEach((emotion) => {
       const share = bin.share[emotion];
       if (!share) return;
       svg("rect", { x: i * step, y: top * height, width: Math.max(1, step - 1), height: share * height, fill: COLOURS[emotion] }, plot);

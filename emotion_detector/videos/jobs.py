@@ -123,7 +123,7 @@ def context() -> WorkerContext:
 @functools.cache
 def part_renderer() -> PartRenderer:
     """Created in the pool process on first use (its thread must not cross a fork either)."""
-    return PartRenderer(database().sessions)
+    return PartRenderer(database().sessions, uncertain_below=lambda: context().client.uncertain_below("emotion"))
 
 
 def plan_segments(frame_count: int, fps: float, segment_seconds: float, overlap: int) -> list[tuple[int, int, int]]:
@@ -278,7 +278,8 @@ def finalise(self, video_id: str) -> None:
     folder = parts_dir(source, job_attempt)
     persons = join_tracks(rows)
     people = people_frames(rows, persons)
-    stats = {person: person_stats(frames, fps, analysed) for person, frames in people.items()}
+    uncertain_below = ctx.client.uncertain_below("emotion")
+    stats = {person: person_stats(frames, fps, analysed, uncertain_below) for person, frames in people.items()}
     main = set(main_people(stats))
 
     missing = [(index, frames) for index, frames in segment_frames if not part_path(folder, index).exists()]
@@ -296,7 +297,7 @@ def finalise(self, video_id: str) -> None:
     partial = folder / "annotated.mp4"  # gone with the folder if the job is cancelled, retried or deleted meanwhile
     try:
         specs = ctx.client.specs()
-        timeline = OverlayTimeline(people, hold_frames=every_n)
+        timeline = OverlayTimeline(people, hold_frames=every_n, uncertain_below=uncertain_below)
         with part_renderer().handed_over(video_id):  # this process's thread starts no new part meanwhile
             draw_missing_parts(source, folder, timeline, fps, missing, render_heartbeat, give_up_after_s=PART_HANDOVER_WAIT_S)
         join_parts([(part_path(folder, index), frames.start) for index, frames in segment_frames], partial, fps)
@@ -324,8 +325,9 @@ def finalise(self, video_id: str) -> None:
         "annotated_parts_drawn_while_analysing": f"{len(segment_frames) - len(missing)}/{len(segment_frames)}",
         "detector": ctx.detector.name,
         "models": {name: spec.version for name, spec in specs.items()},
+        "emotion_uncertain_below": uncertain_below,
         "main_people": sorted(main),
-        "group_mix": group_mix(people, fps, duration_s),
+        "group_mix": group_mix(people, fps, duration_s, uncertain_below=uncertain_below),
     }
     with ctx.sessions.begin() as session:
         video = session.get(Video, video_id, with_for_update=True)

@@ -197,8 +197,9 @@ class PartRenderer:
     """One background thread per worker process; ``request(video)`` after a segment is stored, and
     ``handed_over(video)`` around finalising it in the same process."""
 
-    def __init__(self, sessions: sessionmaker[Session], keep_jobs: int = 4) -> None:
+    def __init__(self, sessions: sessionmaker[Session], keep_jobs: int = 4, uncertain_below: Callable[[], float] = lambda: 0.0) -> None:
         self._sessions = sessions
+        self._uncertain_below = uncertain_below  # the emotion model's threshold, asked when a part is drawn
         self._keep_jobs = keep_jobs
         self._queue: queue.Queue[str] = queue.Queue()
         self._progress: dict[str, _Progress] = {}
@@ -283,7 +284,7 @@ class PartRenderer:
                 for row in progress.recent_rows[index]
                 if earliest <= row.frame_index < segment.end
             ]
-            timeline = OverlayTimeline(people_frames(nearby, progress.joiner.persons), hold_frames)
+            timeline = OverlayTimeline(people_frames(nearby, progress.joiner.persons), hold_frames, self._uncertain_below())
             frames = range(segment.start, segment.end)
             claim = PartClaim(target)
             try:

@@ -33,6 +33,7 @@ class Label:
     person: int
     observation: PersonFrame
     probabilities: np.ndarray  # smoothed expression probabilities
+    uncertain: bool = False  # the top one is below the emotion model's calibrated threshold
 
 
 class OverlayTimeline:
@@ -41,8 +42,9 @@ class OverlayTimeline:
     unbroken run. A frame's labels depend only on observations at most ``lookback_frames`` before it, so
     the video can be drawn in parts, each part from the observations around it alone."""
 
-    def __init__(self, people: dict[int, list[PersonFrame]], hold_frames: int) -> None:
+    def __init__(self, people: dict[int, list[PersonFrame]], hold_frames: int, uncertain_below: float = 0.0) -> None:
         self.hold_frames = hold_frames
+        self.uncertain_below = uncertain_below
         self._people = {person: (np.array([f.frame_index for f in frames]), frames) for person, frames in people.items() if frames}
         self._emotions = {person: np.array([f.emotion for f in frames], dtype=np.float64) for person, (_, frames) in self._people.items()}
         # Who may be on screen in each block of frames: a long video with many people passing through
@@ -67,7 +69,7 @@ class OverlayTimeline:
             while first > latest - SMOOTH_OVER + 1 and first > 0 and indices[first] - indices[first - 1] <= self.hold_frames:
                 first -= 1
             probabilities = self._emotions[person][first : latest + 1].mean(axis=0)
-            labels.append(Label(person, frames[latest], probabilities))
+            labels.append(Label(person, frames[latest], probabilities, bool(probabilities.max() < self.uncertain_below)))
         return labels
 
 
@@ -138,7 +140,8 @@ def _draw(image: np.ndarray, label: Label) -> None:
     cv2.rectangle(image, (x1, y1), (x2, y2), colour, thickness)
     top = int(np.argmax(probabilities))
     female = observation.female_probability
-    label = f"#{person} {EMOTIONS[top]} {probabilities[top]:.0%} | ~{observation.age_years:.0f} y {'F' if female >= 0.5 else 'M'}"
+    expression = f"uncertain (maybe {EMOTIONS[top]})" if label.uncertain else f"{EMOTIONS[top]} {probabilities[top]:.0%}"
+    label = f"#{person} {expression} | ~{observation.age_years:.0f} y {'F' if female >= 0.5 else 'M'}"
     scale = max(0.4, image.shape[1] / 1600)
     (width, height), baseline = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
     y = max(height + baseline + 2, y1 - 4)

@@ -125,6 +125,7 @@ class VideoService:
         with self.sessions() as session:
             stats = {p.person: p.stats for p in session.scalars(select(Person).where(Person.video_id == video_id).order_by(Person.person))}
         main = set(video.summary["main_people"])
+        uncertain_below = video.summary.get("emotion_uncertain_below", 0.0)
         return {
             "id": video.id,
             "status": video.status,
@@ -142,7 +143,8 @@ class VideoService:
                     **stats[person],
                     # One face object (DESIGN.md §2) per analysed frame, with where it is in the video.
                     "timeline": [
-                        {"frame": f.frame_index, "time_s": round(f.frame_index / video.fps, 3), **f.face(person).to_json()} for f in frames
+                        {"frame": f.frame_index, "time_s": round(f.frame_index / video.fps, 3), **f.face(person, uncertain_below).to_json()}
+                        for f in frames
                     ],
                 }
                 for person, frames in people.items()
@@ -154,7 +156,7 @@ class VideoService:
         video = self.get(video_id)
         if video.status != "done":
             raise Conflict(f"video {video_id} is {video.status}; results exist once it is done")
-        return to_csv(csv_rows(self._people_frames(video_id), video.fps))
+        return to_csv(csv_rows(self._people_frames(video_id), video.fps, video.summary.get("emotion_uncertain_below", 0.0)))
 
     def annotated_path(self, video_id: str) -> Path:
         video = self.get(video_id)

@@ -112,10 +112,12 @@ class PersonFrame:
     female_probability: float
     score: float  # the detector's confidence
 
-    def face(self, person: int) -> Face:
+    def face(self, person: int, uncertain_below: float = 0.0) -> Face:
         """The face object of DESIGN.md §2 for this frame."""
         female = self.female_probability
-        return Face(self.box_xyxy, self.score, np.asarray(self.emotion), self.age_years, np.array([female, 1 - female]), track_id=person)
+        return Face(
+            self.box_xyxy, self.score, np.asarray(self.emotion), self.age_years, np.array([female, 1 - female]), person, uncertain_below
+        )
 
 
 def people_frames(rows: list[Row], persons: dict[tuple[int, int], int]) -> dict[int, list[PersonFrame]]:
@@ -131,10 +133,21 @@ def people_frames(rows: list[Row], persons: dict[tuple[int, int], int]) -> dict[
     return {person: [by_frame[f] for f in sorted(by_frame)] for person, by_frame in sorted(frames.items())}
 
 
-def person_stats(frames: list[PersonFrame], fps: float, analysed_frames: int) -> dict:
+UNCERTAIN = "uncertain"  # a frame whose top expression is below the model's calibrated threshold
+
+
+def shown_expressions(probabilities: np.ndarray, uncertain_below: float) -> list[str]:
+    """Per frame, the expression shown: the top label, or ``uncertain`` when its probability is below the
+    emotion model's calibrated threshold (such a label is more often wrong than right)."""
+    top = probabilities.argmax(axis=1)
+    return [EMOTIONS[i] if p >= uncertain_below else UNCERTAIN for i, p in zip(top, probabilities.max(axis=1), strict=True)]
+
+
+def person_stats(frames: list[PersonFrame], fps: float, analysed_frames: int, uncertain_below: float = 0.0) -> dict:
     probabilities = np.array([f.emotion for f in frames], dtype=np.float64)
     top = probabilities.argmax(axis=1)
-    counts = Counter(EMOTIONS[i] for i in top)
+    counts = Counter(shown_expressions(probabilities, uncertain_below))
+    confident = Counter({label: n for label, n in counts.items() if label != UNCERTAIN})
     female = float(np.mean([f.female_probability for f in frames]))
     ages = np.array([f.age_years for f in frames])
     return {
@@ -144,8 +157,9 @@ def person_stats(frames: list[PersonFrame], fps: float, analysed_frames: int) ->
         "last_frame": frames[-1].frame_index,
         "frames_seen": len(frames),
         "share_of_analysed_frames": round(len(frames) / max(1, analysed_frames), 4),
-        "expression_counts": {label: counts.get(label, 0) for label in EMOTIONS},
-        "most_common_expression": counts.most_common(1)[0][0],
+        # frames per expression shown; frames too uncertain to name one are counted apart
+        "expression_counts": {label: counts.get(label, 0) for label in (*EMOTIONS, UNCERTAIN)},
+        "most_common_expression": (confident or counts).most_common(1)[0][0],
         # mean probability the model gave each expression over this person's frames
         "mean_probability": {label: round(float(probabilities[:, i].mean()), 4) for i, label in enumerate(EMOTIONS)},
         # mean confidence on the frames where that expression was the top label
@@ -157,18 +171,20 @@ def person_stats(frames: list[PersonFrame], fps: float, analysed_frames: int) ->
     }
 
 
-def group_mix(people: dict[int, list[PersonFrame]], fps: float, duration_s: float, bin_s: float = 1.0) -> list[dict]:
-    """Per time bin, the share of each top expression over every face seen in that bin."""
+def group_mix(
+    people: dict[int, list[PersonFrame]], fps: float, duration_s: float, bin_s: float = 1.0, uncertain_below: float = 0.0
+) -> list[dict]:
+    """Per time bin, the share of each expression shown (``uncertain`` included) over every face seen in that bin."""
     bins: dict[int, Counter] = defaultdict(Counter)
     for frames in people.values():
-        for frame in frames:
-            bins[int(frame.frame_index / fps // bin_s)][EMOTIONS[int(np.argmax(frame.emotion))]] += 1
+        shown = shown_expressions(np.array([f.emotion for f in frames], dtype=np.float64), uncertain_below)
+        for frame, expression in zip(frames, shown, strict=True):
+            bins[int(frame.frame_index / fps // bin_s)][expression] += 1
     mix = []
     for b in range(int(np.ceil(duration_s / bin_s))):
         total = sum(bins[b].values())
-        mix.append(
-            {"start_s": round(b * bin_s, 3), "faces": total, "share": {e: round(bins[b][e] / total, 4) if total else 0.0 for e in EMOTIONS}}
-        )
+        share = {e: round(bins[b][e] / total, 4) if total else 0.0 for e in (*EMOTIONS, UNCERTAIN)}
+        mix.append({"start_s": round(b * bin_s, 3), "faces": total, "share": share})
     return mix
 
 
@@ -187,6 +203,7 @@ CSV_COLUMNS = [
     "y2",
     "emotion",
     "confidence",
+    "emotion_uncertain",
     *[f"p_{e}" for e in EMOTIONS],
     "age_years",
     "gender",
@@ -194,7 +211,7 @@ CSV_COLUMNS = [
 ]
 
 
-def csv_rows(people: dict[int, list[PersonFrame]], fps: float) -> Iterator[list]:
+def csv_rows(people: dict[int, list[PersonFrame]], fps: float, uncertain_below: float = 0.0) -> Iterator[list]:
     for person, frames in people.items():
         for f in frames:
             top = int(np.argmax(f.emotion))
@@ -206,6 +223,7 @@ def csv_rows(people: dict[int, list[PersonFrame]], fps: float) -> Iterator[list]
                 *f.box_xyxy,
                 EMOTIONS[top],
                 f.emotion[top],
+                f.emotion[top] < uncertain_below,
                 *f.emotion,
                 f.age_years,
                 "female" if female >= 0.5 else "male",

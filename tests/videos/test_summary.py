@@ -6,10 +6,11 @@ import pytest
 
 from emotion_detector.labels import EMOTIONS
 from emotion_detector.videos.jobs import plan_segments
-from emotion_detector.videos.summary import Row, join_tracks, main_people, people_frames, person_stats
+from emotion_detector.videos.summary import Row, csv_rows, group_mix, join_tracks, main_people, people_frames, person_stats
 
 HAPPY = tuple(0.9 if e == "happy" else 0.1 / 6 for e in EMOTIONS)
 SAD = tuple(0.7 if e == "sad" else 0.05 for e in EMOTIONS)
+UNSURE = tuple(0.4 if e == "sad" else 0.1 for e in EMOTIONS)  # sad on top, but at 40 %
 
 
 def test_segments_cover_every_frame_once_and_overlap_their_neighbour():
@@ -55,3 +56,20 @@ def test_a_face_that_appears_only_in_the_next_segment_is_a_new_person():
 def test_brief_sightings_are_not_main_people():
     stats = {1: {"frames_seen": 90, "share_of_analysed_frames": 0.9}, 2: {"frames_seen": 2, "share_of_analysed_frames": 0.02}}
     assert main_people(stats) == [1]
+
+
+def test_frames_below_the_models_threshold_count_as_uncertain_not_as_their_top_expression():
+    rows = rows_for(0, 1, range(0, 4), x=0, owned_until=99, emotion=UNSURE) + rows_for(0, 1, range(4, 6), x=0, owned_until=99, emotion=SAD)
+    people = people_frames(rows, join_tracks(rows))
+    stats = person_stats(people[1], fps=10, analysed_frames=6, uncertain_below=0.5)
+    assert stats["expression_counts"]["uncertain"] == 4 and stats["expression_counts"]["sad"] == 2
+    assert stats["most_common_expression"] == "sad"  # the most common expression that was clear enough to name
+    assert person_stats(people[1][:4], fps=10, analysed_frames=6, uncertain_below=0.5)["most_common_expression"] == "uncertain"
+    assert person_stats(people[1], fps=10, analysed_frames=6)["expression_counts"]["sad"] == 6  # a model without a threshold
+    (first_second,) = group_mix(people, fps=10, duration_s=0.6, uncertain_below=0.5)
+    assert first_second["share"]["uncertain"] == pytest.approx(4 / 6, abs=1e-4)
+    assert first_second["share"]["sad"] == pytest.approx(2 / 6, abs=1e-4)
+    flags = [row[9] for row in csv_rows(people, fps=10, uncertain_below=0.5)]
+    assert flags == [True] * 4 + [False] * 2
+    faces = [frame.face(1, uncertain_below=0.5).to_json()["emotion"] for frame in people[1]]
+    assert [f["uncertain"] for f in faces] == flags and {f["label"] for f in faces} == {"sad"}  # the JSON keeps the label and probabilities
