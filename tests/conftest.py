@@ -87,11 +87,10 @@ def model_server(tmp_path_factory) -> RunningServer:
     stop(server.process)
 
 
-@pytest.fixture(scope="session")
-def fake_camera(shared_dir, tmp_path_factory) -> Path:
-    """single_face.mp4 as Motion JPEG, which Chromium can play as a webcam."""
-    path = tmp_path_factory.mktemp("camera") / "single_face.mjpeg"
-    capture = cv2.VideoCapture(str(shared_dir / "media" / "videos" / "single_face.mp4"))
+def video_as_mjpeg(video: Path, folder: Path) -> Path:
+    """A video as Motion JPEG, which Chromium can play as a webcam."""
+    path = folder / f"{video.stem}.mjpeg"
+    capture = cv2.VideoCapture(str(video))
     with open(path, "wb") as out:
         while True:
             ok, frame = capture.read()
@@ -99,3 +98,9 @@ def fake_camera(shared_dir, tmp_path_factory) -> Path:
                 break
             out.write(cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes())
     return path
+
+
+@pytest.fixture(scope="session")
+def fake_camera(shared_dir, tmp_path_factory) -> Path:
+    """single_face.mp4 as the webcam."""
+    return video_as_mjpeg(shared_dir / "media" / "videos" / "single_face.mp4", tmp_path_factory.mktemp("camera"))

@@ -55,6 +55,13 @@ def test_labels_are_smoothed_and_disappear_after_the_hold(people):
     assert [len(timeline.labels_at(f)) for f in range(6)] == [1, 1, 1, 1, 1, 0]
 
 
+def test_a_label_below_the_models_threshold_is_drawn_as_uncertain():
+    frames = [observation(0, 10, top=3), observation(1, 10, top=3), observation(2, 10, top=5)]
+    assert not OverlayTimeline({1: frames}, hold_frames=2, uncertain_below=0.4).labels_at(0)[0].uncertain  # 0.7
+    assert OverlayTimeline({1: frames}, hold_frames=2, uncertain_below=0.5).labels_at(2)[0].uncertain  # smoothed: 0.48 on top
+    assert not OverlayTimeline({1: frames}, hold_frames=2).labels_at(2)[0].uncertain  # a model without a threshold
+
+
 def test_people_far_apart_in_time_are_each_drawn_only_around_their_own_frames():
     timeline = OverlayTimeline(
         {1: [observation(f, 10, top=0) for f in range(0, 10)], 2: [observation(f, 300, top=1) for f in range(600, 610)]}, hold_frames=2

@@ -9,6 +9,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from emotion_detector.labels import EMOTIONS
 from tests.browser import ARTIFACTS, chromium
+from tests.conftest import video_as_mjpeg
 
 
 def listed_faces(browser) -> list[dict]:
@@ -92,5 +93,23 @@ def test_live_page_sends_smaller_frames_while_answers_are_slow_and_climbs_back_w
         browser.execute_script("window.answerDelayMs = 0;")
         WebDriverWait(browser, 6).until(lambda b: sending(b).startswith("640×") and int(sending(b).split()[-2]) <= 100)
         assert listed_faces(browser)  # and it kept labelling the face all along
+    finally:
+        browser.quit()
+
+
+def test_live_page_shows_a_face_it_cannot_read_as_uncertain(web, shared_dir, tmp_path):
+    """Two real people tilting their heads; for the woman the expression model's calibrated confidence stays
+    below its threshold: the page says "uncertain (maybe ...)" for her instead of a confident label."""
+    camera = video_as_mjpeg(shared_dir / "media" / "videos" / "head-pose-face-detection-female-and-male.mp4", tmp_path)
+    browser = chromium(tmp_path, camera, allow_camera=True)
+    try:
+        browser.get(web.url)
+        browser.find_element(By.ID, "start").click()
+        uncertain = WebDriverWait(browser, 20).until(lambda b: [f for f in listed_faces(b) if "uncertain (maybe" in f["text"]] or None)
+        assert uncertain[0]["emotion"] in EMOTIONS  # the label stays in the data, shown as a guess
+        assert browser.execute_script("return document.querySelectorAll('#faces li[data-uncertain=\"true\"]').length") >= 1
+        ARTIFACTS.mkdir(exist_ok=True)
+        browser.save_screenshot(str(ARTIFACTS / "live-chromium-uncertain.png"))
+        shutil.copy(ARTIFACTS / "live-chromium-uncertain.png", tmp_path / "live-chromium-uncertain.png")
     finally:
         browser.quit()
