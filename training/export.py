@@ -8,7 +8,9 @@
     python -m training.export runs/emo-v1 --version 1 --int8        # int8, calibrated on training faces
 
 The ONNX output is checked against PyTorch on real validation images before anything is written; an int8
-model is checked against its float32 original the same way (agreement is recorded in model.json).
+model is checked against its float32 original the same way (agreement is recorded in model.json). A checkpoint
+with a temperature for a head (``calibration``) gets it inside the graph and an uncertain threshold chosen on its
+validation split, both described in model.json (``calibration``; ``uncertain_below`` beside the output's labels).
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ from emotion_detector.detection import DetectorOptions, FaceDetector, HaarDetect
 from emotion_detector.labels import EMOTIONS, GENDERS
 from training.config import TrainConfig
 from training.crop_calibration import calibrate
-from training.data import FaceSet, default_data_dir, shared_dir
+from training.data import FaceSet, Splits, default_data_dir, shared_dir
+from training.metrics import ECE_BINS, expected_calibration_error, softmax, uncertain_figures, uncertain_threshold
 from training.onnx_graphs import select_outputs
 from training.train import PIXEL_MEAN, PIXEL_STD, build, normalise
 
@@ -67,11 +70,13 @@ SPECS = {
 
 class ServingGraph(nn.Module):
     """NHWC normalised images in (TF Serving's convention), one post-processed output per head out. With
-    ``flip_average`` the mirrored face is scored too and the probabilities averaged."""
+    ``flip_average`` the mirrored face is scored too and the probabilities averaged. A head with a temperature
+    gives softmax(logits / T): the calibration ships inside the graph, so every client gets calibrated figures."""
 
-    def __init__(self, network: nn.Module, heads: tuple[str, ...], flip_average: bool):
+    def __init__(self, network: nn.Module, heads: tuple[str, ...], flip_average: bool, temperatures: dict[str, float] | None = None):
         super().__init__()
         self.network, self.heads, self.flip_average = network, heads, flip_average
+        self.temperatures = dict(temperatures or {})
 
     def forward(self, images_nhwc: torch.Tensor) -> tuple[torch.Tensor, ...]:
         x = images_nhwc.permute(0, 3, 1, 2)
@@ -79,7 +84,8 @@ class ServingGraph(nn.Module):
         logits = self.network(torch.cat([x, torch.flip(x, dims=[3])]) if self.flip_average else x)
         outputs = []
         for head in self.heads:
-            probabilities = F.softmax(logits[head], dim=1)
+            scaled = logits[head] / self.temperatures[head] if head in self.temperatures else logits[head]
+            probabilities = F.softmax(scaled, dim=1)
             if self.flip_average:
                 probabilities = (probabilities[:n] + probabilities[n:]) / 2
             if head == "age":
@@ -106,11 +112,14 @@ def export(run_dir: Path, version: int, models_dir: Path, flip_average: bool, in
     task, _ = build(config)
     splits = task.load(Path(config.data_dir) if config.data_dir else default_data_dir(), Path(config.cache_dir))
     sample = normalise(splits.val.images[:64]).permute(0, 2, 3, 1).contiguous()
-    graph = ServingGraph(network, tuple(task.heads), flip_average).eval()
+    fitted = state.get("calibration", {})
+    temperatures = {head: fitted[f"{head}_temperature"] for head in task.heads if f"{head}_temperature" in fitted}
+    graph = ServingGraph(network, tuple(task.heads), flip_average, temperatures).eval()
     full = to_onnx(graph, sample)
     precision = {"weights": "float32"}
     if int8:
         full, precision = quantize_int8(full, calibration_faces(splits.train), validation_faces(splits.val))
+    calibration = {head: describe_calibration(full, head, temperature, splits, config, state) for head, temperature in temperatures.items()}
     metadata = {
         "version": version,
         "input": _input_metadata(task, measure_face_crops(splits.val)),
@@ -119,12 +128,83 @@ def export(run_dir: Path, version: int, models_dir: Path, flip_average: bool, in
             "run": config.run_name,
             "architecture": config.model,
             "model_args": config.model_args,
+            "task_args": config.task_args,
+            **({"recipe": state["recipe"]} if "recipe" in state else {}),
             "epochs": state["epoch"] + 1,
-            "final_validation": state["metrics"],
+            "final_validation": _final_validation(state["metrics"]),
             "weights": "exponential moving average" if weights == "ema" else "last step",
         },
+        "calibration": calibration,
     }
     return write_models(full, SPECS[config.task], metadata, precision, models_dir)
+
+
+def _final_validation(metrics: dict) -> dict:
+    """The checkpoint's validation figures: flat ones as they are; of the GPU recipe's nested reports (which also
+    hold test-set figures, not for model.json), the validation accuracy and ECE per label set."""
+    if "val" not in metrics:
+        return metrics
+    return {
+        f"val_{labels}_{key}": values[key]
+        for labels, values in metrics["val"].items()
+        for key in ("accuracy", f"ece_{ECE_BINS}_bins")
+        if isinstance(values, dict) and key in values
+    }
+
+
+# What a head's uncertain threshold is judged against on the validation split: the label the product promises.
+CALIBRATION_TARGETS = {
+    "emotion": ("ferplus_label", "the FER+ majority label (training/data.py ferplus_majority)"),
+    "gender": ("gender", "the UTKFace gender label"),
+}
+UNCERTAIN_RULE = (
+    "a face is uncertain when its calibrated top probability is below uncertain_below: the largest threshold "
+    "(0.01 steps) at which the validation faces below it are right against {target} at most half of the time, "
+    "so what is shown as uncertain is more often wrong than right"
+)
+
+
+def describe_calibration(
+    model_proto: onnx.ModelProto, head: str, temperature: float, splits: Splits, config: TrainConfig, state: dict
+) -> dict:
+    """model.json's calibration of one head: the temperature in the graph and the uncertain threshold, chosen on
+    the validation split (never the test set) with the exported file itself, and what both give there."""
+    if splits.test is None:
+        raise ValueError(
+            f"{config.run_name}: its validation split is also its test set, so a threshold chosen on it would be "
+            "chosen on the test set; train with a separate validation split (task option val_from_training)"
+        )
+    target, target_text = CALIBRATION_TARGETS[head]
+    session = ort.InferenceSession(model_proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    faces = normalise(splits.val.images).permute(0, 2, 3, 1).contiguous().numpy()
+    probabilities = np.concatenate([session.run([head], {"image": faces[i : i + 512]})[0] for i in range(0, len(faces), 512)])
+    labels = splits.val.targets[target].numpy()
+    threshold = uncertain_threshold(probabilities, labels)
+    # softmax(T * log p) = softmax(logits): the uncalibrated figures from the served output, for comparison
+    raw = softmax(np.log(np.maximum(probabilities, 1e-30)) * temperature)
+    scored = labels >= 0
+    split = dict(config.task_args)
+    where = f"{round(100 * split['val_from_training'])} % of Training, seed {split['val_seed']}, " if "val_from_training" in split else ""
+    validation = {
+        "n": int(scored.sum()),
+        "accuracy": round(float((probabilities[scored].argmax(axis=1) == labels[scored]).mean()), 4),
+        f"ece_{ECE_BINS}_bins_before": round(expected_calibration_error(raw[scored], labels[scored]), 4),
+        f"ece_{ECE_BINS}_bins": round(expected_calibration_error(probabilities[scored], labels[scored]), 4),
+    }
+    if threshold is not None:
+        figures = uncertain_figures(probabilities, labels, threshold)
+        validation |= {key: figures[key] for key in ("n_uncertain", "share_uncertain", "accuracy_uncertain", "accuracy_confident")}
+    fitted_on = state["calibration"].get("fitted_on", "the validation split")
+    described = {
+        "method": "temperature scaling",
+        "temperature": temperature,
+        "fitted_on": f"{fitted_on}: {where}{len(splits.val):,} faces",
+        "uncertain_below": threshold,
+        "rule": UNCERTAIN_RULE.format(target=target_text),
+        "validation": validation,
+    }
+    print(f"calibration of {head}: {described}")
+    return described
 
 
 def to_onnx(graph: ServingGraph, sample: torch.Tensor) -> onnx.ModelProto:
@@ -291,7 +371,9 @@ def _input_metadata(task, face_crop: dict) -> dict:
 
 def _metadata(spec: ExportSpec, shared: dict, precision: dict) -> dict:
     """model.json: a single-output model says ``output`` (with its name), a multi-output one ``outputs`` by name."""
-    described = {output.name: _output_metadata(output) for output in spec.outputs}
+    per_head = shared.get("calibration", {})
+    calibration = {output.name: per_head[output.head] for output in spec.outputs if output.head in per_head}
+    described = {output.name: _output_metadata(output, calibration.get(output.name)) for output in spec.outputs}
     if len(spec.outputs) == 1:
         outputs = {"output": {"name": spec.outputs[0].name, **described[spec.outputs[0].name]}}
     else:
@@ -307,15 +389,21 @@ def _metadata(spec: ExportSpec, shared: dict, precision: dict) -> dict:
         "version": shared["version"],
         "input": shared["input"],
         **outputs,
+        # one output's calibration at the top level; a multi-output model's by output name
+        **({"calibration": next(iter(calibration.values())) if len(spec.outputs) == 1 else calibration} if calibration else {}),
         "flip_average": shared["flip_average"],
         "precision": precision,
         "training": shared["training"],
     }
 
 
-def _output_metadata(output: ModelOutput) -> dict:
+def _output_metadata(output: ModelOutput, calibration: dict | None) -> dict:
     if output.labels:
-        return {"dtype": "float32", "shape": [-1, len(output.labels)], "labels": list(output.labels)}
+        described = {"dtype": "float32", "shape": [-1, len(output.labels)], "labels": list(output.labels)}
+        # clients read the threshold beside the labels; an output without one is never uncertain
+        if calibration and calibration["uncertain_below"] is not None:
+            described["uncertain_below"] = calibration["uncertain_below"]
+        return described
     return {"dtype": "float32", "shape": [-1], "unit": "years"}
 
 

@@ -129,3 +129,39 @@ def age_gender_report(predicted_years: np.ndarray, gender_probabilities: np.ndar
         "by_gender": {g: cell(genders == i) for i, g in enumerate(GENDERS)},
         "by_age_band": bands,
     }
+
+
+def uncertain_threshold(probabilities: np.ndarray, labels: np.ndarray, step: float = 0.01, max_accuracy: float = 0.5) -> float | None:
+    """The largest threshold t (a multiple of ``step``) such that the faces whose top probability is below t are
+    right at most ``max_accuracy`` of the time, over the rows whose label is >= 0: what a client shows as
+    uncertain is then more often wrong than right. None when no threshold flags any face under that rule."""
+    scored = labels >= 0
+    confidence = probabilities[scored].max(axis=1)
+    correct = probabilities[scored].argmax(axis=1) == labels[scored]
+    chosen = None
+    for threshold in np.round(np.arange(1, round(1 / step) + 1) * step, 6):
+        below = confidence < threshold
+        if below.any() and correct[below].mean() <= max_accuracy:
+            chosen = float(threshold)
+    return chosen
+
+
+def uncertain_figures(probabilities: np.ndarray, labels: np.ndarray, threshold: float) -> dict:
+    """Share and accuracy of the faces below ``threshold`` (flagged uncertain), and the accuracy of the rest,
+    over the rows whose label is >= 0."""
+    scored = labels >= 0
+    confidence = probabilities[scored].max(axis=1)
+    correct = probabilities[scored].argmax(axis=1) == labels[scored]
+    below = confidence < threshold
+
+    def accuracy(mask: np.ndarray) -> float | None:
+        return round(float(correct[mask].mean()), 4) if mask.any() else None
+
+    return {
+        "threshold": threshold,
+        "n": int(scored.sum()),
+        "n_uncertain": int(below.sum()),
+        "share_uncertain": round(float(below.mean()), 4),
+        "accuracy_uncertain": accuracy(below),
+        "accuracy_confident": accuracy(~below),
+    }

@@ -11,9 +11,9 @@ import torch
 
 from emotion_detector.labels import EMOTIONS
 from training.data import fer2013_splits, ferplus_majority
-from training.export import load_trained
+from training.export import export, load_trained
 from training.gpu_recipe import collect, fold_contempt, main, save_pack
-from training.metrics import expected_calibration_error, fit_temperature, softmax
+from training.metrics import expected_calibration_error, fit_temperature, softmax, uncertain_figures, uncertain_threshold
 from training.tasks import AgeGenderTask
 
 COLUMNS = ["neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt", "unknown", "NF"]
@@ -70,6 +70,43 @@ def test_temperature_scaling_finds_the_temperature_that_made_the_labels():
     assert expected_calibration_error(softmax(logits, 2.0), labels) < 0.03 < expected_calibration_error(softmax(logits), labels)
 
 
+def faces_with(confidence_and_correct: list[tuple[float, bool]]) -> tuple[np.ndarray, np.ndarray]:
+    """Two-class probabilities whose top probability (class 0) is each given confidence, and labels that make
+    the top label right or wrong as given."""
+    confidence = np.array([c for c, _ in confidence_and_correct])
+    labels = np.array([0 if right else 1 for _, right in confidence_and_correct])
+    return np.stack([confidence, 1 - confidence], axis=1), labels
+
+
+@pytest.mark.parametrize(
+    ("faces", "expected"),
+    [
+        # below 0.70: 1 right of 2 (half: still uncertain); below 0.71: 2 of 3 right
+        ([(0.55, False), (0.6, True), (0.7, True), (0.9, True)], 0.7),
+        ([(0.55, True), (0.6, True), (0.9, True)], None),  # the least confident face is right: nothing to flag
+        ([(0.55, False), (0.6, False), (0.9, False)], 1.0),  # always wrong: always uncertain
+        # right at most half the time below 0.56-0.61 and again below 0.81-0.85: the largest t, not the first run's end
+        ([(0.55, False), (0.6, True), (0.65, True), (0.8, False), (0.85, True), (0.9, True)], 0.85),
+    ],
+)
+def test_uncertain_threshold_is_the_largest_below_which_faces_are_right_at_most_half_the_time(faces, expected):
+    probabilities, labels = faces_with(faces)
+    assert uncertain_threshold(probabilities, labels) == expected
+
+
+def test_uncertain_figures_leave_out_unlabelled_faces():
+    probabilities, labels = faces_with([(0.55, False), (0.6, True), (0.7, True), (0.9, True), (0.5, True)])
+    labels[-1] = -1  # no FER+ majority
+    assert uncertain_figures(probabilities, labels, 0.7) == {
+        "threshold": 0.7,
+        "n": 4,
+        "n_uncertain": 2,
+        "share_uncertain": 0.5,
+        "accuracy_uncertain": 0.5,
+        "accuracy_confident": 1.0,
+    }
+
+
 def synthetic_pack(path):
     rng = np.random.default_rng(0)
     n_fer, n_utk = 320, 160
@@ -111,3 +148,28 @@ def test_the_recipe_trains_teachers_and_students_that_export_can_load(tmp_path):
     assert sorted(p.parent.name for p in (tmp_path / "back").glob("*/last.pt")) == ["ag-v4-d50", "emo-v4-m25d", "emo-v4-m25n"]
     _, _, state = load_trained(tmp_path / "back" / "emo-v4-m25n", weights="raw")  # model = the EMA weights
     assert state["model_is_ema"] and (tmp_path / "back" / "logs.tar.gz").exists()
+
+
+@pytest.mark.slow
+def test_a_calibrated_checkpoint_exports_its_temperature_and_uncertain_threshold(shared_dir, tmp_path):
+    pack, out = tmp_path / "pack.npz", tmp_path / "out"
+    synthetic_pack(pack)
+    recipe = ["--device", "cpu", "--smoke", "--in-process", "--tasks", "emotion", "--emotion-teachers", "1"]
+    main(["train", "--pack", str(pack), "--out", str(out), *recipe, "--emotion-students", "0.15:neutral"])
+    _, network, state = load_trained(out / "emo-v4-m15n")
+
+    (directory,) = export(out / "emo-v4-m15n", version=4, models_dir=tmp_path / "models", flip_average=False)  # checks ONNX == torch
+    info = json.loads((directory / "model.json").read_text())
+    calibration = info["calibration"]
+    temperature = state["calibration"]["emotion_temperature"]
+    assert calibration["temperature"] == temperature and calibration["method"] == "temperature scaling"
+    assert "Training" in calibration["fitted_on"] and calibration["validation"]["n"] > 0
+    assert info["output"].get("uncertain_below") == calibration["uncertain_below"]  # where clients read it
+
+    import onnxruntime as ort
+
+    faces = torch.rand(4, 48, 48, 1) * 2 - 1
+    served = ort.InferenceSession(str(directory / "model.onnx")).run(None, {"image": faces.numpy()})[0]
+    with torch.no_grad():
+        logits = network(faces.permute(0, 3, 1, 2))["emotion"].numpy()
+    np.testing.assert_allclose(served, softmax(logits, temperature), atol=1e-5)
