@@ -5,12 +5,17 @@ same machine, because absolute times depend on the CPU and on what else runs on 
 
     python -m training.cost training/configs/emotion_v4.toml            # vs configs/emotion.toml (v3)
     python -m training.cost training/configs/age_gender_v4.toml --reference training/configs/age_gender.toml
+    python -m training.cost --shipped serving/models/emotion/4 serving/models/emotion/3   # the shipped files
+
+``--shipped`` times the committed model files themselves (int8 as served) with one and two threads, one face
+and eight faces per call.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import json
 import statistics
 import tempfile
 import time
@@ -87,21 +92,21 @@ def quantized(model: onnx.ModelProto, shape: tuple[int, int, int]) -> onnx.Model
         return onnx.load(str(int8))
 
 
-def ms_per_face(model: onnx.ModelProto, shape: tuple[int, int, int], repeats: int, threads: int = 2) -> float:
-    """Median wall time of one single-face call, in milliseconds."""
+def ms_per_face(model: onnx.ModelProto, shape: tuple[int, int, int], repeats: int, threads: int = 2, batch: int = 1) -> float:
+    """Median wall time of one call with ``batch`` faces, divided by ``batch``, in milliseconds."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    face = np.random.default_rng(0).uniform(-1, 1, (1, *shape)).astype(np.float32)
+    faces = np.random.default_rng(0).uniform(-1, 1, (batch, *shape)).astype(np.float32)
     for _ in range(20):
-        session.run(None, {"image": face})
+        session.run(None, {"image": faces})
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
-        session.run(None, {"image": face})
+        session.run(None, {"image": faces})
         times.append((time.perf_counter() - started) * 1000)
-    return statistics.median(times)
+    return statistics.median(times) / batch
 
 
 def compare(candidate: TrainConfig, reference: TrainConfig, repeats: int = 300, rounds: int = 3) -> dict[str, float]:
@@ -125,13 +130,61 @@ def compare(candidate: TrainConfig, reference: TrainConfig, repeats: int = 300, 
     return result
 
 
+def compare_shipped(
+    candidate: Path,
+    reference: Path,
+    repeats: int = 200,
+    rounds: int = 3,
+    threads: tuple[int, ...] = (1, 2),
+    batches: tuple[int, ...] = (1, 8),
+) -> list[dict]:
+    """Time per face of two shipped model directories (model.onnx as served) per thread count and batch size,
+    interleaved over ``rounds`` and the best round kept, so that load from other work hits both alike."""
+    models = {}
+    for name, directory in (("candidate", candidate), ("reference", reference)):
+        _batch, height, width, channels = json.loads((directory / "model.json").read_text())["input"]["shape"]
+        models[name] = (onnx.load(str(directory / "model.onnx")), (height, width, channels))
+    rows = []
+    for thread_count in threads:
+        for batch in batches:
+            timings: dict[str, list[float]] = {name: [] for name in models}
+            for _ in range(rounds):
+                for name, (model, shape) in models.items():
+                    timings[name].append(ms_per_face(model, shape, repeats, thread_count, batch))
+            best = {name: min(values) for name, values in timings.items()}
+            rows.append(
+                {
+                    "threads": thread_count,
+                    "batch": batch,
+                    "candidate_ms_per_face": round(best["candidate"], 4),
+                    "reference_ms_per_face": round(best["reference"], 4),
+                    "ratio": round(best["candidate"] / best["reference"], 3),
+                }
+            )
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config", type=Path, help="TOML config of the candidate")
+    parser.add_argument("config", type=Path, nargs="?", help="TOML config of the candidate")
+    parser.add_argument("--shipped", type=Path, nargs=2, metavar=("CANDIDATE_DIR", "REFERENCE_DIR"), help="time two shipped models")
     parser.add_argument("--reference", type=Path, default=Path("training/configs/emotion.toml"), help="TOML config of v3")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key of the candidate")
     parser.add_argument("--repeats", type=int, default=300)
     args = parser.parse_args(argv)
+    if args.shipped:
+        from training.evaluate import cpu_description  # reads /proc/cpuinfo only
+
+        candidate, reference = args.shipped
+        print(f"{candidate} vs {reference} on {cpu_description()['model_name']}, ms per face (int8 as shipped):")
+        for row in compare_shipped(candidate, reference, args.repeats):
+            print(
+                f"{row['threads']} thread(s), batch {row['batch']}: {row['candidate_ms_per_face']:.3f} vs "
+                f"{row['reference_ms_per_face']:.3f} ms = {row['ratio']:.2f}x"
+            )
+        return
+    if args.config is None:
+        parser.error("give a config or --shipped CANDIDATE_DIR REFERENCE_DIR")
     torch.set_num_threads(1)
     result = compare(TrainConfig.load(args.config, args.set), TrainConfig.load(args.reference), args.repeats)
     for key, value in result.items():
