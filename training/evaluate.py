@@ -1,11 +1,13 @@
 """Evaluate the *shipped* ONNX models (serving/models/<name>/<version>/) on held-out data, beside the
 third-party baselines on the same images, and write a report and model card per model.
 
-    python -m training.evaluate                     # highest version of emotion, age, gender and age_gender
+    python -m training.evaluate                     # every emotion version; the served age, gender and age_gender
     python -m training.evaluate --models emotion --no-baselines
 
-Held-out data: FER2013 PublicTest for emotion; for age and gender the seeded UTKFace test split
-(training/data.py, ``split_seed``) that training never sees. Baselines (from $EMOTION_SHARED_DIR/models):
+Held-out data: FER2013 PublicTest for emotion (against the FER+ majority label and the FER2013 label, with
+ECE, the faces each version's ``uncertain_below`` flags, and the newest version's time per face against each
+earlier one's); for age and gender the seeded UTKFace test split (training/data.py, ``split_seed``) that
+training never sees. Baselines (from $EMOTION_SHARED_DIR/models):
 mini-XCEPTION (Keras, run on the torch backend, no TensorFlow) and the CC0 dlib age / gender ONNX models.
 """
 
@@ -24,7 +26,8 @@ import numpy as np
 import onnxruntime as ort
 
 from emotion_detector.labels import EMOTIONS, GENDERS
-from training.data import UTK_GENDER_TO_OURS, default_data_dir, shared_dir, utkface_split_files
+from training.data import UTK_GENDER_TO_OURS, default_data_dir, ferplus_majority, shared_dir, utkface_split_files
+from training.metrics import ECE_BINS, emotion_report, uncertain_figures
 from training.model_cards import write_model_card
 
 REPORTS_DIR = Path(__file__).parent / "reports"
@@ -54,27 +57,81 @@ class ShippedModel:
         return {name: np.concatenate([batch[i] for batch in batches]) for i, name in enumerate(names)}
 
 
+def shipped_versions(models_dir: Path, name: str) -> list[ShippedModel]:
+    """Every shipped version of a model, newest (the one served by default) first."""
+    versions = sorted((int(p.name) for p in (models_dir / name).iterdir() if p.name.isdigit()), reverse=True)
+    return [
+        ShippedModel(
+            name, version, models_dir / name / str(version), json.loads((models_dir / name / str(version) / "model.json").read_text())
+        )
+        for version in versions
+    ]
+
+
 def latest(models_dir: Path, name: str) -> ShippedModel:
-    versions = sorted(int(p.name) for p in (models_dir / name).iterdir() if p.name.isdigit())
-    directory = models_dir / name / str(versions[-1])
-    return ShippedModel(name, versions[-1], directory, json.loads((directory / "model.json").read_text()))
+    return shipped_versions(models_dir, name)[0]
 
 
 # ---- emotion ---------------------------------------------------------------------------------------------
 
+# Every version is scored against the same FER+ majority labels: contempt votes count as neutral, as v4 is
+# trained (training/reports/v4_training.md), so contempt faces are not left out of any version's figures.
+EVALUATION_CONTEMPT = "neutral"
 
-def evaluate_emotion(model: ShippedModel, with_baseline: bool) -> dict:
+
+def _public_test() -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """FER2013 PublicTest: faces uint8 (N, 48, 48), FER2013 labels, FER+ votes (N, 10) and their column names."""
     archive = np.load(default_data_dir() / "fer2013" / "fer2013.npz")
     public_test = archive["usage"] == 1
-    faces, labels = archive["X"][public_test], archive["y"][public_test].astype(int)
-    ours = model.predict(faces[..., None]).argmax(axis=1)
-    result = {"split": "FER2013 PublicTest", "n": len(labels), "ours": _classification_metrics(labels, ours, EMOTIONS)}
+    columns = [str(c) for c in archive["ferplus_columns"]]
+    return archive["X"][public_test], archive["y"][public_test].astype(int), archive["ferplus_votes"][public_test], columns
+
+
+def evaluate_emotion(model: ShippedModel, with_baseline: bool) -> dict:
+    faces, labels, votes, columns = _public_test()
+    uncertain_below = model.metadata["output"].get("uncertain_below")  # as the web client reads it
+    ours = emotion_figures(model.predict(faces[..., None]), labels, votes, columns, uncertain_below)
+    ferplus = ferplus_majority(votes, columns, labels, EVALUATION_CONTEMPT)
+    result = {
+        "split": "FER2013 PublicTest",
+        "n": len(labels),
+        "ferplus_excluded_junk_majority": int((ferplus < 0).sum()),
+        "ours": ours,
+        "labels_disagree": _label_sets_compared(labels, ferplus),
+    }
     if with_baseline:
-        baseline = _mini_xception_baseline(faces).argmax(axis=1)
-        result["baseline"] = {"name": "mini-XCEPTION (fer_mini_xception/emotion_model.hdf5)"} | _classification_metrics(
-            labels, baseline, EMOTIONS
-        )
+        baseline = emotion_figures(_mini_xception_baseline(faces), labels, votes, columns, None)
+        result["baseline"] = {"name": "mini-XCEPTION (fer_mini_xception/emotion_model.hdf5)"} | baseline
     return result
+
+
+def emotion_figures(
+    probabilities: np.ndarray, labels: np.ndarray, votes: np.ndarray, columns: list[str], uncertain_below: float | None
+) -> dict:
+    """training.metrics.emotion_report (both label sets, ECE, per class), the faces a threshold flags as
+    uncertain (against the FER+ majority; None without a threshold) and the FER+ confusion matrix."""
+    figures = emotion_report(probabilities, labels, votes, columns, EVALUATION_CONTEMPT)
+    ferplus = ferplus_majority(votes, columns, labels, EVALUATION_CONTEMPT)
+    figures["uncertain"] = uncertain_figures(probabilities, ferplus, uncertain_below) if uncertain_below else None
+    scored = ferplus >= 0
+    confusion = np.zeros((len(EMOTIONS), len(EMOTIONS)), dtype=int)
+    np.add.at(confusion, (ferplus[scored], probabilities[scored].argmax(axis=1)), 1)
+    figures["ferplus_majority_confusion"] = confusion.tolist()
+    return figures
+
+
+def _label_sets_compared(fer2013: np.ndarray, ferplus: np.ndarray) -> dict:
+    """Per FER2013 label: how often the FER+ majority of the same face agrees, and how often it says neutral."""
+    scored = ferplus >= 0
+    compared = {}
+    for index, label in enumerate(EMOTIONS):
+        faces = scored & (fer2013 == index)
+        compared[label] = {
+            "n": int(faces.sum()),
+            "ferplus_same": round(float((ferplus[faces] == index).mean()), 4),
+            "ferplus_neutral": round(float((ferplus[faces] == EMOTIONS.index("neutral")).mean()), 4),
+        }
+    return compared
 
 
 def _mini_xception_baseline(faces: np.ndarray) -> np.ndarray:
@@ -205,7 +262,7 @@ def _age_metrics(truth: np.ndarray, predicted: np.ndarray) -> dict:
     }
 
 
-def _confusion_png(confusion: np.ndarray, labels: tuple[str, ...], path: Path) -> None:
+def _confusion_png(confusion: np.ndarray, labels: tuple[str, ...], path: Path, truth: str, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -217,7 +274,7 @@ def _confusion_png(confusion: np.ndarray, labels: tuple[str, ...], path: Path) -
     axes.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
     axes.set_yticks(range(len(labels)), labels)
     axes.set_xlabel("predicted")
-    axes.set_ylabel("true (FER2013 label)")
+    axes.set_ylabel(f"true ({truth})")
     for i in range(len(labels)):
         for j in range(len(labels)):
             axes.text(
@@ -229,7 +286,7 @@ def _confusion_png(confusion: np.ndarray, labels: tuple[str, ...], path: Path) -
                 fontsize=7,
                 color="white" if rates[i, j] > 0.5 else "black",
             )
-    axes.set_title("Emotion model on FER2013 PublicTest (row-normalised)")
+    axes.set_title(title)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
@@ -251,6 +308,8 @@ def cpu_description() -> dict:
 
 
 def render_report(name: str, model: ShippedModel, result: dict) -> str:
+    if name == "emotion":
+        return render_emotion_report(result)
     ours, baseline = result["ours"], result.get("baseline")
     lines = [f"# {name} v{model.version} — evaluation on {result['split']} (n = {result['n']})", ""]
     lines.append("Generated by `python -m training.evaluate`; the numbers below are the exported ONNX model as served.")
@@ -284,8 +343,6 @@ def render_report(name: str, model: ShippedModel, result: dict) -> str:
         for label, stats in ours["per_class"].items():
             other = baseline["per_class"][label]["recall"] if baseline else "—"
             lines.append(f"| {label} | {stats['precision']} | {stats['recall']} | {stats['f1']} | {stats['support']} | {other} |")
-        if name == "emotion":
-            lines += ["", "![confusion matrix](emotion_confusion.png)"]
     if baseline:
         lines += ["", f"Baseline: {baseline['name']}, same images."]
     return "\n".join(lines) + "\n"
@@ -293,6 +350,93 @@ def render_report(name: str, model: ShippedModel, result: dict) -> str:
 
 def model_sha256(model: ShippedModel) -> str:
     return hashlib.sha256((model.directory / "model.onnx").read_bytes()).hexdigest()
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.1f} %"
+
+
+def render_emotion_report(report: dict) -> str:
+    """Every shipped version (newest, the served one, first) and the baseline on both label sets."""
+    rows = [(f"v{report['model']['version']} (served)", report["ours"])]
+    rows += [(f"v{earlier['model']['version']}", earlier["ours"]) for earlier in report.get("earlier_versions", [])]
+    baseline = report.get("baseline")
+    ece = f"ece_{ECE_BINS}_bins"
+    cpu = report["cpu"]
+    ferplus_n = report["n"] - report["ferplus_excluded_junk_majority"]
+    lines = [
+        f"# emotion — every shipped version on {report['split']} (n = {report['n']})",
+        "",
+        "Generated by `python -m training.evaluate --models emotion`; the figures are the exported ONNX files as served.",
+        f"Measured on {cpu['model_name']} (AVX-512 VNNI: {'yes' if cpu['avx512_vnni'] else 'no'}).",
+        "",
+        f"- **FER+ majority**: the emotion with the most of the 10 FER+ votes, contempt counted as neutral, ties broken by the "
+        "FER2013 label when it is among the tied (training/data.py `ferplus_majority`); the "
+        f"{report['ferplus_excluded_junk_majority']} faces whose majority is unknown / not-a-face are left out (n = {ferplus_n}).",
+        f"- **FER2013 label**: the original label (n = {report['n']}).",
+        f"- **ECE**: top label, {ECE_BINS} equal-width bins, against the FER+ majority, of the probabilities as served.",
+        "- **Uncertain**: faces whose top probability is below the version's `uncertain_below` (model.json; chosen on "
+        "validation faces, never on these); share of the FER+-scored faces, and the accuracy of those and of the rest.",
+        "",
+        "| model | FER+ majority | FER2013 label | ECE | uncertain below | uncertain share | accuracy uncertain | accuracy rest |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for title, ours in rows + ([(baseline["name"], baseline)] if baseline else []):
+        uncertain = ours.get("uncertain")
+        flagged = (
+            f"{uncertain['threshold']} | {_pct(uncertain['share_uncertain'])} | {_pct(uncertain['accuracy_uncertain'])} "
+            f"| {_pct(uncertain['accuracy_confident'])}"
+            if uncertain
+            else "none | — | — | —"
+        )
+        lines.append(
+            f"| {title} | **{_pct(ours['ferplus_majority']['accuracy'])}** | {_pct(ours['fer2013']['accuracy'])} "
+            f"| {ours['ferplus_majority'][ece]} | {flagged} |"
+        )
+    names = [title.split(" ")[0] for title, _ in rows] + (["baseline"] if baseline else [])
+    columns = [ours for _, ours in rows] + ([baseline] if baseline else [])
+    for labels, heading in (("ferplus_majority", "FER+ majority"), ("fer2013", "FER2013 label")):
+        lines += [
+            "",
+            f"Per class against the {heading} (recall = accuracy on the faces of that class; calibration error: classwise, "
+            f"{ECE_BINS} bins):",
+            "",
+            "| class | support | " + " | ".join(f"{n} recall | {n} precision | {n} calib. error" for n in names) + " |",
+            "|---|---|" + "---|---|---|" * len(names),
+        ]
+        for label in EMOTIONS:
+            cells = [ours[labels]["per_class"][label] for ours in columns]
+            lines.append(
+                f"| {label} | {cells[0]['support']} | "
+                + " | ".join(f"{_pct(c['recall'])} | {_pct(c['precision'])} | {c[f'calibration_error_{ECE_BINS}_bins']}" for c in cells)
+                + " |"
+            )
+    lines += [
+        "",
+        "The two label sets disagree on many faces: per FER2013 label, how often the FER+ majority of the same face agrees "
+        "and how often it says neutral (which is why a model trained on the FER+ votes scores lower on FER2013 labels):",
+        "",
+        "| FER2013 label | n | FER+ majority agrees | FER+ majority neutral |",
+        "|---|---|---|---|",
+    ]
+    for label, compared in report["labels_disagree"].items():
+        lines.append(f"| {label} | {compared['n']} | {_pct(compared['ferplus_same'])} | {_pct(compared['ferplus_neutral'])} |")
+    for reference, timing in report.get("time_per_face_vs", {}).items():
+        lines += [
+            "",
+            f"Time per face, v{report['model']['version']} vs v{reference} (int8 files as shipped, ONNX Runtime on this CPU, "
+            f"best of 3 interleaved rounds; `python -m training.cost --shipped serving/models/emotion/{report['model']['version']} "
+            f"serving/models/emotion/{reference}`):",
+            "",
+            f"| threads | faces per call | v{report['model']['version']} ms/face | v{reference} ms/face | ratio |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['threads']} | {r['batch']} | {r['candidate_ms_per_face']} | {r['reference_ms_per_face']} | {r['ratio']}× |"
+            for r in timing
+        ]
+    lines += ["", f"![confusion matrix](emotion_confusion.png) (v{report['model']['version']}, against the FER+ majority)", ""]
+    return "\n".join(lines)
 
 
 EVALUATORS = {"emotion": evaluate_emotion, "age": evaluate_age, "gender": evaluate_gender, "age_gender": evaluate_age_gender}
@@ -305,20 +449,50 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-baselines", action="store_true")
     args = parser.parse_args(argv)
     REPORTS_DIR.mkdir(parents=True, exist_ok=True)
+    cpu = cpu_description()
     for name in args.models:
-        model = latest(args.models_dir, name)
-        result = EVALUATORS[name](model, with_baseline=not args.no_baselines)
-        result["model"] = {"version": model.version, "sha256": model_sha256(model)}  # which file these figures are about
-        result["cpu"] = cpu_description()
-        (REPORTS_DIR / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
-        (REPORTS_DIR / f"{name}.md").write_text(render_report(name, model, result))
+        # Every emotion version is reported (issue 14 compares them); the others report the served one.
+        models = shipped_versions(args.models_dir, name) if name == "emotion" else [latest(args.models_dir, name)]
+        results = []
+        for model in models:
+            result = EVALUATORS[name](model, with_baseline=not args.no_baselines and model is models[0])
+            result["model"] = {"version": model.version, "sha256": model_sha256(model)}  # which file these figures are about
+            result["cpu"] = cpu
+            results.append(result)
+            print(f"{name} v{model.version} on {result['split']} (n={result['n']}): {_headline_figures(result['ours'])}")
+        report = results[0]
+        if "baseline" in report:
+            print(f"{name} baseline: {_headline_figures(report['baseline'])}")
+        if len(results) > 1:
+            from training.cost import compare_shipped  # builds on torch; only this step needs it
+
+            report["earlier_versions"] = [{"model": r["model"], "ours": r["ours"]} for r in results[1:]]
+            report["time_per_face_vs"] = {str(m.version): compare_shipped(models[0].directory, m.directory) for m in models[1:]}
+            for reference, rows in report["time_per_face_vs"].items():
+                ratios = ", ".join(f"{r['threads']} thread(s) batch {r['batch']}: {r['ratio']}x" for r in rows)
+                print(f"{name} time per face v{models[0].version} vs v{reference} on {cpu['model_name']}: {ratios}")
+        (REPORTS_DIR / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+        (REPORTS_DIR / f"{name}.md").write_text(render_report(name, models[0], report))
         if name == "emotion":
-            _confusion_png(np.array(result["ours"]["confusion"]), EMOTIONS, REPORTS_DIR / "emotion_confusion.png")
-        write_model_card(model.directory, name, model.metadata, result)
-        flat = {**result["ours"].get("age", {}), **result["ours"].get("gender", {}), **result["ours"]}
-        headline = {k: v for k, v in flat.items() if k in ("accuracy", "macro_f1", "mae_years", "within_5_years")}
-        base = {k: v for k, v in result.get("baseline", {}).items() if k in headline}
-        print(f"{name} v{model.version} on {result['split']} (n={result['n']}): ours {headline}  baseline {base}")
+            confusion = np.array(report["ours"]["ferplus_majority_confusion"])
+            title = f"Emotion v{models[0].version} on FER2013 PublicTest (row-normalised)"
+            _confusion_png(confusion, EMOTIONS, REPORTS_DIR / "emotion_confusion.png", "FER+ majority label", title)
+        for model, result in zip(models, results, strict=True):
+            card = {**result, "baseline": report.get("baseline"), "time_per_face_vs": report.get("time_per_face_vs")}
+            write_model_card(model.directory, name, model.metadata, card if model is models[0] else {**card, "time_per_face_vs": None})
+
+
+def _headline_figures(ours: dict) -> dict:
+    if "ferplus_majority" in ours:
+        uncertain = ours.get("uncertain") or {}
+        return {
+            "ferplus_majority": ours["ferplus_majority"]["accuracy"],
+            "fer2013": ours["fer2013"]["accuracy"],
+            f"ece_{ECE_BINS}_bins": ours["ferplus_majority"][f"ece_{ECE_BINS}_bins"],
+            **{k: uncertain[k] for k in ("threshold", "share_uncertain", "accuracy_uncertain", "accuracy_confident") if k in uncertain},
+        }
+    flat = {**ours.get("age", {}), **ours.get("gender", {}), **ours}
+    return {k: v for k, v in flat.items() if k in ("accuracy", "macro_f1", "mae_years", "within_5_years")}
 
 
 if __name__ == "__main__":

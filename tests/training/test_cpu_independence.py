@@ -7,6 +7,7 @@ overflow. QEMU's user-mode emulator runs this same Python and ONNX Runtime on an
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shutil
@@ -17,24 +18,29 @@ import numpy as np
 import pytest
 
 from tests.conftest import SHIPPED_MODELS
-from training.evaluate import _read_rgb, _split_args, _utk_test_set, latest
+from training.evaluate import _read_rgb, _split_args, _utk_test_set, latest, shipped_versions
 
 pytestmark = pytest.mark.slow
 
 EMULATED_CPU = "Haswell"  # AVX2 without any AVX-512: the path the 2013-2017 Intel and the pre-Zen 4 AMD CPUs take
-OUTPUTS_OF_AGE_GENDER = ("age_gender/age", "age_gender/gender")
-FACES = {"emotion": 96, "age": 32, "gender": 32, "age_gender": 64}  # emulation is ~100x slower: about 40 s in all
+FACES = {"emotion": 96, "age": 32, "gender": 32, "age_gender": 64}  # emulation is ~100x slower: about 50 s in all
+# The newest (served) version of every model, and the earlier emotion versions (all still served by number).
+VERSIONS = {name: [latest(SHIPPED_MODELS, name).version] for name in FACES} | {
+    "emotion": [model.version for model in shipped_versions(SHIPPED_MODELS, "emotion")]
+}
 
 # Run under the emulator: ONNX Runtime only (fewer imports to emulate), one thread like a small server.
+# argv: faces.npz (inputs by model name), results.npz, models dir, then NAME/VERSION per model to run.
 RUN_MODELS = """
 import sys, numpy as np, onnxruntime as ort
 inputs, results = np.load(sys.argv[1]), {}
 options = ort.SessionOptions()
 options.intra_op_num_threads = 1
-for name in inputs.files:
-    session = ort.InferenceSession(f"{sys.argv[3]}/{name}/{sys.argv[4]}/model.onnx", options, providers=["CPUExecutionProvider"])
+for model in sys.argv[4:]:
+    name = model.split("/")[0]
+    session = ort.InferenceSession(f"{sys.argv[3]}/{model}/model.onnx", options, providers=["CPUExecutionProvider"])
     for output, value in zip(session.get_outputs(), session.run(None, {"image": inputs[name]})):
-        results[f"{name}/{output.name}"] = value
+        results[f"{model}/{output.name}"] = value
 np.savez(sys.argv[2], **results)
 """
 
@@ -59,16 +65,20 @@ def held_out_faces(shared_dir) -> dict[str, np.ndarray]:
     rgb = _read_rgb(paths[: max(FACES[n] for n in ("age", "gender", "age_gender"))], 64)
     faces = {}
     for name, count in FACES.items():
-        model = latest(SHIPPED_MODELS, name)
-        norm = model.metadata["input"]["normalization"]
         pixels = grey if name == "emotion" else rgb[:count]
-        assert pixels.shape[1:] == tuple(model.metadata["input"]["shape"][1:]), name
+        checked = [model for model in shipped_versions(SHIPPED_MODELS, name) if model.version in VERSIONS[name]]
+        preprocessing = {json.dumps({key: model.metadata["input"][key] for key in ("shape", "normalization")}) for model in checked}
+        assert len(preprocessing) == 1, f"{name}: the versions checked preprocess differently, {preprocessing}"
+        described = json.loads(preprocessing.pop())
+        norm = described["normalization"]
+        assert pixels.shape[1:] == tuple(described["shape"][1:]), name
         faces[name] = ((pixels.astype(np.float32) / 255 - norm["mean"]) / norm["std"]).astype(np.float32)
     return faces
 
 
-def run_models(prefix: list[str], inputs_path, outputs_path, version: int) -> dict[str, np.ndarray]:
-    command = [*prefix, sys.executable, "-c", RUN_MODELS, str(inputs_path), str(outputs_path), str(SHIPPED_MODELS), str(version)]
+def run_models(prefix: list[str], inputs_path, outputs_path) -> dict[str, np.ndarray]:
+    models = [f"{name}/{version}" for name, versions in VERSIONS.items() for version in versions]
+    command = [*prefix, sys.executable, "-c", RUN_MODELS, str(inputs_path), str(outputs_path), str(SHIPPED_MODELS), *models]
     finished = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, finished.stderr[-3000:]
     with np.load(outputs_path) as outputs:
@@ -76,12 +86,12 @@ def run_models(prefix: list[str], inputs_path, outputs_path, version: int) -> di
 
 
 def test_the_shipped_models_give_the_same_results_on_an_avx2_only_cpu(shared_dir, qemu, tmp_path):
-    versions = {latest(SHIPPED_MODELS, name).version for name in FACES}
-    assert len(versions) == 1, f"expected one version of every model, got {versions}"
     np.savez(tmp_path / "faces.npz", **held_out_faces(shared_dir))
-    native = run_models([], tmp_path / "faces.npz", tmp_path / "native.npz", *versions)
-    emulated = run_models([qemu, "-cpu", EMULATED_CPU], tmp_path / "faces.npz", tmp_path / "emulated.npz", *versions)
-    assert native.keys() == emulated.keys() == {"emotion/probabilities", "age/years", "gender/probabilities", *OUTPUTS_OF_AGE_GENDER}
+    native = run_models([], tmp_path / "faces.npz", tmp_path / "native.npz")
+    emulated = run_models([qemu, "-cpu", EMULATED_CPU], tmp_path / "faces.npz", tmp_path / "emulated.npz")
+    outputs = {"emotion": ["probabilities"], "age": ["years"], "gender": ["probabilities"], "age_gender": ["age", "gender"]}
+    expected = {f"{name}/{version}/{output}" for name, versions in VERSIONS.items() for version in versions for output in outputs[name]}
+    assert native.keys() == emulated.keys() == expected
     failures = []
     for key, here in native.items():
         there = emulated[key]
