@@ -120,6 +120,9 @@ class _NoModels:
     def specs(self) -> dict:
         return {}
 
+    def uncertain_below(self, head: str) -> float:
+        return 0.0
+
 
 def retry_job(ctx: jobs.Database, video_id: str) -> None:
     """VideoService.retry, and the new run's start: the job runs again as a new attempt."""
