@@ -17,7 +17,6 @@ import argparse
 import io
 import json
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
@@ -63,33 +62,10 @@ def onnx_model(config: TrainConfig) -> tuple[onnx.ModelProto, tuple[int, int, in
 
 
 def quantized(model: onnx.ModelProto, shape: tuple[int, int, int]) -> onnx.ModelProto:
-    """Static int8 QDQ convolutions as the export does (random calibration faces: only the timing matters here)."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    """The shipped int8 form (training.export), calibrated on random faces: only the timing matters here."""
+    from training.export import shipped_int8_form
 
-    class Faces(CalibrationDataReader):
-        def __init__(self):
-            rng = np.random.default_rng(0)
-            self.batches = iter([{"image": rng.uniform(-1, 1, (8, *shape)).astype(np.float32)} for _ in range(4)])
-
-        def get_next(self):
-            return next(self.batches, None)
-
-    with tempfile.TemporaryDirectory() as tmp:
-        fp32, prepared, int8 = Path(tmp) / "fp32.onnx", Path(tmp) / "prepared.onnx", Path(tmp) / "int8.onnx"
-        onnx.save(model, str(fp32))
-        quant_pre_process(str(fp32), str(prepared))
-        quantize_static(
-            str(prepared),
-            str(int8),
-            Faces(),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            op_types_to_quantize=["Conv"],
-        )
-        return onnx.load(str(int8))
+    return shipped_int8_form(model, np.random.default_rng(0).uniform(-1, 1, (32, *shape)).astype(np.float32))
 
 
 def ms_per_face(model: onnx.ModelProto, shape: tuple[int, int, int], repeats: int, threads: int = 2, batch: int = 1) -> float:

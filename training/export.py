@@ -267,6 +267,30 @@ def quantize_int8(model_proto: onnx.ModelProto, calibration: np.ndarray, validat
     """Static int8 quantisation of the convolutions (QDQ, per-channel weights, activation ranges from real
     training faces): about 2x faster on this CPU. Refuses a result that strays from the float32 model on
     validation faces; the agreement is measured per output."""
+    quantized = shipped_int8_form(model_proto, calibration)
+    names = [output.name for output in model_proto.graph.output]
+    reference, result = (
+        ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(names, {"image": validation})
+        for m in (model_proto, quantized)
+    )
+    agreement = {name: _agreement(expected, got) for name, expected, got in zip(names, reference, result, strict=True)}
+    print(f"int8 vs float32 on {len(validation)} validation faces: {agreement}")
+    for name, measured in agreement.items():
+        if measured.get("mean_abs_difference_years", 0) > 1.0:
+            raise RuntimeError(f"the int8 model's {name!r} strays too far from float32: {measured}")
+        # Near-uniform outputs (an untrained model) may swap their top label on noise; their distance stays tiny.
+        if "same_top_label" in measured and measured["same_top_label"] < 0.95 and measured["mean_total_variation"] > 0.01:
+            raise RuntimeError(f"the int8 model's {name!r} strays too far from float32: {measured}")
+    precision = {
+        "weights": PRECISION_TEXT,
+        "calibrated_on_training_faces": len(calibration),
+        "agreement_with_float32_on_validation": {"faces": len(validation), **agreement},
+    }
+    return quantized, precision
+
+
+def shipped_int8_form(model_proto: onnx.ModelProto, calibration: np.ndarray) -> onnx.ModelProto:
+    """The int8 form every shipped model has (PRECISION_TEXT), activation ranges from ``calibration`` (NHWC faces)."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -293,26 +317,7 @@ def quantize_int8(model_proto: onnx.ModelProto, calibration: np.ndarray, validat
             weight_type=QuantType.QInt8,
             op_types_to_quantize=["Conv"],  # the bulk of the work; the small dense head and softmax stay float32
         )
-        quantized = onnx.load(str(int8))
-    names = [output.name for output in model_proto.graph.output]
-    reference, result = (
-        ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(names, {"image": validation})
-        for m in (model_proto, quantized)
-    )
-    agreement = {name: _agreement(expected, got) for name, expected, got in zip(names, reference, result, strict=True)}
-    print(f"int8 vs float32 on {len(validation)} validation faces: {agreement}")
-    for name, measured in agreement.items():
-        if measured.get("mean_abs_difference_years", 0) > 1.0:
-            raise RuntimeError(f"the int8 model's {name!r} strays too far from float32: {measured}")
-        # Near-uniform outputs (an untrained model) may swap their top label on noise; their distance stays tiny.
-        if "same_top_label" in measured and measured["same_top_label"] < 0.95 and measured["mean_total_variation"] > 0.01:
-            raise RuntimeError(f"the int8 model's {name!r} strays too far from float32: {measured}")
-    precision = {
-        "weights": PRECISION_TEXT,
-        "calibrated_on_training_faces": len(calibration),
-        "agreement_with_float32_on_validation": {"faces": len(validation), **agreement},
-    }
-    return quantized, precision
+        return onnx.load(str(int8))
 
 
 def _agreement(expected: np.ndarray, got: np.ndarray) -> dict:
