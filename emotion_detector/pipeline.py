@@ -176,7 +176,7 @@ class LiveSession:
 
     def process(self, data: bytes) -> FrameAnalysis:
         timer = Timer()
-        image, scale, detections = self.run_cpu_bound(lambda: self._decode_and_detect(data, timer))
+        image, scale, detections, (width, height) = self.run_cpu_bound(lambda: self._decode_and_detect(data, timer))
         with timer.stage("track"):
             track_ids = self.tracker.update(detections)
         with timer.stage("models"):
@@ -197,12 +197,11 @@ class LiveSession:
             )
             for i in range(len(detections))
         ]
-        width, height = image_size(data)
         return FrameAnalysis(faces, width, height, timer.timings_ms)
 
-    def _decode_and_detect(self, data: bytes, timer: Timer) -> tuple[np.ndarray, float, sv.Detections]:
-        """The decoded image, how many frame pixels one of its pixels spans (1, or about 2), and the faces in
-        frame pixels.
+    def _decode_and_detect(self, data: bytes, timer: Timer) -> tuple[np.ndarray, float, sv.Detections, tuple[int, int]]:
+        """The decoded image, how many frame pixels one of its pixels spans (1, or about 2), the faces in
+        frame pixels, and the frame's (width, height).
 
         A detector with a fixed input size (BlazeFace: 128 px) finds the same faces in a half-size decode,
         which takes a third of the time. The face crops need the resolution, though: a face narrower than
@@ -211,7 +210,8 @@ class LiveSession:
         half_size = self.analyzer.detector.fixed_input_side_px is not None
         with timer.stage("decode"):
             image = decode_image(data, self.analyzer.frame_limits, half_size=half_size)
-        scale = image_size(data)[0] / image.shape[1]
+        size = image_size(data)
+        scale = size[0] / image.shape[1]
         with timer.stage("detect"):
             detections = self.analyzer.detect(image, self.detection_sizer.side_for(image))
             self.detection_sizer.update(detections)
@@ -224,4 +224,4 @@ class LiveSession:
             if sides.min() < self.analyzer.full_resolution_below_face_px():
                 with timer.stage("decode"):
                     image, scale = decode_image(data, self.analyzer.frame_limits), 1.0
-        return image, scale, detections
+        return image, scale, detections, size

@@ -59,7 +59,7 @@ def test_a_small_face_is_cropped_from_the_full_size_frame(sessions, shared_dir):
     half, _ = sessions
     frame = cv2.imdecode(np.frombuffer(video_frames_as_jpeg(shared_dir / "media" / "videos" / "single_face.mp4")[0], np.uint8), 1)
     small = cv2.imencode(".jpg", cv2.resize(frame, (320, 180), interpolation=cv2.INTER_AREA))[1].tobytes()
-    image, scale, detections = half._decode_and_detect(small, Timer())
+    image, scale, detections, _size = half._decode_and_detect(small, Timer())
     width = detections.xyxy[0, 2] - detections.xyxy[0, 0]
     assert width < half.analyzer.full_resolution_below_face_px()
     assert scale == 1.0 and image.shape[:2] == (180, 320)

@@ -22,16 +22,7 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 
 def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:
     """Top-label ECE: |accuracy − mean confidence| per equal-width confidence bin, weighted by the bin's share."""
-    confidence = probabilities.max(axis=1)
-    correct = probabilities.argmax(axis=1) == labels
-    edges = np.linspace(0, 1, bins + 1)
-    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
-    error = 0.0
-    for b in range(bins):
-        inside = which == b
-        if inside.any():
-            error += inside.mean() * abs(correct[inside].mean() - confidence[inside].mean())
-    return float(error)
+    return _binned_calibration_error(probabilities.max(axis=1), probabilities.argmax(axis=1) == labels, bins)
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -51,13 +42,17 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
 def classwise_calibration_error(probabilities: np.ndarray, labels: np.ndarray, index: int, bins: int = ECE_BINS) -> float:
     """One class's calibration error: |frequency of the class − mean predicted probability of it| per
     equal-width bin of that probability, over all rows (the per-class term of classwise ECE)."""
-    probability, truth = probabilities[:, index], labels == index
+    return _binned_calibration_error(probabilities[:, index], labels == index, bins)
+
+
+def _binned_calibration_error(probability: np.ndarray, happened: np.ndarray, bins: int) -> float:
+    """|how often it happened − mean predicted probability| per equal-width probability bin, weighted by the bin's share."""
     which = np.clip(np.digitize(probability, np.linspace(0, 1, bins + 1)[1:-1], right=True), 0, bins - 1)
     error = 0.0
     for b in range(bins):
         inside = which == b
         if inside.any():
-            error += inside.mean() * abs(truth[inside].mean() - probability[inside].mean())
+            error += inside.mean() * abs(happened[inside].mean() - probability[inside].mean())
     return float(error)
 
 
