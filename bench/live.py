@@ -1,6 +1,6 @@
 """Live-path benchmark, on the real webcam-style clip ``single_face.mp4`` (640x360, one face), played in order.
 
-1. Server-side time per frame, decode to result: the web app's own LiveSession (default detector, tracking,
+1. Server-side time per frame, decode to result: the web app's own live-mode FramePipeline (default detector, tracking,
    smoothing) in this process against a real model server, fed the clip's frames in order (looping).
 2. N websocket clients (default 20) each streaming the clip at 5 frames/s for 30 s to the real web app
    (gunicorn + gevent) and model server: each sends the frame its camera shows at that moment, like the
@@ -61,12 +61,12 @@ def start(args: list[str], env: dict | None = None) -> subprocess.Popen:
 def per_frame(model_target: str, frames: int, **overrides) -> dict:
     from emotion_detector.detection import DetectorOptions, create_detector
     from emotion_detector.model_client import ModelServerClient
-    from emotion_detector.pipeline import FaceAnalyzer, LiveSession
+    from emotion_detector.pipeline import FaceAnalyzer, RunningMode
     from emotion_detector.settings import Settings
 
     settings = Settings(model_server=model_target, yunet_path=YUNET, **overrides)
     detector = create_detector(DetectorOptions.from_settings(settings))
-    session = LiveSession(FaceAnalyzer(detector, ModelServerClient(model_target), settings))
+    session = FaceAnalyzer(detector, ModelServerClient(model_target), settings).pipeline(RunningMode.LIVE)
     clip, _ = clip_frames()
     for jpeg in clip[:30]:
         session.process(jpeg)

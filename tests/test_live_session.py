@@ -1,4 +1,4 @@
-"""LiveSession on a real stream: the half-size decode that a fixed-input detector allows changes nothing that
+"""The live-mode FramePipeline on a real stream: the half-size decode that a fixed-input detector allows changes nothing that
 reaches the user, and small faces are still cropped from the full-size frame."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 
 from emotion_detector.detection import DetectorOptions, create_detector
 from emotion_detector.model_client import ModelServerClient
-from emotion_detector.pipeline import FaceAnalyzer, LiveSession, Timer
+from emotion_detector.pipeline import FaceAnalyzer, FramePipeline, RunningMode, Timer
 from emotion_detector.settings import Settings
 from tests.web.conftest import video_frames_as_jpeg
 
@@ -34,8 +34,8 @@ def sessions(model_server):
     detector = create_detector(DetectorOptions.from_settings(settings))
     assert detector.fixed_input_side_px == 128  # BlazeFace, the default
 
-    def session(detector) -> LiveSession:
-        return LiveSession(FaceAnalyzer(detector, ModelServerClient(model_server.grpc_target), settings))
+    def session(detector) -> FramePipeline:
+        return FaceAnalyzer(detector, ModelServerClient(model_server.grpc_target), settings).pipeline(RunningMode.LIVE)
 
     return session(detector), session(AnySizeDetector(detector))
 
@@ -43,7 +43,7 @@ def sessions(model_server):
 def test_half_size_decoding_gives_the_labels_of_a_full_size_decode(sessions, shared_dir):
     half, full = sessions
     for jpeg in video_frames_as_jpeg(shared_dir / "media" / "videos" / "single_face.mp4"):
-        assert half._decode_and_detect(jpeg, Timer())[1] == pytest.approx(2.0)  # the face is large: half size it is
+        assert half._decode_and_detect(jpeg, Timer(), detect=True).scale == pytest.approx(2.0)  # the face is large: half size it is
         (a,), (b,) = half.process(jpeg).faces, full.process(jpeg).faces
         assert np.abs(np.subtract(a.box_xyxy, b.box_xyxy)).max() < 2  # frame pixels
         # The same label, except on a near tie (happy 0.52 / neutral 0.48), which the page shows as uncertain either way.
@@ -59,10 +59,10 @@ def test_a_small_face_is_cropped_from_the_full_size_frame(sessions, shared_dir):
     half, _ = sessions
     frame = cv2.imdecode(np.frombuffer(video_frames_as_jpeg(shared_dir / "media" / "videos" / "single_face.mp4")[0], np.uint8), 1)
     small = cv2.imencode(".jpg", cv2.resize(frame, (320, 180), interpolation=cv2.INTER_AREA))[1].tobytes()
-    image, scale, detections, _size = half._decode_and_detect(small, Timer())
-    width = detections.xyxy[0, 2] - detections.xyxy[0, 0]
+    frame = half._decode_and_detect(small, Timer(), detect=True)
+    width = frame.detections.xyxy[0, 2] - frame.detections.xyxy[0, 0]
     assert width < half.analyzer.full_resolution_below_face_px()
-    assert scale == 1.0 and image.shape[:2] == (180, 320)
+    assert frame.scale == 1.0 and frame.image.shape[:2] == (180, 320)
     assert half.process(small).width == 320
 
 

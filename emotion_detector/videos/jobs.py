@@ -33,10 +33,11 @@ from celery import Celery, signals
 from sqlalchemy import and_, delete, exists, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from emotion_detector.detection import DetectionSizer, DetectorOptions, FaceDetector, create_detector
+from emotion_detector.detection import DetectorOptions, FaceDetector, create_detector
 from emotion_detector.model_client import ModelServerClient, ModelUnavailable
+from emotion_detector.pipeline import FaceAnalyzer, FrameAnalysis
 from emotion_detector.settings import Settings
-from emotion_detector.videos.analysis import Cancelled, SegmentAnalyzer
+from emotion_detector.videos.analysis import Cancelled, analyse_segment
 from emotion_detector.videos.db import engine_for, migrate, sessions
 from emotion_detector.videos.models import Observation, Person, Segment, Video, still_wanted, utcnow
 from emotion_detector.videos.parts import PartRenderer, draw_missing_parts, observation_rows, part_path, parts_dir
@@ -101,8 +102,15 @@ class Database:
 
 @dataclass(frozen=True)
 class WorkerContext(Database):
-    detector: FaceDetector
-    client: ModelServerClient
+    analyzer: FaceAnalyzer
+
+    @property
+    def client(self) -> ModelServerClient:
+        return self.analyzer.client
+
+    @property
+    def detector(self) -> FaceDetector:
+        return self.analyzer.detector
 
 
 @functools.cache
@@ -117,7 +125,7 @@ def context() -> WorkerContext:
     settings, session_factory = database().settings, database().sessions
     detector = create_detector(DetectorOptions.from_settings(settings))
     client = ModelServerClient(settings.model_server, timeout_s=max(settings.model_server_timeout_s, 10.0), tls=settings.model_server_tls)
-    return WorkerContext(settings, session_factory, detector, client)
+    return WorkerContext(settings, session_factory, FaceAnalyzer(detector, client, settings))
 
 
 @functools.cache
@@ -134,6 +142,30 @@ def plan_segments(frame_count: int, fps: float, segment_seconds: float, overlap:
         starts.pop()
     ends = [*starts[1:], frame_count]
     return [(s, e, min(frame_count, e + overlap)) for s, e in zip(starts, ends, strict=True)]
+
+
+def observations(video_id: str, segment_index: int, end_frame: int, frames: list[FrameAnalysis]) -> list[Observation]:
+    """A segment's analysed faces as database rows; the frames from ``end_frame`` on are its overlap with
+    the next segment (analysed by both, to join their tracks)."""
+    return [
+        Observation(
+            video_id=video_id,
+            segment_index=segment_index,
+            frame_index=frame.frame_index,
+            local_track=face.track_id,
+            in_overlap=frame.frame_index >= end_frame,
+            x1=round(face.box_xyxy[0], 2),
+            y1=round(face.box_xyxy[1], 2),
+            x2=round(face.box_xyxy[2], 2),
+            y2=round(face.box_xyxy[3], 2),
+            score=round(face.score, 4),
+            emotion=[round(float(p), 5) for p in face.emotion_probabilities],
+            age_years=round(face.age_years, 2),
+            female_probability=round(face.female_probability, 5),
+        )
+        for frame in frames
+        for face in frame.faces
+    ]
 
 
 # ---- tasks -------------------------------------------------------------------------------------------
@@ -205,15 +237,7 @@ def segment(self, video_id: str, index: int) -> None:
             return True
 
     try:
-        analyzer = SegmentAnalyzer(
-            ctx.detector,
-            ctx.client,
-            fps,
-            every_n,
-            age_gender_every_n=ctx.settings.age_gender_every_n_frames,
-            new_sizer=lambda: DetectionSizer.from_settings(ctx.settings),
-        )
-        found = analyzer.run(source, start_frame, overlap_end, on_progress=heartbeat)
+        found = analyse_segment(ctx.analyzer, source, fps, start_frame, overlap_end, every_n, on_progress=heartbeat)
     except Cancelled:
         log.info("video %s segment %d: cancelled", video_id, index)
         return
@@ -235,24 +259,7 @@ def segment(self, video_id: str, index: int) -> None:
         if current is None or current.attempts != attempt or current.status == "done":
             return  # another worker took this segment over; its results stand
         session.execute(delete(Observation).where(Observation.video_id == video_id, Observation.segment_index == index))
-        session.add_all(
-            Observation(
-                video_id=video_id,
-                segment_index=index,
-                frame_index=o.frame_index,
-                local_track=o.local_track,
-                in_overlap=o.frame_index >= end_frame,
-                x1=o.box_xyxy[0],
-                y1=o.box_xyxy[1],
-                x2=o.box_xyxy[2],
-                y2=o.box_xyxy[3],
-                score=o.score,
-                emotion=list(o.emotion),
-                age_years=o.age_years,
-                female_probability=o.female_probability,
-            )
-            for o in found
-        )
+        session.add_all(observations(video_id, index, end_frame, found))
         current.status, current.frames_done = "done", end_frame - start_frame
         current.seconds = round(time.perf_counter() - started, 3)
     if ctx.settings.render_parts_while_analysing:

@@ -23,7 +23,6 @@ PALETTE = [(48, 164, 108), (0, 144, 255), (229, 72, 77), (142, 78, 198), (247, 1
 
 
 FRAMES_PER_BLOCK = 256
-SMOOTH_OVER = 3  # a label shows the mean of the person's last few observations, so it does not flicker
 
 
 @dataclass(frozen=True)
@@ -32,15 +31,16 @@ class Label:
 
     person: int
     observation: PersonFrame
-    probabilities: np.ndarray  # smoothed expression probabilities
+    probabilities: np.ndarray  # the observation's expression probabilities (smoothed per track by the pipeline)
     uncertain: bool = False  # the top one is below the emotion model's calibrated threshold
 
 
 class OverlayTimeline:
-    """The labels to draw on each frame. A person's latest observation stays up for ``hold_frames`` frames
-    (analysis may skip frames), with the mean expression of their last SMOOTH_OVER observations in that
-    unbroken run. A frame's labels depend only on observations at most ``lookback_frames`` before it, so
-    the video can be drawn in parts, each part from the observations around it alone."""
+    """The labels to draw on each frame: a person's latest observation, held up for ``hold_frames`` frames
+    (analysis may skip frames). Observations are already smoothed per track by the FramePipeline, the one
+    smoothing rule of live, timelines and statistics, so the video shows the label the results show. A
+    frame's labels depend only on observations at most ``lookback_frames`` before it, so the video can be
+    drawn in parts, each part from the observations around it alone."""
 
     def __init__(self, people: dict[int, list[PersonFrame]], hold_frames: int, uncertain_below: float = 0.0) -> None:
         self.hold_frames = hold_frames
@@ -56,7 +56,7 @@ class OverlayTimeline:
 
     @staticmethod
     def lookback_frames(hold_frames: int) -> int:
-        return SMOOTH_OVER * hold_frames
+        return hold_frames
 
     def labels_at(self, frame_index: int) -> list[Label]:
         labels = []
@@ -65,10 +65,7 @@ class OverlayTimeline:
             latest = int(np.searchsorted(indices, frame_index, side="right")) - 1
             if latest < 0 or frame_index - indices[latest] > self.hold_frames:
                 continue
-            first = latest
-            while first > latest - SMOOTH_OVER + 1 and first > 0 and indices[first] - indices[first - 1] <= self.hold_frames:
-                first -= 1
-            probabilities = self._emotions[person][first : latest + 1].mean(axis=0)
+            probabilities = self._emotions[person][latest]
             labels.append(Label(person, frames[latest], probabilities, bool(probabilities.max() < self.uncertain_below)))
         return labels
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from emotion_detector.labels import EMOTIONS
-from emotion_detector.pipeline import Face
+from emotion_detector.pipeline import Face, gender_probabilities
 from emotion_detector.videos.analysis import box_iou
 
 MIN_MATCH_IOU = 0.5
@@ -114,10 +114,8 @@ class PersonFrame:
 
     def face(self, person: int, uncertain_below: float = 0.0) -> Face:
         """The face object of DESIGN.md §2 for this frame."""
-        female = self.female_probability
-        return Face(
-            self.box_xyxy, self.score, np.asarray(self.emotion), self.age_years, np.array([female, 1 - female]), person, uncertain_below
-        )
+        gender = gender_probabilities(self.female_probability)
+        return Face(self.box_xyxy, self.score, np.asarray(self.emotion), self.age_years, gender, person, uncertain_below)
 
 
 def people_frames(rows: list[Row], persons: dict[tuple[int, int], int]) -> dict[int, list[PersonFrame]]:

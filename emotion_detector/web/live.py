@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from emotion_detector.frames import FrameError
 from emotion_detector.model_client import ModelServerError, ModelUnavailable
-from emotion_detector.pipeline import LiveSession
+from emotion_detector.pipeline import FramePipeline, RunningMode
 from emotion_detector.web import services
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ CONTROL_MESSAGE = TypeAdapter(Annotated[ConfigMessage | PingMessage, Field(discr
 
 @sock.route("/ws/live")
 def live_socket(ws) -> None:
-    session = LiveSession(services().analyzer, run_cpu_bound=run_on_native_thread)
+    session = services().analyzer.pipeline(RunningMode.LIVE, run_cpu_bound=run_on_native_thread)
     ws.send(json.dumps(_hello()))
     received = 0
     try:
@@ -87,7 +87,7 @@ def live_socket(ws) -> None:
         pass
 
 
-def _process(session: LiveSession, frame: bytes, number: int, dropped: int) -> dict:
+def _process(session: FramePipeline, frame: bytes, number: int, dropped: int) -> dict:
     """One frame → its result, or an error message; never raises, so no frame can close the socket."""
     try:
         analysis = session.process(frame)

@@ -6,12 +6,13 @@ from __future__ import annotations
 import datetime as dt
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from sqlalchemy import func, select
 
+from emotion_detector.pipeline import Face, FrameAnalysis, gender_probabilities
 from emotion_detector.settings import Settings
 from emotion_detector.videos import jobs
-from emotion_detector.videos.analysis import FaceObservation
 from emotion_detector.videos.db import migrate, sessions
 from emotion_detector.videos.models import Observation, Segment, Video, utcnow
 
@@ -81,31 +82,28 @@ def test_start_queues_only_what_is_pending_and_marks_when(ctx, monkeypatch):
         assert utcnow() - session.get(Video, "v").heartbeat_at < dt.timedelta(seconds=5)  # not re-queued for a while
 
 
-class _RetriedWhileAnalysing:
-    """Stands in for SegmentAnalyzer: while 'analysing', the user cancels and retries the job (the retry's
-    segment rows start their attempt count at 1 again, like this run's), then returns one observation."""
+def _retried_while_analysing(sessions):
+    """Stands in for analyse_segment: while 'analysing', the user cancels and retries the job (the retry's
+    segment rows start their attempt count at 1 again, like this run's), then returns one analysed face."""
 
-    sessions = None
-
-    def __init__(self, *_args, **_kwargs):
-        pass
-
-    def run(self, _path, start, _stop, on_progress=None):
-        with self.sessions.begin() as session:
+    def analyse(_analyzer, _path, _fps, start, _stop, _every_n=1, on_progress=None):
+        with sessions.begin() as session:
             video = session.get(Video, "v1")
             for row in video.segments:
                 session.delete(row)
             video.attempts += 1  # what VideoService.retry does, with the segments `start` then plans afresh
             session.flush()
             video.segments = [Segment(index=0, start_frame=0, end_frame=100, overlap_end_frame=106, status="running", attempts=1)]
-        return [FaceObservation(start, 1, (0.0, 0.0, 10.0, 10.0), 0.9, (1 / 7,) * 7, 30.0, 0.5)]
+        face = Face((0.0, 0.0, 10.0, 10.0), 0.9, np.full(7, 1 / 7), 30.0, gender_probabilities(0.5), track_id=1)
+        return [FrameAnalysis([face], 640, 360, {}, frame_index=start)]
+
+    return analyse
 
 
 def test_a_segment_whose_job_was_retried_meanwhile_writes_nothing(ctx, monkeypatch):
     add_running_video(ctx, "v1", queued_ago_s=0, segments=[("pending", None)])
-    _RetriedWhileAnalysing.sessions = ctx.sessions
-    monkeypatch.setattr(jobs, "context", lambda: jobs.WorkerContext(ctx.settings, ctx.sessions, detector=None, client=None))
-    monkeypatch.setattr(jobs, "SegmentAnalyzer", _RetriedWhileAnalysing)
+    monkeypatch.setattr(jobs, "context", lambda: jobs.WorkerContext(ctx.settings, ctx.sessions, analyzer=None))
+    monkeypatch.setattr(jobs, "analyse_segment", _retried_while_analysing(ctx.sessions))
     monkeypatch.setattr(jobs, "maybe_finalise", lambda video_id: pytest.fail("a dropped segment must not finalise the job"))
 
     jobs.segment("v1", 0)  # claims attempt 1 of the first run's segment, and finishes after the retry
@@ -145,7 +143,11 @@ def test_a_finalisation_whose_job_was_retried_meanwhile_neither_finishes_nor_fai
         video.segments[0].end_frame = video.segments[0].overlap_end_frame = 72
     jobs.parts_dir(source, 0).mkdir()
     monkeypatch.setattr(
-        jobs, "context", lambda: jobs.WorkerContext(ctx.settings, ctx.sessions, detector=SimpleNamespace(name="yunet"), client=_NoModels())
+        jobs,
+        "context",
+        lambda: jobs.WorkerContext(
+            ctx.settings, ctx.sessions, analyzer=SimpleNamespace(detector=SimpleNamespace(name="yunet"), client=_NoModels())
+        ),
     )
     if retried_during == "join":
         join = jobs.join_parts
@@ -175,7 +177,7 @@ def test_a_finalisation_delivered_again_after_its_commit_only_removes_the_parts_
     with ctx.sessions.begin() as session:
         video = session.get(Video, "v1")
         video.source_path, video.status, video.summary = str(source), "done", {"frames": 300}
-    monkeypatch.setattr(jobs, "context", lambda: jobs.WorkerContext(ctx.settings, ctx.sessions, detector=None, client=None))
+    monkeypatch.setattr(jobs, "context", lambda: jobs.WorkerContext(ctx.settings, ctx.sessions, analyzer=None))
 
     jobs.finalise("v1")
 

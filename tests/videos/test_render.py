@@ -48,18 +48,22 @@ def test_a_part_drawn_from_its_surroundings_alone_matches_the_whole(people, hold
     assert any(len(labels) == 2 for labels in labels_drawn(whole, range(start, stop)))  # both people are drawn there
 
 
-def test_labels_are_smoothed_and_disappear_after_the_hold(people):
-    timeline = OverlayTimeline({1: [observation(0, 10, top=3), observation(1, 10, top=3), observation(2, 10, top=5)]}, hold_frames=2)
+def test_a_label_is_the_latest_observation_as_stored_and_disappears_after_the_hold(people):
+    """No second smoothing here: observations come smoothed from the FramePipeline, so the video draws what
+    the timeline and the statistics show for that frame."""
+    frames = [observation(0, 10, top=3), observation(1, 10, top=3), observation(2, 10, top=5)]
+    timeline = OverlayTimeline({1: frames}, hold_frames=2)
     (label,) = timeline.labels_at(2)
-    assert label.probabilities[3] == pytest.approx((0.7 + 0.7 + 0.05) / 3)  # one odd frame does not flip the label
+    assert label.probabilities.tolist() == list(frames[2].emotion)
+    assert [timeline.labels_at(f)[0].observation.frame_index for f in range(5)] == [0, 1, 2, 2, 2]  # held over skipped frames
     assert [len(timeline.labels_at(f)) for f in range(6)] == [1, 1, 1, 1, 1, 0]
 
 
 def test_a_label_below_the_models_threshold_is_drawn_as_uncertain():
-    frames = [observation(0, 10, top=3), observation(1, 10, top=3), observation(2, 10, top=5)]
-    assert not OverlayTimeline({1: frames}, hold_frames=2, uncertain_below=0.4).labels_at(0)[0].uncertain  # 0.7
-    assert OverlayTimeline({1: frames}, hold_frames=2, uncertain_below=0.5).labels_at(2)[0].uncertain  # smoothed: 0.48 on top
-    assert not OverlayTimeline({1: frames}, hold_frames=2).labels_at(2)[0].uncertain  # a model without a threshold
+    frames = [observation(0, 10, top=3), PersonFrame(1, (10.0, 60.0, 130.0, 200.0), (0.1, 0.1, 0.1, 0.45, 0.05, 0.1, 0.1), 31.0, 0.3, 0.9)]
+    assert not OverlayTimeline({1: frames}, hold_frames=2, uncertain_below=0.5).labels_at(0)[0].uncertain  # 0.7 on top
+    assert OverlayTimeline({1: frames}, hold_frames=2, uncertain_below=0.5).labels_at(1)[0].uncertain  # 0.45 on top
+    assert not OverlayTimeline({1: frames}, hold_frames=2).labels_at(1)[0].uncertain  # a model without a threshold
 
 
 def test_people_far_apart_in_time_are_each_drawn_only_around_their_own_frames():

@@ -1,5 +1,6 @@
-"""SegmentAnalyzer on a real video and the real model server: expression on every frame, age and gender
-measured every n-th frame of a track and carried over in between."""
+"""A video segment through the video-mode FramePipeline, on a real video and real models: expression on
+every frame, age and gender measured every n-th frame of a track and carried over in between, detection
+ahead on a thread that stops when the segment stops."""
 
 from __future__ import annotations
 
@@ -10,41 +11,54 @@ import pytest
 
 from emotion_detector.detection import DetectionSizer, DetectorOptions, create_detector
 from emotion_detector.model_client import ModelServerClient
+from emotion_detector.pipeline import FaceAnalyzer, RunningMode
 from emotion_detector.settings import Settings
-from emotion_detector.videos.analysis import Cancelled, SegmentAnalyzer, decode_frames
+from emotion_detector.videos.analysis import Cancelled, analyse_segment, decode_frames
+
+SINGLE_FACE = "single_face.mp4"
 
 
-def analyse(model_server, shared_dir, age_gender_every_n: int):
+@pytest.fixture(scope="module")
+def client(model_server):
     client = ModelServerClient(model_server.grpc_target)
-    detector = create_detector(DetectorOptions.from_settings(Settings()))
-    try:
-        analyzer = SegmentAnalyzer(detector, client, fps=30.0, age_gender_every_n=age_gender_every_n)
-        return analyzer.run(shared_dir / "media" / "videos" / "single_face.mp4", 0, 40)
-    finally:
-        client.close()
+    yield client
+    client.close()
 
 
-def test_age_and_gender_are_measured_every_nth_frame_of_a_track_and_held_between(model_server, shared_dir):
-    every_frame = analyse(model_server, shared_dir, 1)
-    sampled = analyse(model_server, shared_dir, 5)
-    assert [o.frame_index for o in sampled] == [o.frame_index for o in every_frame] == list(range(40))  # one face per frame
+def analyzer(client, **settings) -> FaceAnalyzer:
+    configured = Settings(**settings)
+    return FaceAnalyzer(create_detector(DetectorOptions.from_settings(configured)), client, configured)
+
+
+def faces(frames):
+    return [face for frame in frames for face in frame.faces]
+
+
+def test_age_and_gender_are_measured_every_nth_frame_of_a_track_and_carried_between(client, shared_dir):
+    video = shared_dir / "media" / "videos" / SINGLE_FACE
+    # No smoothing: what is carried over is visible as equal values.
+    every_frame = analyse_segment(analyzer(client, age_gender_every_n_frames=1, smoothing_new_frame_weight=1.0), video, 30.0, 0, 40)
+    sampled = analyse_segment(analyzer(client, age_gender_every_n_frames=5, smoothing_new_frame_weight=1.0), video, 30.0, 0, 40)
+    assert [f.frame_index for f in sampled] == [f.frame_index for f in every_frame] == list(range(40))
+    assert [len(f.faces) for f in sampled] == [1] * 40
     # Expression is measured on every frame either way: the same numbers.
-    np.testing.assert_allclose([o.emotion for o in sampled], [o.emotion for o in every_frame], atol=1e-4)
-    tracked = [(a, b) for a, b in zip(sampled, every_frame, strict=True) if a.local_track >= 0]
-    track_starts = next(i for i, o in enumerate(sampled) if o.local_track >= 0)
-    for position, (held, measured) in enumerate(tracked):
-        source = tracked[position - position % 5][1]  # the frame whose measurement this one holds
-        assert held.age_years == source.age_years and held.female_probability == source.female_probability
-        if position % 5 == 0:
-            assert held.age_years == measured.age_years
-    # The model really varies from frame to frame, so holding a value is visible (the test can fail).
-    assert len({o.age_years for o in every_frame[track_starts:]}) > len({o.age_years for o in sampled[track_starts:]})
+    np.testing.assert_allclose(
+        [f.emotion_probabilities for f in faces(sampled)], [f.emotion_probabilities for f in faces(every_frame)], atol=1e-4
+    )
+    held = faces(sampled)
+    # The face is there from the first frame (ByteTrack confirms tracks at once on a stream's first frame), and
+    # its track is measured on every 5th frame from there.
+    for position in range(40):
+        source = held[position // 5 * 5]
+        assert held[position].age_years == source.age_years and held[position].female_probability == source.female_probability
+    # The model really varies from frame to frame, so carrying a value over is visible (the test can fail).
+    assert len({f.age_years for f in faces(every_frame)}) > len({f.age_years for f in held}) == 8
 
 
-def test_detecting_ahead_on_a_thread_finds_the_faces_one_frame_at_a_time_would(model_server, shared_dir):
+def test_detecting_ahead_on_a_thread_finds_the_faces_one_frame_at_a_time_would(client, shared_dir):
     """Detection runs a few frames ahead of tracking; the sizer must still size each frame from the faces
     of the frame before it, so the boxes equal those of a plain loop over the frames."""
-    video = shared_dir / "media" / "videos" / "single_face.mp4"  # a large face: the sizer shrinks and grows the copy
+    video = shared_dir / "media" / "videos" / SINGLE_FACE  # a large face: the sizer shrinks and grows the copy
     settings = Settings()
     detector = create_detector(DetectorOptions.from_settings(settings))
     sizer = DetectionSizer.from_settings(settings)
@@ -55,43 +69,36 @@ def test_detecting_ahead_on_a_thread_finds_the_faces_one_frame_at_a_time_would(m
         detections = detector.detect(image, side)
         sizer.update(detections)
         expected += [(index, tuple(round(float(v), 2) for v in box)) for box in detections.xyxy]
-    client = ModelServerClient(model_server.grpc_target)
-    try:
-        analyzer = SegmentAnalyzer(detector, client, fps=30.0, new_sizer=lambda: DetectionSizer.from_settings(settings))
-        found = analyzer.run(video, 0, 60)
-    finally:
-        client.close()
+    found = analyse_segment(FaceAnalyzer(detector, client, settings), video, 30.0, 0, 60)
     assert len({index for index, _ in expected}) > 50  # faces in most frames: the comparison means something
     assert len(sides) > 1  # sized from the frame before: sizing a frame too early would change its boxes
-    assert [(o.frame_index, o.box_xyxy) for o in found] == expected
+    assert [(frame.frame_index, tuple(round(v, 2) for v in face.box_xyxy)) for frame in found for face in frame.faces] == expected
 
 
-def test_a_cancelled_segment_stops_its_detection_thread(model_server, shared_dir):
-    client = ModelServerClient(model_server.grpc_target)
-    detector = create_detector(DetectorOptions.from_settings(Settings()))
+def test_a_cancelled_segment_stops_its_detection_thread(client, shared_dir):
     calls = []
 
     def cancel(frames_done: int) -> bool:
         calls.append(frames_done)
         return False
 
-    try:
-        analyzer = SegmentAnalyzer(detector, client, fps=30.0)
-        with pytest.raises(Cancelled):
-            analyzer.run(shared_dir / "media" / "videos" / "single_face.mp4", 0, 60, on_progress=cancel)
-    finally:
-        client.close()
-    assert calls == [8]  # stopped at the first progress report
+    with pytest.raises(Cancelled):
+        analyse_segment(analyzer(client), shared_dir / "media" / "videos" / SINGLE_FACE, 30.0, 0, 60, on_progress=cancel)
+    assert calls == [1]  # stopped at the first progress report
     assert not [t for t in threading.enumerate() if t.name.startswith("detect")]
 
 
-def test_closing_the_detection_look_ahead_early_stops_its_thread(shared_dir):
-    """SegmentAnalyzer.run closes the look-ahead explicitly when it stops early (cancel, error): closing
-    must cancel the frames queued ahead and end the thread, not leave it to the garbage collector."""
-    detector = create_detector(DetectorOptions.from_settings(Settings()))
-    analyzer = SegmentAnalyzer(detector, client=None, fps=30.0)
-    frames = analyzer._detected_frames(shared_dir / "media" / "videos" / "single_face.mp4", 0, 60)
-    taken = [next(frames)[0] for _ in range(3)]
+def test_closing_the_pipeline_early_stops_its_detection_thread(client, shared_dir):
+    """Closing the video-mode iterator (cancel, error) cancels the frames queued ahead and ends the thread,
+    not leaving it to the garbage collector."""
+    pipeline = analyzer(client).pipeline(RunningMode.VIDEO, nominal_fps=30.0)
+    results = pipeline.run(decode_frames(shared_dir / "media" / "videos" / SINGLE_FACE, 0, 60))
+    taken = [next(results).frame_index for _ in range(3)]
     assert taken == [0, 1, 2] and [t for t in threading.enumerate() if t.name.startswith("detect")]
-    frames.close()
+    results.close()
     assert not [t for t in threading.enumerate() if t.name.startswith("detect")]
+
+
+def test_every_nth_frame_is_counted_from_the_start_of_the_video(client, shared_dir):
+    found = analyse_segment(analyzer(client), shared_dir / "media" / "videos" / SINGLE_FACE, 30.0, 7, 40, every_n_frames=3)
+    assert [frame.frame_index for frame in found] == list(range(9, 40, 3))  # neighbouring segments share their overlap frames
