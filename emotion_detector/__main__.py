@@ -1,4 +1,4 @@
-"""Command line: ``python -m emotion_detector run`` and ``python -m emotion_detector models download|list``."""
+"""Command line: ``emotion-detector analyze SOURCE...``, ``run`` and ``models download|list`` (also ``python -m emotion_detector``)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from emotion_detector import analyze_cli
 from emotion_detector.models import MODEL_FILES, ChecksumMismatch, download
 from emotion_detector.settings import INSTANCE_DIR, Settings
 
@@ -21,7 +22,10 @@ def main(argv: list[str] | None = None) -> int:
     fetch.add_argument("--dest", type=Path, help="directory (default: where EMOTION_YUNET_PATH points)")
     fetch.add_argument("--url", help="download from a mirror instead (the checksum is still enforced)")
     models.add_parser("list", help="show the known model files and whether they are present")
+    analyze_cli.add_parser(commands)
     args = parser.parse_args(argv)
+    if args.command == "analyze":
+        return analyze_cli.run(args)
     if args.command == "run":
         from emotion_detector.local_run import run
 

@@ -76,7 +76,7 @@ def test_smoothing_is_applied_per_track_in_video_mode_too(analyzer, two_people, 
 def test_a_video_shows_one_label_per_face_and_frame_in_timeline_statistics_and_annotated_video(video_mode):
     """What the results page and the exports are made of (stored rows → people → timeline, statistics,
     annotated-video labels) all show the label the pipeline gave that face on that frame."""
-    analysed = link_first_sightings(video_mode)
+    analysed = list(link_first_sightings(video_mode))
     rows = [
         Row(
             0,

@@ -4,7 +4,7 @@ and rules, with detection running ahead and the models batched over several fram
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,7 +12,7 @@ import av
 import cv2
 import numpy as np
 
-from emotion_detector.pipeline import FaceAnalyzer, FrameAnalysis, RunningMode
+from emotion_detector.pipeline import Face, FaceAnalyzer, FrameAnalysis, RunningMode
 from emotion_detector.videos.probe import frame_timestamps
 
 FIRST_UNCONFIRMED_ID = 1_000_000  # ids for faces the tracker never confirmed (seen in one frame only)
@@ -77,7 +77,7 @@ def analyse_segment(
                 raise Cancelled()
     if on_progress and not on_progress(stop - start):
         raise Cancelled()
-    return link_first_sightings(analysed)
+    return list(link_first_sightings(analysed))
 
 
 def box_iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
@@ -88,29 +88,35 @@ def box_iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def link_first_sightings(frames: list[FrameAnalysis]) -> list[FrameAnalysis]:
+def link_first_sightings(frames: Iterable[FrameAnalysis]) -> Iterator[FrameAnalysis]:
     """ByteTrack confirms a face that appears mid-stream on its second frame, so its first frame has no
     id. Give that sighting the id of the track that starts in the next analysed frame at the same place; a
     face never confirmed gets an id of its own (from FIRST_UNCONFIRMED_ID). Nothing is dropped, and every
-    face of the result has a track id."""
-    first_frame_of: dict[int, int] = {}
-    for position, frame in enumerate(frames):
-        for face in frame.faces:
-            if face.track_id is not None:
-                first_frame_of.setdefault(face.track_id, position)
+    face of the result has a track id. Streams: each frame comes out as soon as the next one is in."""
+    seen: set[int] = set()
     next_own_id = FIRST_UNCONFIRMED_ID
-    linked = []
-    for position, frame in enumerate(frames):
-        following = frames[position + 1].faces if position + 1 < len(frames) else []
-        starts_next = [f for f in following if f.track_id is not None and first_frame_of[f.track_id] == position + 1]
-        faces = []
-        for face in frame.faces:
-            if face.track_id is None:
-                best = max(starts_next, key=lambda f, face=face: box_iou(f.box_xyxy, face.box_xyxy), default=None)
-                if best is not None and box_iou(best.box_xyxy, face.box_xyxy) >= 0.3:
-                    face = replace(face, track_id=best.track_id)
-                else:
-                    face, next_own_id = replace(face, track_id=next_own_id), next_own_id + 1
-            faces.append(face)
-        linked.append(replace(frame, faces=faces))
-    return linked
+    previous: FrameAnalysis | None = None
+    for frame in frames:
+        starting = [face for face in frame.faces if face.track_id is not None and face.track_id not in seen]
+        seen.update(face.track_id for face in starting if face.track_id is not None)
+        if previous is not None:
+            linked, next_own_id = _linked(previous, starting, next_own_id)
+            yield linked
+        previous = frame
+    if previous is not None:
+        yield _linked(previous, [], next_own_id)[0]
+
+
+def _linked(frame: FrameAnalysis, starting_next: list[Face], next_own_id: int) -> tuple[FrameAnalysis, int]:
+    if all(face.track_id is not None for face in frame.faces):
+        return frame, next_own_id
+    faces = []
+    for face in frame.faces:
+        if face.track_id is None:
+            best = max(starting_next, key=lambda f, face=face: box_iou(f.box_xyxy, face.box_xyxy), default=None)
+            if best is not None and box_iou(best.box_xyxy, face.box_xyxy) >= 0.3:
+                face = replace(face, track_id=best.track_id)
+            else:
+                face, next_own_id = replace(face, track_id=next_own_id), next_own_id + 1
+        faces.append(face)
+    return replace(frame, faces=faces), next_own_id

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from emotion_detector.labels import EMOTIONS
+from emotion_detector.pipeline import Face
 from emotion_detector.videos.analysis import decode_frames
 from emotion_detector.videos.summary import PersonFrame
 
@@ -130,17 +131,56 @@ def bgr_to_frame(image_bgr: np.ndarray) -> av.VideoFrame:
 
 
 def _draw(image: np.ndarray, label: Label) -> None:
-    person, observation, probabilities = label.person, label.observation, label.probabilities
+    observation = label.observation
+    face = observation.face(label.person)
+    draw_face(image, face, uncertain=label.uncertain)
+
+
+def draw_face(image: np.ndarray, face: Face, uncertain: bool | None = None) -> None:
+    """A face's box, id and labels drawn onto ``image`` (BGR, in place); ``uncertain`` defaults to the face's own."""
+    person = face.track_id or 0
     colour = PALETTE[(person - 1) % len(PALETTE)][::-1]  # RGB → BGR
-    x1, y1, x2, y2 = (round(v) for v in observation.box_xyxy)
+    x1, y1, x2, y2 = (round(v) for v in face.box_xyxy)
     thickness = max(2, image.shape[1] // 320)
     cv2.rectangle(image, (x1, y1), (x2, y2), colour, thickness)
+    probabilities = face.emotion_probabilities
     top = int(np.argmax(probabilities))
-    female = observation.female_probability
-    expression = f"uncertain (maybe {EMOTIONS[top]})" if label.uncertain else f"{EMOTIONS[top]} {probabilities[top]:.0%}"
-    label = f"#{person} {expression} | ~{observation.age_years:.0f} y {'F' if female >= 0.5 else 'M'}"
+    shown_uncertain = face.emotion_uncertain if uncertain is None else uncertain
+    expression = f"uncertain (maybe {EMOTIONS[top]})" if shown_uncertain else f"{EMOTIONS[top]} {probabilities[top]:.0%}"
+    who = f"#{person} " if face.track_id is not None else ""
+    text = f"{who}{expression} | ~{face.age_years:.0f} y {'F' if face.female_probability >= 0.5 else 'M'}"
     scale = max(0.4, image.shape[1] / 1600)
-    (width, height), baseline = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    (width, height), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
     y = max(height + baseline + 2, y1 - 4)
     cv2.rectangle(image, (x1, y - height - baseline - 2), (x1 + width + 4, y + 2), colour, cv2.FILLED)
-    cv2.putText(image, label, (x1 + 2, y - baseline), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    cv2.putText(image, text, (x1 + 2, y - baseline), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+
+
+class AnnotatedVideoWriter:
+    """Frames with their faces drawn, encoded as they come into an H.264 MP4 (the index at the front, so it
+    plays in browsers); frame times from the source's timestamps, so dropped frames keep the pace."""
+
+    def __init__(self, target: Path):
+        self.target = target
+        self._output = av.open(str(target), mode="w", format="mp4", options={"movflags": "+faststart"})
+        self._stream: av.VideoStream | None = None
+        self._last_pts = -1
+
+    def write(self, image_bgr: np.ndarray, faces: list[Face], timestamp_ms: float) -> None:
+        if self._stream is None:
+            self._stream = self._output.add_stream("libx264", rate=30, options={"preset": "veryfast", "crf": "23"})
+            self._stream.width, self._stream.height = image_bgr.shape[1] // 2 * 2, image_bgr.shape[0] // 2 * 2
+            self._stream.pix_fmt = "yuv420p"
+            self._stream.codec_context.time_base = Fraction(1, 1000)
+        image = image_bgr.copy()
+        for face in faces:
+            draw_face(image, face)
+        frame = bgr_to_frame(image[: self._stream.height, : self._stream.width])
+        frame.pts, frame.time_base = max(round(timestamp_ms), self._last_pts + 1), Fraction(1, 1000)
+        self._last_pts = frame.pts
+        self._output.mux(self._stream.encode(frame))
+
+    def close(self) -> None:
+        if self._stream is not None:
+            self._output.mux(self._stream.encode(None))
+        self._output.close()
