@@ -18,12 +18,13 @@ from tests.conftest import ROOT, YUNET, free_port, wait_until
 
 def test_every_procfile_line_becomes_a_restarted_program(tmp_path):
     processes = read_procfile(ROOT / "Procfile")
-    config = supervisord_config(processes, tmp_path)
+    config = supervisord_config(processes, tmp_path, ROOT)
     for name, command in processes.items():
         assert f"[program:{name}]" in config
         assert f"command=/bin/sh -c 'exec {command.replace('%', '%%')}'" in config
     assert config.count("autorestart=true") == len(processes)
     assert str(tmp_path / "supervisord.log") in config
+    assert config.count(f"directory={ROOT}\n") == len(processes)
 
 
 @pytest.mark.parametrize("line", ["web", "web:", ": gunicorn", "two words: x"])
