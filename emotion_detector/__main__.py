@@ -22,8 +22,9 @@ def main(argv: list[str] | None = None) -> int:
     local = commands.add_parser("run", help="start every process in the Procfile, restarting any that dies (make run)")
     local.add_argument("--procfile", type=Path, default=Path("Procfile"), help="the process list (default: ./Procfile, a checkout's)")
     local.add_argument("--state-dir", type=Path, help="where supervisord keeps its configuration and log (default: EMOTION_INSTANCE_DIR)")
-    models = commands.add_parser("models", help="the shipped models and optional third-party model files")
-    models = models.add_subparsers(dest="action", required=True)
+    models = commands.add_parser("models", help="the shipped models and optional third-party model files").add_subparsers(
+        dest="action", required=True
+    )
     fetch = models.add_parser("download", help="download and verify a model file")
     fetch.add_argument("name", nargs="?", default="yunet", choices=sorted(MODEL_FILES))
     fetch.add_argument("--dest", type=Path, help="directory (default: where EMOTION_YUNET_PATH points)")
