@@ -1,5 +1,6 @@
-# make run   install into .venv and start every process in the Procfile (restarted if one dies)
-#            (requirements-nodeps.txt: wheels installed without their declared dependencies)
+# make run   install into .venv and start every process in the Procfile (restarted if one dies), from this
+#            checkout, with its data in ./instance (EMOTION_INSTANCE_DIR; requirements-nodeps.txt: wheels
+#            installed without their declared dependencies)
 # make test  install the dev requirements and run the linter and the whole test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -20,6 +21,7 @@ $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt training/requirements.txt
 	$(BIN)/pip install -q -r requirements-dev.txt
 	touch $@
 
+run: export EMOTION_INSTANCE_DIR ?= $(CURDIR)/instance
 run: $(VENV)/.runtime
 	$(BIN)/python -m emotion_detector run
 

@@ -1,66 +1,8 @@
-"""The web front end: ``create_app`` is the Flask app factory (gunicorn: ``app:create_app()``).
+"""The web app factory under its checkout name, for the Procfile's ``gunicorn "app:create_app()"``.
 
-Pages and the live websocket are in emotion_detector/web/live.py, the REST API in emotion_detector/web/api.py;
-the analysis itself (decode, detect, track, model server) lives in emotion_detector/pipeline.py.
+The factory lives in the package (``emotion_detector.web.app``), so an installed package needs no checkout.
 """
 
-from __future__ import annotations
+from emotion_detector.web.app import Services, create_app
 
-import logging
-from dataclasses import dataclass
-
-from flask import Flask
-
-from emotion_detector.detection import DetectorOptions, FaceDetector, create_detector
-from emotion_detector.model_client import ModelServerClient
-from emotion_detector.pipeline import FaceAnalyzer
-from emotion_detector.settings import Settings
-from emotion_detector.videos.service import VideoService
-from emotion_detector.web import api, live, videos
-
-
-@dataclass(frozen=True)
-class Services:
-    settings: Settings
-    detector: FaceDetector
-    client: ModelServerClient
-    analyzer: FaceAnalyzer
-    videos: VideoService
-
-
-def create_app(test_config: dict | None = None) -> Flask:
-    _cooperate_with_gevent()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = Settings(**(test_config or {}))
-    app = Flask(__name__)
-    app.config.update(SECRET_KEY=settings.secret_key, MAX_CONTENT_LENGTH=settings.max_image_bytes + 64 * 1024)
-
-    detector = create_detector(DetectorOptions.from_settings(settings))
-    client = ModelServerClient(settings.model_server, settings.model_server_timeout_s, tls=settings.model_server_tls)
-    analyzer = FaceAnalyzer(detector, client, settings)
-    app.extensions["emotion_detector"] = Services(settings, detector, client, analyzer, VideoService(settings))
-
-    # Oversized frames must reach the handler (and get a frame_too_large answer) rather than close the socket.
-    app.config["SOCK_SERVER_OPTIONS"] = {"max_message_size": max(64 * 1024 * 1024, 2 * settings.max_frame_bytes)}
-
-    @app.context_processor
-    def face_detector() -> dict:  # every page says when detection runs on the degraded fallback
-        return {"face_detector": detector}
-
-    live.sock.init_app(app)
-    app.register_blueprint(live.blueprint)
-    app.register_blueprint(api.blueprint)
-    app.register_blueprint(videos.blueprint)
-    return app
-
-
-def _cooperate_with_gevent() -> None:
-    """Under gunicorn's gevent workers, let gRPC yield to other greenlets instead of blocking the loop."""
-    try:
-        from gevent import monkey
-    except ImportError:
-        return
-    if monkey.is_module_patched("socket"):
-        import grpc.experimental.gevent
-
-        grpc.experimental.gevent.init_gevent()
+__all__ = ["Services", "create_app"]

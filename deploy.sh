@@ -34,7 +34,7 @@ docker push "$web_image"
 gcloud run deploy "$model_service" --project "$GCP_PROJECT" --region "$region" --image "$model_image" \
   --port 8500 --use-http2 --ingress internal --allow-unauthenticated \
   --cpu 2 --memory 2Gi --concurrency 32 \
-  --args="--port=8500,--rest_api_port=0,--model_base_path=/app/serving/models"
+  --args="--port=8500,--rest_api_port=0"  # serves the shipped models, where pip installed them in the image
 
 model_url="$(gcloud run services describe "$model_service" --project "$GCP_PROJECT" --region "$region" --format 'value(status.url)')"
 model_host="${model_url#https://}"

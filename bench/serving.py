@@ -28,9 +28,9 @@ import numpy as np
 import orjson
 import requests
 
-from serving.protos import tensorflow_serving_pb2 as tfs
-from serving.protos import tensorflow_serving_pb2_grpc as tfs_grpc
-from serving.tensors import from_numpy
+from serving.protocol.protos import tensorflow_serving_pb2 as tfs
+from serving.protocol.protos import tensorflow_serving_pb2_grpc as tfs_grpc
+from serving.protocol.tensors import from_numpy
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,36 +1,17 @@
 """Face crops framed the way each model's training images were framed.
 
 A detector box is not the training crop: FER2013 and UTKFace images show more (or less) of the head than a
-YuNet or Haar box. Each model's ``model.json`` carries a ``CropRule`` per detector, measured by running that
-detector on the training images (training/crop_calibration.py), and ``crop_faces`` applies it.
+YuNet or Haar box. Each model's ``model.json`` carries a ``CropRule`` per detector (its schema is in
+serving/protocol/model_info.py), measured by running that detector on the training images
+(training/crop_calibration.py), and ``crop_faces`` applies it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import cv2
 import numpy as np
 
-
-@dataclass(frozen=True)
-class CropRule:
-    side_per_box_width: float = 1.0  # side of the square crop / box width
-    center_dx_per_box_width: float = 0.0  # crop centre minus box centre, in box widths
-    center_dy_per_box_height: float = 0.0  # ... in box heights (positive: lower)
-
-    @classmethod
-    def from_dict(cls, raw: dict) -> CropRule:
-        return cls(raw["side_per_box_width"], raw["center_dx_per_box_width"], raw["center_dy_per_box_height"])
-
-    def square(self, box_xyxy: np.ndarray) -> np.ndarray:
-        """(N, 4) boxes → (N, 4) square crop regions (may extend past the image)."""
-        x1, y1, x2, y2 = box_xyxy.T
-        w, h = x2 - x1, y2 - y1
-        cx = (x1 + x2) / 2 + self.center_dx_per_box_width * w
-        cy = (y1 + y2) / 2 + self.center_dy_per_box_height * h
-        half = self.side_per_box_width * w / 2
-        return np.stack([cx - half, cy - half, cx + half, cy + half], axis=1)
+from serving.protocol.model_info import CropRule  # part of the model.json schema
 
 
 def crop_faces(image_bgr: np.ndarray, boxes_xyxy: np.ndarray, rule: CropRule, size: int, grey: bool) -> np.ndarray:

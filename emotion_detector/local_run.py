@@ -3,7 +3,8 @@ that one process dying is restarted on its own instead of stopping the others (a
 
 The Procfile stays the one list of processes (Heroku reads it too); this module only turns it into a
 supervisord configuration in the state directory and runs supervisord in the foreground. Each line runs
-through ``/bin/sh`` from the repository root, so its ``${VAR:-default}`` expansions work as on Heroku.
+through ``/bin/sh`` from the Procfile's directory (the checkout's root), so its ``${VAR:-default}`` expansions
+work as on Heroku.
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
 
 # supervisord gives up on a process that dies within START_SECONDS of starting this many times in a row (a
 # port taken, a broken setting): a crash loop stops with a clear FATAL line instead of spinning forever. A
@@ -34,7 +33,8 @@ def read_procfile(path: Path) -> dict[str, str]:
     return processes
 
 
-def supervisord_config(processes: dict[str, str], state_dir: Path, root: Path = ROOT) -> str:
+def supervisord_config(processes: dict[str, str], state_dir: Path, root: Path) -> str:
+    """``root``: the directory each command runs in (the Procfile's)."""
     bin_dir = Path(sys.executable).parent  # the virtualenv's programs (gunicorn, celery) come first on PATH
     # supervisord expands %(...)s in its values: a literal % in a command must be doubled.
     lines = [
@@ -66,9 +66,11 @@ def supervisord_config(processes: dict[str, str], state_dir: Path, root: Path = 
     return "\n".join(lines)
 
 
-def run(state_dir: Path, procfile: Path = ROOT / "Procfile") -> None:
+def run(state_dir: Path, procfile: Path) -> None:
     """Write the configuration and become supervisord (it stops every process on Ctrl-C / SIGTERM)."""
+    procfile = procfile.resolve()
+    processes = read_procfile(procfile)
     state_dir.mkdir(parents=True, exist_ok=True)
     config = state_dir / "supervisord.conf"
-    config.write_text(supervisord_config(read_procfile(procfile), state_dir))
+    config.write_text(supervisord_config(processes, state_dir, procfile.parent))
     os.execv(sys.executable, [sys.executable, "-m", "supervisor.supervisord", "--configuration", str(config)])

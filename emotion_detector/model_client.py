@@ -19,10 +19,10 @@ import numpy as np
 from google.protobuf import json_format, struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from emotion_detector.crops import CropRule
-from serving.protos import tensorflow_serving_pb2 as tfs
-from serving.protos import tensorflow_serving_pb2_grpc as tfs_grpc
-from serving.tensors import from_numpy, to_numpy
+from serving.protocol.model_info import ModelSpec
+from serving.protocol.protos import tensorflow_serving_pb2 as tfs
+from serving.protocol.protos import tensorflow_serving_pb2_grpc as tfs_grpc
+from serving.protocol.tensors import from_numpy, to_numpy
 
 log = logging.getLogger(__name__)
 
@@ -38,66 +38,6 @@ class ModelUnavailable(RuntimeError):
 
 class ModelServerError(RuntimeError):
     """The model server answered with an error (a bug on one side: wrong input, missing model)."""
-
-
-@dataclass(frozen=True)
-class OutputSpec:
-    tensor: str  # the output's name in the Predict response
-    labels: tuple[str, ...] | None  # class names, in output order; None for a regression
-    # A calibrated model's probabilities are trustworthy enough for a threshold: a top probability below it
-    # means the label is more often wrong than right (measured on validation data at export). 0: never.
-    uncertain_below: float = 0.0
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    name: str
-    version: int
-    input_name: str
-    outputs: dict[str, OutputSpec]  # head ("emotion" | "age" | "gender") → its output
-    size: int
-    grey: bool
-    mean: float
-    std: float
-    crop_rules: dict[str, CropRule]
-
-    @classmethod
-    def from_metadata(cls, name: str, version: int, info: dict) -> ModelSpec:
-        """``model.json`` as the server describes it: one ``output`` (its head is the model's name) or, for a
-        model with several heads, ``outputs`` keyed by head (the tensor is named like its head unless said)."""
-        shape = [int(d) for d in info["input"]["shape"]]
-        norm = info["input"]["normalization"]
-        measured = info["input"].get("face_crop")
-        rules = {d: CropRule.from_dict(rule) for d, rule in measured.items()} if isinstance(measured, dict) else {}
-        described = info["outputs"] if "outputs" in info else {name: info["output"]}
-        outputs = {
-            head: OutputSpec(
-                output.get("name", head), tuple(output["labels"]) if "labels" in output else None, float(output.get("uncertain_below", 0.0))
-            )
-            for head, output in described.items()
-        }
-        return cls(
-            name=name,
-            version=version,
-            input_name=info["input"]["name"],
-            outputs=outputs,
-            size=shape[1],
-            grey=shape[3] == 1,
-            mean=float(norm["mean"]),
-            std=float(norm["std"]),
-            crop_rules=rules,
-        )
-
-    @property
-    def every_face(self) -> bool:
-        """Expression is measured on every face of every frame; age and gender only when due."""
-        return "emotion" in self.outputs
-
-    def crop_rule(self, detector: str) -> CropRule:
-        return self.crop_rules.get(detector, CropRule())
-
-    def normalise(self, crops_uint8: np.ndarray) -> np.ndarray:
-        return ((crops_uint8.astype(np.float32) / 255 - self.mean) / self.std).astype(np.float32)
 
 
 @dataclass

@@ -8,21 +8,30 @@ EMOTION_MODEL_CACHE_DIR=...              where BlazeFace's translation to ONNX i
 EMOTION_YUNET_PATH=...                   where `python -m emotion_detector models download` puts YuNet
 EMOTION_YUNET_RUNTIME=onnxruntime|opencv runs YuNet on ONNX Runtime (faster) or in cv2.FaceDetectorYN
 EMOTION_ENVIRONMENT=production           refuses the development secret key
-EMOTION_DATABASE_URL=postgresql+psycopg://user@host/db     video jobs (default: SQLite under instance/)
+EMOTION_INSTANCE_DIR=...                 local data of the embedded defaults: SQLite databases, uploads,
+                                         supervisord's state (default: the user's data directory,
+                                         $XDG_DATA_HOME/emotion-detector; `make run` uses ./instance)
+EMOTION_DATABASE_URL=postgresql+psycopg://user@host/db     video jobs (default: SQLite in the instance dir)
 EMOTION_BROKER_URL=redis://localhost:6379/0                the job queue (default: a SQLite-backed local queue)
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_SECRET_KEY = "development-only-not-secret"
 DEFAULT_MODEL_DIR = Path.home() / ".cache" / "emotion-detector" / "models"
-INSTANCE_DIR = Path(__file__).resolve().parents[1] / "instance"  # local data of the embedded default
+
+
+def default_instance_dir() -> Path:
+    """The user's data directory (XDG; Linux is where this runs): never the current directory, which may be
+    anything, nor the installed package, which may be read-only."""
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "emotion-detector"
 
 
 class Settings(BaseSettings):
@@ -61,11 +70,12 @@ class Settings(BaseSettings):
     # over in between; expression is measured on every analysed frame.
     age_gender_every_n_frames: int = Field(5, ge=1)
 
-    # Video jobs: database, queue, files.
-    database_url: str = f"sqlite:///{INSTANCE_DIR / 'emotion-detector.db'}"
-    broker_url: str = f"sqla+sqlite:///{INSTANCE_DIR / 'queue.db'}"
+    # Video jobs: database, queue, files. The embedded defaults keep theirs in the instance directory.
+    instance_dir: Path = Field(default_factory=default_instance_dir)
+    database_url: str = Field(default_factory=lambda data: f"sqlite:///{data['instance_dir'] / 'emotion-detector.db'}")
+    broker_url: str = Field(default_factory=lambda data: f"sqla+sqlite:///{data['instance_dir'] / 'queue.db'}")
     embedded_queue_poll_s: float = Field(0.1, gt=0)  # how often workers look for tasks in the SQL-backed queue
-    storage_dir: Path = INSTANCE_DIR / "videos"
+    storage_dir: Path = Field(default_factory=lambda data: data["instance_dir"] / "videos")
     video_max_bytes: int = Field(500 * 1024 * 1024, ge=1024)
     video_max_duration_s: float = Field(15 * 60, gt=0)
     analyse_every_n_frames: int = Field(1, ge=1)  # 1: every frame
@@ -74,6 +84,11 @@ class Settings(BaseSettings):
     render_parts_while_analysing: bool = True  # a worker draws a segment's part of the annotated video meanwhile
     job_stale_after_s: float = Field(60.0, gt=0)  # a segment without a heartbeat this long is re-queued
     broker_visibility_timeout_s: int = Field(600, ge=10)  # Redis: redeliver unacknowledged tasks after this
+
+    @field_validator("instance_dir")
+    @classmethod
+    def _absolute_instance_dir(cls, path: Path) -> Path:
+        return path.expanduser().absolute()  # every process finds the same files, whatever its working directory
 
     @model_validator(mode="after")
     def _refuse_insecure_production(self) -> Settings:

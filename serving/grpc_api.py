@@ -12,11 +12,11 @@ import grpc
 from google.protobuf import any_pb2, json_format, struct_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from serving.errors import InvalidArgument, ServingError
-from serving.protos import tensorflow_serving_pb2 as tfs
-from serving.protos import tensorflow_serving_pb2_grpc as tfs_grpc
+from serving.protocol.errors import InvalidArgument, ServingError
+from serving.protocol.protos import tensorflow_serving_pb2 as tfs
+from serving.protocol.protos import tensorflow_serving_pb2_grpc as tfs_grpc
+from serving.protocol.tensors import from_numpy, to_numpy
 from serving.registry import SIGNATURE_NAME, ModelRegistry, ServedModel
-from serving.tensors import from_numpy, to_numpy
 
 log = logging.getLogger("serving.grpc")
 

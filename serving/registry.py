@@ -5,7 +5,6 @@ directory a version. By default every version is loaded, the highest answers req
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -14,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from serving.errors import InvalidArgument, NotFound, ServingError, alias_not_found
-from serving.protos import tensorflow_framework_pb2 as tf
-from serving.tensors import data_type, dtype_name
+from serving.protocol.errors import InvalidArgument, NotFound, ServingError, alias_not_found
+from serving.protocol.model_info import read_model_json
+from serving.protocol.protos import tensorflow_framework_pb2 as tf
+from serving.protocol.tensors import data_type, dtype_name
 
 log = logging.getLogger("serving")
 
@@ -94,8 +94,7 @@ class ServedModel:
         self.session = ort.InferenceSession(str(directory / "model.onnx"), session_options, providers=["CPUExecutionProvider"])
         self.inputs = [self._spec(i) for i in self.session.get_inputs()]
         self.outputs = [self._spec(o) for o in self.session.get_outputs()]
-        info_path = directory / "model.json"
-        self.info: dict = json.loads(info_path.read_text()) if info_path.exists() else {}
+        self.info: dict = read_model_json(directory, name, version)  # sent unchanged as the model's metadata
 
     @staticmethod
     def _spec(node) -> TensorSpec:
@@ -255,7 +254,7 @@ def parse_model_config_file(path: Path) -> list[ModelConfig]:
     relative to the file."""
     from google.protobuf import text_format
 
-    from serving.protos import tensorflow_serving_pb2 as tfs
+    from serving.protocol.protos import tensorflow_serving_pb2 as tfs
 
     try:
         config = text_format.Parse(Path(path).read_text(), tfs.ModelServerConfig())

@@ -18,8 +18,8 @@ from flask import Flask, Response, request
 from google.protobuf import json_format
 from werkzeug.exceptions import HTTPException
 
-from serving.errors import InvalidArgument, ServingError, Unimplemented, alias_not_found
-from serving.protos import tensorflow_serving_pb2 as tfs
+from serving.protocol.errors import InvalidArgument, ServingError, Unimplemented, alias_not_found
+from serving.protocol.protos import tensorflow_serving_pb2 as tfs
 from serving.registry import SIGNATURE_NAME, ModelRegistry, ServedModel
 
 log = logging.getLogger("serving.rest")

@@ -1,6 +1,6 @@
 """The model server process: gRPC on --port, REST on --rest_api_port, flags named like TF Serving's.
 
-python -m serving                                            # serving/models/*, :8500 gRPC, :8501 REST
+python -m serving                                            # the shipped models (serving/models/*), :8500 gRPC, :8501 REST
 python -m serving --model_name emotion --model_base_path serving/models/emotion
 python -m serving --model_config_file models.config          # TF Serving text-format ModelServerConfig
 """
@@ -16,12 +16,12 @@ from pathlib import Path
 
 import waitress
 
+from serving import SHIPPED_MODELS
 from serving.grpc_api import build_server, set_health
 from serving.registry import ModelConfig, ModelRegistry, ServingOptions, discover, parse_model_config_file
 from serving.rest_api import create_rest_app
 
 log = logging.getLogger("serving")
-DEFAULT_MODELS = Path(__file__).parent / "models"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -35,7 +35,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--model_name", help="serve the single model in --model_base_path under this name")
     parser.add_argument(
-        "--model_base_path", type=Path, default=DEFAULT_MODELS, help="a model's version directories, or a directory of models"
+        "--model_base_path", type=Path, default=SHIPPED_MODELS, help="a model's version directories, or a directory of models"
     )
     parser.add_argument("--model_config_file", type=Path, help="text-format ModelServerConfig (overrides --model_base_path)")
     parser.add_argument(

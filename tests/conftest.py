@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +20,15 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("EMOTION_SHARED_DIR", ROOT.parent / "shared"))
 SHIPPED_MODELS = ROOT / "serving" / "models"
 YUNET = SHARED / "models" / "yunet" / "face_detection_yunet.onnx"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The embedded defaults' data (SQLite database, queue, uploads) of every test and every process it starts
+    goes to a temporary directory, never into the checkout or the user's data directory. Set before
+    collection: importing emotion_detector.videos.jobs already reads the settings."""
+    instance = tempfile.TemporaryDirectory(prefix="emotion-detector-tests-")
+    config.add_cleanup(instance.cleanup)
+    os.environ["EMOTION_INSTANCE_DIR"] = instance.name
 
 
 @pytest.fixture(scope="session")

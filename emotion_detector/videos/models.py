@@ -1,4 +1,4 @@
-"""Database schema of video jobs (SQLAlchemy 2; migrations in migrations/, applied by Alembic)."""
+"""Database schema of video jobs (SQLAlchemy 2; migrations in emotion_detector/migrations, applied by Alembic)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Flask blueprints of the web front end (registered by app.create_app)."""
+"""The web front end: the app factory (app.py), its blueprints, templates and static files."""
 
 from __future__ import annotations
 

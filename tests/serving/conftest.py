@@ -39,7 +39,7 @@ def official_client() -> callable:
             capture_output=True,
             text=True,
             env=env,
-            cwd="/",  # keep the project (and its serving/protos) off the client's import path
+            cwd="/",  # keep the project (and its serving/protocol/protos) off the client's import path
             timeout=120,
         )
         if done.returncode != 0:

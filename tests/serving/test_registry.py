@@ -10,7 +10,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from serving.errors import InvalidArgument, NotFound
+from serving.protocol.errors import InvalidArgument, NotFound
 from serving.registry import ModelConfig, ModelRegistry, ServingOptions, VersionPolicy, discover, parse_model_config_file
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from serving.errors import InvalidArgument, ResourceExhausted
-from serving.protos import tensorflow_framework_pb2 as tf
-from serving.tensors import from_numpy, to_numpy
+from serving.protocol.errors import InvalidArgument, ResourceExhausted
+from serving.protocol.protos import tensorflow_framework_pb2 as tf
+from serving.protocol.tensors import from_numpy, to_numpy
 
 
 def proto(dtype: int, shape: list[int], **fields) -> tf.TensorProto:

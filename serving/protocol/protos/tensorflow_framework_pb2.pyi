@@ -33,6 +33,7 @@ class DataType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DT_VARIANT: _ClassVar[DataType]
     DT_UINT32: _ClassVar[DataType]
     DT_UINT64: _ClassVar[DataType]
+
 DT_INVALID: DataType
 DT_FLOAT: DataType
 DT_DOUBLE: DataType
@@ -67,11 +68,14 @@ class TensorShapeProto(_message.Message):
         size: int
         name: str
         def __init__(self, size: _Optional[int] = ..., name: _Optional[str] = ...) -> None: ...
+
     DIM_FIELD_NUMBER: _ClassVar[int]
     UNKNOWN_RANK_FIELD_NUMBER: _ClassVar[int]
     dim: _containers.RepeatedCompositeFieldContainer[TensorShapeProto.Dim]
     unknown_rank: bool
-    def __init__(self, dim: _Optional[_Iterable[_Union[TensorShapeProto.Dim, _Mapping]]] = ..., unknown_rank: _Optional[bool] = ...) -> None: ...
+    def __init__(
+        self, dim: _Optional[_Iterable[_Union[TensorShapeProto.Dim, _Mapping]]] = ..., unknown_rank: _Optional[bool] = ...
+    ) -> None: ...
 
 class ResourceHandleProto(_message.Message):
     __slots__ = ("device", "container", "name", "hash_code", "maybe_type_name", "dtypes_and_shapes")
@@ -81,7 +85,10 @@ class ResourceHandleProto(_message.Message):
         SHAPE_FIELD_NUMBER: _ClassVar[int]
         dtype: DataType
         shape: TensorShapeProto
-        def __init__(self, dtype: _Optional[_Union[DataType, str]] = ..., shape: _Optional[_Union[TensorShapeProto, _Mapping]] = ...) -> None: ...
+        def __init__(
+            self, dtype: _Optional[_Union[DataType, str]] = ..., shape: _Optional[_Union[TensorShapeProto, _Mapping]] = ...
+        ) -> None: ...
+
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     CONTAINER_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -94,7 +101,15 @@ class ResourceHandleProto(_message.Message):
     hash_code: int
     maybe_type_name: str
     dtypes_and_shapes: _containers.RepeatedCompositeFieldContainer[ResourceHandleProto.DtypeAndShape]
-    def __init__(self, device: _Optional[str] = ..., container: _Optional[str] = ..., name: _Optional[str] = ..., hash_code: _Optional[int] = ..., maybe_type_name: _Optional[str] = ..., dtypes_and_shapes: _Optional[_Iterable[_Union[ResourceHandleProto.DtypeAndShape, _Mapping]]] = ...) -> None: ...
+    def __init__(
+        self,
+        device: _Optional[str] = ...,
+        container: _Optional[str] = ...,
+        name: _Optional[str] = ...,
+        hash_code: _Optional[int] = ...,
+        maybe_type_name: _Optional[str] = ...,
+        dtypes_and_shapes: _Optional[_Iterable[_Union[ResourceHandleProto.DtypeAndShape, _Mapping]]] = ...,
+    ) -> None: ...
 
 class VariantTensorDataProto(_message.Message):
     __slots__ = ("type_name", "metadata", "tensors")
@@ -104,10 +119,33 @@ class VariantTensorDataProto(_message.Message):
     type_name: str
     metadata: bytes
     tensors: _containers.RepeatedCompositeFieldContainer[TensorProto]
-    def __init__(self, type_name: _Optional[str] = ..., metadata: _Optional[bytes] = ..., tensors: _Optional[_Iterable[_Union[TensorProto, _Mapping]]] = ...) -> None: ...
+    def __init__(
+        self,
+        type_name: _Optional[str] = ...,
+        metadata: _Optional[bytes] = ...,
+        tensors: _Optional[_Iterable[_Union[TensorProto, _Mapping]]] = ...,
+    ) -> None: ...
 
 class TensorProto(_message.Message):
-    __slots__ = ("dtype", "tensor_shape", "version_number", "tensor_content", "half_val", "float_val", "double_val", "int_val", "string_val", "scomplex_val", "int64_val", "bool_val", "dcomplex_val", "resource_handle_val", "variant_val", "uint32_val", "uint64_val")
+    __slots__ = (
+        "dtype",
+        "tensor_shape",
+        "version_number",
+        "tensor_content",
+        "half_val",
+        "float_val",
+        "double_val",
+        "int_val",
+        "string_val",
+        "scomplex_val",
+        "int64_val",
+        "bool_val",
+        "dcomplex_val",
+        "resource_handle_val",
+        "variant_val",
+        "uint32_val",
+        "uint64_val",
+    )
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     TENSOR_SHAPE_FIELD_NUMBER: _ClassVar[int]
     VERSION_NUMBER_FIELD_NUMBER: _ClassVar[int]
@@ -142,7 +180,26 @@ class TensorProto(_message.Message):
     variant_val: _containers.RepeatedCompositeFieldContainer[VariantTensorDataProto]
     uint32_val: _containers.RepeatedScalarFieldContainer[int]
     uint64_val: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, dtype: _Optional[_Union[DataType, str]] = ..., tensor_shape: _Optional[_Union[TensorShapeProto, _Mapping]] = ..., version_number: _Optional[int] = ..., tensor_content: _Optional[bytes] = ..., half_val: _Optional[_Iterable[int]] = ..., float_val: _Optional[_Iterable[float]] = ..., double_val: _Optional[_Iterable[float]] = ..., int_val: _Optional[_Iterable[int]] = ..., string_val: _Optional[_Iterable[bytes]] = ..., scomplex_val: _Optional[_Iterable[float]] = ..., int64_val: _Optional[_Iterable[int]] = ..., bool_val: _Optional[_Iterable[bool]] = ..., dcomplex_val: _Optional[_Iterable[float]] = ..., resource_handle_val: _Optional[_Iterable[_Union[ResourceHandleProto, _Mapping]]] = ..., variant_val: _Optional[_Iterable[_Union[VariantTensorDataProto, _Mapping]]] = ..., uint32_val: _Optional[_Iterable[int]] = ..., uint64_val: _Optional[_Iterable[int]] = ...) -> None: ...
+    def __init__(
+        self,
+        dtype: _Optional[_Union[DataType, str]] = ...,
+        tensor_shape: _Optional[_Union[TensorShapeProto, _Mapping]] = ...,
+        version_number: _Optional[int] = ...,
+        tensor_content: _Optional[bytes] = ...,
+        half_val: _Optional[_Iterable[int]] = ...,
+        float_val: _Optional[_Iterable[float]] = ...,
+        double_val: _Optional[_Iterable[float]] = ...,
+        int_val: _Optional[_Iterable[int]] = ...,
+        string_val: _Optional[_Iterable[bytes]] = ...,
+        scomplex_val: _Optional[_Iterable[float]] = ...,
+        int64_val: _Optional[_Iterable[int]] = ...,
+        bool_val: _Optional[_Iterable[bool]] = ...,
+        dcomplex_val: _Optional[_Iterable[float]] = ...,
+        resource_handle_val: _Optional[_Iterable[_Union[ResourceHandleProto, _Mapping]]] = ...,
+        variant_val: _Optional[_Iterable[_Union[VariantTensorDataProto, _Mapping]]] = ...,
+        uint32_val: _Optional[_Iterable[int]] = ...,
+        uint64_val: _Optional[_Iterable[int]] = ...,
+    ) -> None: ...
 
 class TensorInfo(_message.Message):
     __slots__ = ("name", "dtype", "tensor_shape")
@@ -152,7 +209,12 @@ class TensorInfo(_message.Message):
     name: str
     dtype: DataType
     tensor_shape: TensorShapeProto
-    def __init__(self, name: _Optional[str] = ..., dtype: _Optional[_Union[DataType, str]] = ..., tensor_shape: _Optional[_Union[TensorShapeProto, _Mapping]] = ...) -> None: ...
+    def __init__(
+        self,
+        name: _Optional[str] = ...,
+        dtype: _Optional[_Union[DataType, str]] = ...,
+        tensor_shape: _Optional[_Union[TensorShapeProto, _Mapping]] = ...,
+    ) -> None: ...
 
 class SignatureDef(_message.Message):
     __slots__ = ("inputs", "outputs", "method_name")
@@ -163,6 +225,7 @@ class SignatureDef(_message.Message):
         key: str
         value: TensorInfo
         def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[TensorInfo, _Mapping]] = ...) -> None: ...
+
     class OutputsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -170,10 +233,16 @@ class SignatureDef(_message.Message):
         key: str
         value: TensorInfo
         def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[TensorInfo, _Mapping]] = ...) -> None: ...
+
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     METHOD_NAME_FIELD_NUMBER: _ClassVar[int]
     inputs: _containers.MessageMap[str, TensorInfo]
     outputs: _containers.MessageMap[str, TensorInfo]
     method_name: str
-    def __init__(self, inputs: _Optional[_Mapping[str, TensorInfo]] = ..., outputs: _Optional[_Mapping[str, TensorInfo]] = ..., method_name: _Optional[str] = ...) -> None: ...
+    def __init__(
+        self,
+        inputs: _Optional[_Mapping[str, TensorInfo]] = ...,
+        outputs: _Optional[_Mapping[str, TensorInfo]] = ...,
+        method_name: _Optional[str] = ...,
+    ) -> None: ...

@@ -1,4 +1,4 @@
-"""Alembic environment: the URL comes from alembic.ini's sqlalchemy.url when set (emotion_detector.videos.db
+"""Alembic environment: the URL comes from the Alembic config's sqlalchemy.url when set (emotion_detector.videos.db
 sets it), else from the app's settings (EMOTION_DATABASE_URL).
 
 Every web and video worker process upgrades the schema when it starts, so on a fresh database several run

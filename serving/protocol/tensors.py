@@ -7,8 +7,8 @@ import math
 
 import numpy as np
 
-from serving.errors import InvalidArgument, ResourceExhausted
-from serving.protos import tensorflow_framework_pb2 as tf
+from serving.protocol.errors import InvalidArgument, ResourceExhausted
+from serving.protocol.protos import tensorflow_framework_pb2 as tf
 
 MAX_ELEMENTS = 64 * 1024 * 1024  # 256 MB of float32: far above any batch of faces, far below the RAM
 

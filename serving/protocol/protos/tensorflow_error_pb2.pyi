@@ -23,6 +23,7 @@ class Code(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     UNAVAILABLE: _ClassVar[Code]
     DATA_LOSS: _ClassVar[Code]
     UNAUTHENTICATED: _ClassVar[Code]
+
 OK: Code
 CANCELLED: Code
 UNKNOWN: Code

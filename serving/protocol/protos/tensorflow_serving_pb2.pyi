@@ -1,7 +1,7 @@
 from google.protobuf import any_pb2 as _any_pb2
 from google.protobuf import wrappers_pb2 as _wrappers_pb2
-from serving.protos import tensorflow_error_pb2 as _tensorflow_error_pb2
-from serving.protos import tensorflow_framework_pb2 as _tensorflow_framework_pb2
+from serving.protocol.protos import tensorflow_error_pb2 as _tensorflow_error_pb2
+from serving.protocol.protos import tensorflow_framework_pb2 as _tensorflow_framework_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -21,7 +21,13 @@ class ModelSpec(_message.Message):
     version: _wrappers_pb2.Int64Value
     version_label: str
     signature_name: str
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[_Union[_wrappers_pb2.Int64Value, _Mapping]] = ..., version_label: _Optional[str] = ..., signature_name: _Optional[str] = ...) -> None: ...
+    def __init__(
+        self,
+        name: _Optional[str] = ...,
+        version: _Optional[_Union[_wrappers_pb2.Int64Value, _Mapping]] = ...,
+        version_label: _Optional[str] = ...,
+        signature_name: _Optional[str] = ...,
+    ) -> None: ...
 
 class PredictRequest(_message.Message):
     __slots__ = ("model_spec", "inputs", "output_filter")
@@ -31,14 +37,22 @@ class PredictRequest(_message.Message):
         VALUE_FIELD_NUMBER: _ClassVar[int]
         key: str
         value: _tensorflow_framework_pb2.TensorProto
-        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[_tensorflow_framework_pb2.TensorProto, _Mapping]] = ...) -> None: ...
+        def __init__(
+            self, key: _Optional[str] = ..., value: _Optional[_Union[_tensorflow_framework_pb2.TensorProto, _Mapping]] = ...
+        ) -> None: ...
+
     MODEL_SPEC_FIELD_NUMBER: _ClassVar[int]
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FILTER_FIELD_NUMBER: _ClassVar[int]
     model_spec: ModelSpec
     inputs: _containers.MessageMap[str, _tensorflow_framework_pb2.TensorProto]
     output_filter: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, model_spec: _Optional[_Union[ModelSpec, _Mapping]] = ..., inputs: _Optional[_Mapping[str, _tensorflow_framework_pb2.TensorProto]] = ..., output_filter: _Optional[_Iterable[str]] = ...) -> None: ...
+    def __init__(
+        self,
+        model_spec: _Optional[_Union[ModelSpec, _Mapping]] = ...,
+        inputs: _Optional[_Mapping[str, _tensorflow_framework_pb2.TensorProto]] = ...,
+        output_filter: _Optional[_Iterable[str]] = ...,
+    ) -> None: ...
 
 class PredictResponse(_message.Message):
     __slots__ = ("model_spec", "outputs")
@@ -48,12 +62,19 @@ class PredictResponse(_message.Message):
         VALUE_FIELD_NUMBER: _ClassVar[int]
         key: str
         value: _tensorflow_framework_pb2.TensorProto
-        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[_tensorflow_framework_pb2.TensorProto, _Mapping]] = ...) -> None: ...
+        def __init__(
+            self, key: _Optional[str] = ..., value: _Optional[_Union[_tensorflow_framework_pb2.TensorProto, _Mapping]] = ...
+        ) -> None: ...
+
     MODEL_SPEC_FIELD_NUMBER: _ClassVar[int]
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     model_spec: ModelSpec
     outputs: _containers.MessageMap[str, _tensorflow_framework_pb2.TensorProto]
-    def __init__(self, model_spec: _Optional[_Union[ModelSpec, _Mapping]] = ..., outputs: _Optional[_Mapping[str, _tensorflow_framework_pb2.TensorProto]] = ...) -> None: ...
+    def __init__(
+        self,
+        model_spec: _Optional[_Union[ModelSpec, _Mapping]] = ...,
+        outputs: _Optional[_Mapping[str, _tensorflow_framework_pb2.TensorProto]] = ...,
+    ) -> None: ...
 
 class SignatureDefMap(_message.Message):
     __slots__ = ("signature_def",)
@@ -63,7 +84,10 @@ class SignatureDefMap(_message.Message):
         VALUE_FIELD_NUMBER: _ClassVar[int]
         key: str
         value: _tensorflow_framework_pb2.SignatureDef
-        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[_tensorflow_framework_pb2.SignatureDef, _Mapping]] = ...) -> None: ...
+        def __init__(
+            self, key: _Optional[str] = ..., value: _Optional[_Union[_tensorflow_framework_pb2.SignatureDef, _Mapping]] = ...
+        ) -> None: ...
+
     SIGNATURE_DEF_FIELD_NUMBER: _ClassVar[int]
     signature_def: _containers.MessageMap[str, _tensorflow_framework_pb2.SignatureDef]
     def __init__(self, signature_def: _Optional[_Mapping[str, _tensorflow_framework_pb2.SignatureDef]] = ...) -> None: ...
@@ -74,7 +98,9 @@ class GetModelMetadataRequest(_message.Message):
     METADATA_FIELD_FIELD_NUMBER: _ClassVar[int]
     model_spec: ModelSpec
     metadata_field: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, model_spec: _Optional[_Union[ModelSpec, _Mapping]] = ..., metadata_field: _Optional[_Iterable[str]] = ...) -> None: ...
+    def __init__(
+        self, model_spec: _Optional[_Union[ModelSpec, _Mapping]] = ..., metadata_field: _Optional[_Iterable[str]] = ...
+    ) -> None: ...
 
 class GetModelMetadataResponse(_message.Message):
     __slots__ = ("model_spec", "metadata")
@@ -85,11 +111,14 @@ class GetModelMetadataResponse(_message.Message):
         key: str
         value: _any_pb2.Any
         def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[_any_pb2.Any, _Mapping]] = ...) -> None: ...
+
     MODEL_SPEC_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     model_spec: ModelSpec
     metadata: _containers.MessageMap[str, _any_pb2.Any]
-    def __init__(self, model_spec: _Optional[_Union[ModelSpec, _Mapping]] = ..., metadata: _Optional[_Mapping[str, _any_pb2.Any]] = ...) -> None: ...
+    def __init__(
+        self, model_spec: _Optional[_Union[ModelSpec, _Mapping]] = ..., metadata: _Optional[_Mapping[str, _any_pb2.Any]] = ...
+    ) -> None: ...
 
 class StatusProto(_message.Message):
     __slots__ = ("error_code", "error_message")
@@ -97,7 +126,9 @@ class StatusProto(_message.Message):
     ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     error_code: _tensorflow_error_pb2.Code
     error_message: str
-    def __init__(self, error_code: _Optional[_Union[_tensorflow_error_pb2.Code, str]] = ..., error_message: _Optional[str] = ...) -> None: ...
+    def __init__(
+        self, error_code: _Optional[_Union[_tensorflow_error_pb2.Code, str]] = ..., error_message: _Optional[str] = ...
+    ) -> None: ...
 
 class GetModelStatusRequest(_message.Message):
     __slots__ = ("model_spec",)
@@ -115,6 +146,7 @@ class ModelVersionStatus(_message.Message):
         AVAILABLE: _ClassVar[ModelVersionStatus.State]
         UNLOADING: _ClassVar[ModelVersionStatus.State]
         END: _ClassVar[ModelVersionStatus.State]
+
     UNKNOWN: ModelVersionStatus.State
     START: ModelVersionStatus.State
     LOADING: ModelVersionStatus.State
@@ -127,7 +159,12 @@ class ModelVersionStatus(_message.Message):
     version: int
     state: ModelVersionStatus.State
     status: StatusProto
-    def __init__(self, version: _Optional[int] = ..., state: _Optional[_Union[ModelVersionStatus.State, str]] = ..., status: _Optional[_Union[StatusProto, _Mapping]] = ...) -> None: ...
+    def __init__(
+        self,
+        version: _Optional[int] = ...,
+        state: _Optional[_Union[ModelVersionStatus.State, str]] = ...,
+        status: _Optional[_Union[StatusProto, _Mapping]] = ...,
+    ) -> None: ...
 
 class GetModelStatusResponse(_message.Message):
     __slots__ = ("model_version_status",)
@@ -142,21 +179,29 @@ class ServableVersionPolicy(_message.Message):
         NUM_VERSIONS_FIELD_NUMBER: _ClassVar[int]
         num_versions: int
         def __init__(self, num_versions: _Optional[int] = ...) -> None: ...
+
     class All(_message.Message):
         __slots__ = ()
         def __init__(self) -> None: ...
+
     class Specific(_message.Message):
         __slots__ = ("versions",)
         VERSIONS_FIELD_NUMBER: _ClassVar[int]
         versions: _containers.RepeatedScalarFieldContainer[int]
         def __init__(self, versions: _Optional[_Iterable[int]] = ...) -> None: ...
+
     LATEST_FIELD_NUMBER: _ClassVar[int]
     ALL_FIELD_NUMBER: _ClassVar[int]
     SPECIFIC_FIELD_NUMBER: _ClassVar[int]
     latest: ServableVersionPolicy.Latest
     all: ServableVersionPolicy.All
     specific: ServableVersionPolicy.Specific
-    def __init__(self, latest: _Optional[_Union[ServableVersionPolicy.Latest, _Mapping]] = ..., all: _Optional[_Union[ServableVersionPolicy.All, _Mapping]] = ..., specific: _Optional[_Union[ServableVersionPolicy.Specific, _Mapping]] = ...) -> None: ...
+    def __init__(
+        self,
+        latest: _Optional[_Union[ServableVersionPolicy.Latest, _Mapping]] = ...,
+        all: _Optional[_Union[ServableVersionPolicy.All, _Mapping]] = ...,
+        specific: _Optional[_Union[ServableVersionPolicy.Specific, _Mapping]] = ...,
+    ) -> None: ...
 
 class ModelConfig(_message.Message):
     __slots__ = ("name", "base_path", "model_platform", "model_version_policy", "version_labels")
@@ -167,6 +212,7 @@ class ModelConfig(_message.Message):
         key: str
         value: int
         def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+
     NAME_FIELD_NUMBER: _ClassVar[int]
     BASE_PATH_FIELD_NUMBER: _ClassVar[int]
     MODEL_PLATFORM_FIELD_NUMBER: _ClassVar[int]
@@ -177,7 +223,14 @@ class ModelConfig(_message.Message):
     model_platform: str
     model_version_policy: ServableVersionPolicy
     version_labels: _containers.ScalarMap[str, int]
-    def __init__(self, name: _Optional[str] = ..., base_path: _Optional[str] = ..., model_platform: _Optional[str] = ..., model_version_policy: _Optional[_Union[ServableVersionPolicy, _Mapping]] = ..., version_labels: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    def __init__(
+        self,
+        name: _Optional[str] = ...,
+        base_path: _Optional[str] = ...,
+        model_platform: _Optional[str] = ...,
+        model_version_policy: _Optional[_Union[ServableVersionPolicy, _Mapping]] = ...,
+        version_labels: _Optional[_Mapping[str, int]] = ...,
+    ) -> None: ...
 
 class ModelConfigList(_message.Message):
     __slots__ = ("config",)
