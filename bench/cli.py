@@ -1,0 +1,81 @@
+"""``emotion-detector analyze`` speed and memory on real video, beside the `fer` package on the same files.
+
+    python -m bench.cli                                   # single_face.mp4 and a one-minute clip (640x360)
+    python -m bench.cli --long-minutes 15                 # also a 15-minute clip: peak RSS stays flat
+    python -m bench.cli --fer-python /tmp/fer-venv/bin/python   # fer's Video.analyze on the same files
+
+Each run is a fresh process (``python -m emotion_detector analyze FILE --quiet -o /dev/null``, models in
+process, every frame): wall time from start to exit (model loading included), frames per second, × real
+time, and the process's peak resident memory. fer lives in an environment of its own (see bench/video.py).
+Prints the CPU it ran on: figures count only with it. Needs ../shared (media), like the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import av
+
+from bench.machine import cpu_description
+from bench.video import SOURCE, fer_speed, looped_video
+from tests.conftest import ROOT
+
+
+def video_facts(path: Path) -> tuple[int, float, str]:
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames = sum(1 for _ in container.demux(stream) if _.size)
+        return frames, float(container.duration / 1e6), f"{stream.codec_context.width}x{stream.codec_context.height}"
+
+
+def analyze_run(video: Path) -> dict:
+    """One fresh CLI process over every frame; its own wall time and peak RSS (from wait4, not a poll)."""
+    frames, duration_s, size = video_facts(video)
+    command = [sys.executable, "-m", "emotion_detector", "analyze", str(video), "--quiet", "--output", os.devnull]
+    started = time.perf_counter()
+    process = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    wall_s = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"analyze failed on {video.name}: {process.stderr.read().decode()[-500:]}")
+    return {
+        "video": video.name,
+        "size": size,
+        "frames": frames,
+        "duration_s": round(duration_s, 2),
+        "wall_s": round(wall_s, 2),
+        "frames_per_s": round(frames / wall_s, 1),
+        "speed_x_realtime": round(duration_s / wall_s, 2),
+        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--long-minutes", type=float, default=0, help="also a clip this long (peak memory on long input)")
+    parser.add_argument("--fer-python", help="a Python with `fer` and TensorFlow installed: measure fer's Video too")
+    args = parser.parse_args()
+    print(f"machine: {cpu_description()}")
+    with tempfile.TemporaryDirectory(prefix="bench-cli-") as scratch:
+        videos = [SOURCE, looped_video(Path(scratch) / "one-minute.mp4", 60.0)]
+        if args.long_minutes:
+            videos.append(looped_video(Path(scratch) / f"{args.long_minutes:g}-minutes.mp4", args.long_minutes * 60))
+        for video in videos:
+            result = analyze_run(video)
+            if args.fer_python and video.stat().st_size < 50e6:
+                fer = fer_speed(video, args.fer_python)["fer"]
+                result["fer"] = fer
+                if isinstance(fer, dict):
+                    result["times_faster_than_fer"] = round(result["speed_x_realtime"] / fer["speed_x_realtime"], 2)
+            print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
