@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from flask import Flask
 
 from emotion_detector.detection import DetectorOptions, FaceDetector, create_detector
-from emotion_detector.model_client import ModelServerClient
+from emotion_detector.face_models import FaceModels, create_models
 from emotion_detector.pipeline import FaceAnalyzer
 from emotion_detector.settings import Settings
 from emotion_detector.videos.service import VideoService
@@ -23,7 +23,7 @@ from emotion_detector.web import api, live, videos
 class Services:
     settings: Settings
     detector: FaceDetector
-    client: ModelServerClient
+    client: FaceModels
     analyzer: FaceAnalyzer
     videos: VideoService
 
@@ -36,7 +36,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config.update(SECRET_KEY=settings.secret_key, MAX_CONTENT_LENGTH=settings.max_image_bytes + 64 * 1024)
 
     detector = create_detector(DetectorOptions.from_settings(settings))
-    client = ModelServerClient(settings.model_server, settings.model_server_timeout_s, tls=settings.model_server_tls)
+    client = create_models(settings)
     analyzer = FaceAnalyzer(detector, client, settings)
     app.extensions["emotion_detector"] = Services(settings, detector, client, analyzer, VideoService(settings))
 
