@@ -19,9 +19,9 @@ import supervision as sv
 
 from emotion_detector.crops import crop_faces
 from emotion_detector.detection import DetectionSizer, FaceDetector
+from emotion_detector.face_models import FaceModels
 from emotion_detector.frames import ImageLimits, decode_image, image_size
 from emotion_detector.labels import EMOTIONS, GENDERS
-from emotion_detector.face_models import FaceModels
 from emotion_detector.model_client import ModelServerError
 from emotion_detector.settings import Settings
 from emotion_detector.tracking import AgeGenderSchedule, AttributeSmoother, FaceAttributes, FaceTracker

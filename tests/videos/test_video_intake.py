@@ -9,6 +9,8 @@ import requests
 
 from tests.videos.conftest import VideoStack, make_stack
 
+pytestmark = pytest.mark.slow  # uploads to the web app under gunicorn
+
 MAX_BYTES = 2_000_000
 
 
