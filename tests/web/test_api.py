@@ -13,7 +13,7 @@ from app import create_app
 from emotion_detector.labels import EMOTIONS
 from emotion_detector.settings import Settings
 from tests.conftest import YUNET, free_port, start_thread_model_server
-from tests.test_frames import jpeg_with_size
+from tests.test_frames import jpeg_with_size, png_header_only
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +59,11 @@ def test_detect_false_treats_the_image_as_one_face_crop(client, shared_dir):
         (lambda jpeg: jpeg[: len(jpeg) // 3], 400, "truncated_frame"),
         (lambda jpeg: jpeg_with_size(jpeg, 20000, 20000), 413, "image_too_large"),
         (lambda jpeg: jpeg + b"\0" * (30 * 1024 * 1024), 413, "payload_too_large"),
+        (lambda jpeg: b"GIF89a" + b"\0" * 100, 415, "unsupported_format"),
+        (lambda jpeg: jpeg_with_size(jpeg, 10_001, 10), 413, "image_too_large"),
+        (lambda jpeg: png_header_only(7_000, 7_000), 413, "image_too_large"),  # a decompression bomb's header
+        (lambda jpeg: png_header_only(640, 480), 400, "truncated_frame"),
+        (lambda jpeg: jpeg[:40], 400, "corrupt_frame"),
     ],
 )
 def test_bad_images_get_clear_errors(client, shared_dir, make, status, code):
