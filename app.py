@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from flask import Flask
 
@@ -28,7 +29,7 @@ class Services:
     videos: VideoService
 
 
-def create_app(test_config: dict | None = None) -> Flask:
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     _cooperate_with_gevent()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings(**(test_config or {}))
@@ -44,7 +45,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config["SOCK_SERVER_OPTIONS"] = {"max_message_size": max(64 * 1024 * 1024, 2 * settings.max_frame_bytes)}
 
     @app.context_processor
-    def face_detector() -> dict:  # every page says when detection runs on the degraded fallback
+    def face_detector() -> dict[str, FaceDetector]:  # every page says when detection runs on the degraded fallback
         return {"face_detector": detector}
 
     live.sock.init_app(app)

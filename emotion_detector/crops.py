@@ -20,7 +20,7 @@ class CropRule:
     center_dy_per_box_height: float = 0.0  # ... in box heights (positive: lower)
 
     @classmethod
-    def from_dict(cls, raw: dict) -> CropRule:
+    def from_dict(cls, raw: dict[str, float]) -> CropRule:
         return cls(raw["side_per_box_width"], raw["center_dx_per_box_width"], raw["center_dy_per_box_height"])
 
     def square(self, box_xyxy: np.ndarray) -> np.ndarray:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import numpy as np
@@ -62,7 +63,7 @@ class ModelSpec:
     crop_rules: dict[str, CropRule]
 
     @classmethod
-    def from_metadata(cls, name: str, version: int, info: dict) -> ModelSpec:
+    def from_metadata(cls, name: str, version: int, info: dict[str, Any]) -> ModelSpec:
         """``model.json`` as the server describes it: one ``output`` (its head is the model's name) or, for a
         model with several heads, ``outputs`` keyed by head (the tensor is named like its head unless said)."""
         shape = [int(d) for d in info["input"]["shape"]]
@@ -158,8 +159,9 @@ class ModelServerClient:
     def labels(self, head: str) -> tuple[str, ...]:
         """The class names of a head's output, in output order, as the server states them."""
         for spec in self.specs().values():
-            if head in spec.outputs and spec.outputs[head].labels is not None:
-                return spec.outputs[head].labels
+            labels = spec.outputs[head].labels if head in spec.outputs else None
+            if labels is not None:
+                return labels
         raise ModelServerError(f"no model on {self.target} states labels for {head!r}")
 
     def uncertain_below(self, head: str) -> float:
