@@ -19,9 +19,10 @@ import supervision as sv
 
 from emotion_detector.crops import crop_faces
 from emotion_detector.detection import DetectionSizer, FaceDetector
+from emotion_detector.face_models import FaceModels
 from emotion_detector.frames import ImageLimits, decode_image, image_size
 from emotion_detector.labels import EMOTIONS, GENDERS
-from emotion_detector.model_client import ModelServerClient, ModelServerError
+from emotion_detector.model_client import ModelServerError
 from emotion_detector.settings import Settings
 from emotion_detector.tracking import AgeGenderSchedule, AttributeSmoother, FaceAttributes, FaceTracker
 
@@ -86,7 +87,7 @@ class FrameAnalysis:
 class FaceAnalyzer:
     """Stateless: detection, crops and one batched model-server call per model. Shared by all sessions."""
 
-    def __init__(self, detector: FaceDetector, client: ModelServerClient, settings: Settings):
+    def __init__(self, detector: FaceDetector, client: FaceModels, settings: Settings):
         self.detector = detector
         self.client = client
         self.settings = settings

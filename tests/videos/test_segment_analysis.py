@@ -1,4 +1,4 @@
-"""SegmentAnalyzer on a real video and the real model server: expression on every frame, age and gender
+"""SegmentAnalyzer on a real video and the shipped models (in process): expression on every frame, age and gender
 measured every n-th frame of a track and carried over in between."""
 
 from __future__ import annotations
@@ -9,24 +9,19 @@ import numpy as np
 import pytest
 
 from emotion_detector.detection import DetectionSizer, DetectorOptions, create_detector
-from emotion_detector.model_client import ModelServerClient
 from emotion_detector.settings import Settings
 from emotion_detector.videos.analysis import Cancelled, SegmentAnalyzer, decode_frames
 
 
-def analyse(model_server, shared_dir, age_gender_every_n: int):
-    client = ModelServerClient(model_server.grpc_target)
+def analyse(models, shared_dir, age_gender_every_n: int):
     detector = create_detector(DetectorOptions.from_settings(Settings()))
-    try:
-        analyzer = SegmentAnalyzer(detector, client, fps=30.0, age_gender_every_n=age_gender_every_n)
-        return analyzer.run(shared_dir / "media" / "videos" / "single_face.mp4", 0, 40)
-    finally:
-        client.close()
+    analyzer = SegmentAnalyzer(detector, models, fps=30.0, age_gender_every_n=age_gender_every_n)
+    return analyzer.run(shared_dir / "media" / "videos" / "single_face.mp4", 0, 40)
 
 
-def test_age_and_gender_are_measured_every_nth_frame_of_a_track_and_held_between(model_server, shared_dir):
-    every_frame = analyse(model_server, shared_dir, 1)
-    sampled = analyse(model_server, shared_dir, 5)
+def test_age_and_gender_are_measured_every_nth_frame_of_a_track_and_held_between(inprocess_models, shared_dir):
+    every_frame = analyse(inprocess_models, shared_dir, 1)
+    sampled = analyse(inprocess_models, shared_dir, 5)
     assert [o.frame_index for o in sampled] == [o.frame_index for o in every_frame] == list(range(40))  # one face per frame
     # Expression is measured on every frame either way: the same numbers.
     np.testing.assert_allclose([o.emotion for o in sampled], [o.emotion for o in every_frame], atol=1e-4)
@@ -41,7 +36,7 @@ def test_age_and_gender_are_measured_every_nth_frame_of_a_track_and_held_between
     assert len({o.age_years for o in every_frame[track_starts:]}) > len({o.age_years for o in sampled[track_starts:]})
 
 
-def test_detecting_ahead_on_a_thread_finds_the_faces_one_frame_at_a_time_would(model_server, shared_dir):
+def test_detecting_ahead_on_a_thread_finds_the_faces_one_frame_at_a_time_would(inprocess_models, shared_dir):
     """Detection runs a few frames ahead of tracking; the sizer must still size each frame from the faces
     of the frame before it, so the boxes equal those of a plain loop over the frames."""
     video = shared_dir / "media" / "videos" / "single_face.mp4"  # a large face: the sizer shrinks and grows the copy
@@ -55,19 +50,14 @@ def test_detecting_ahead_on_a_thread_finds_the_faces_one_frame_at_a_time_would(m
         detections = detector.detect(image, side)
         sizer.update(detections)
         expected += [(index, tuple(round(float(v), 2) for v in box)) for box in detections.xyxy]
-    client = ModelServerClient(model_server.grpc_target)
-    try:
-        analyzer = SegmentAnalyzer(detector, client, fps=30.0, new_sizer=lambda: DetectionSizer.from_settings(settings))
-        found = analyzer.run(video, 0, 60)
-    finally:
-        client.close()
+    analyzer = SegmentAnalyzer(detector, inprocess_models, fps=30.0, new_sizer=lambda: DetectionSizer.from_settings(settings))
+    found = analyzer.run(video, 0, 60)
     assert len({index for index, _ in expected}) > 50  # faces in most frames: the comparison means something
     assert len(sides) > 1  # sized from the frame before: sizing a frame too early would change its boxes
     assert [(o.frame_index, o.box_xyxy) for o in found] == expected
 
 
-def test_a_cancelled_segment_stops_its_detection_thread(model_server, shared_dir):
-    client = ModelServerClient(model_server.grpc_target)
+def test_a_cancelled_segment_stops_its_detection_thread(inprocess_models, shared_dir):
     detector = create_detector(DetectorOptions.from_settings(Settings()))
     calls = []
 
@@ -75,12 +65,9 @@ def test_a_cancelled_segment_stops_its_detection_thread(model_server, shared_dir
         calls.append(frames_done)
         return False
 
-    try:
-        analyzer = SegmentAnalyzer(detector, client, fps=30.0)
-        with pytest.raises(Cancelled):
-            analyzer.run(shared_dir / "media" / "videos" / "single_face.mp4", 0, 60, on_progress=cancel)
-    finally:
-        client.close()
+    analyzer = SegmentAnalyzer(detector, inprocess_models, fps=30.0)
+    with pytest.raises(Cancelled):
+        analyzer.run(shared_dir / "media" / "videos" / "single_face.mp4", 0, 60, on_progress=cancel)
     assert calls == [8]  # stopped at the first progress report
     assert not [t for t in threading.enumerate() if t.name.startswith("detect")]
 
