@@ -1,7 +1,8 @@
 # make run   install into .venv and start every process in the Procfile (restarted if one dies), from this
 #            checkout, with its data in ./instance (EMOTION_INSTANCE_DIR; requirements-nodeps.txt: wheels
 #            installed without their declared dependencies)
-# make test  install the dev requirements and run the linter and the whole test suite
+# make test  install the dev requirements and run the linter, the type checker and the whole test suite
+#            (pytest -m "not slow": the fast, in-process layer alone, in under two minutes)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -28,6 +29,7 @@ run: $(VENV)/.runtime
 test: $(VENV)/.dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 bench: $(VENV)/.dev

@@ -101,7 +101,7 @@ def converted_model(tflite_path: Path, cache_dir: Path | None) -> Path | bytes:
 
     from emotion_detector.tflite_onnx import convert  # imports onnx: only when a conversion is due
 
-    model_bytes = convert(source, name=tflite_path.stem).SerializeToString()
+    model_bytes: bytes = convert(source, name=tflite_path.stem).SerializeToString()
     if cached is None:
         return model_bytes
     partial: str | None = None
@@ -188,7 +188,7 @@ class BlazeFaceDetector:
         self.options = options
         self.variant = variant
         self.name = variant.name
-        self.fixed_input_side_px = variant.input_side_px
+        self.fixed_input_side_px: int | None = variant.input_side_px
         tflite_path = Path(model_path) if model_path else wheel_model_path(self.variant)
         if not tflite_path.is_file():
             raise FileNotFoundError(f"BlazeFace model not found at {tflite_path}")

@@ -81,7 +81,7 @@ class DetectorOptions:
 
 
 def _scale_for(image: np.ndarray, max_side: int) -> float:
-    return min(1.0, max_side / max(image.shape[:2]))
+    return min(1.0, max_side / float(max(image.shape[:2])))
 
 
 def _detection_copy(image: np.ndarray, scale: float) -> np.ndarray:
@@ -109,13 +109,14 @@ def nose_along_eyes(landmarks: np.ndarray) -> np.ndarray:
     line between the eyes: 0 and 1 at the eyes, 0.5 for a frontal face, whatever the head's roll."""
     eye_a, eye_b, nose = landmarks[:, 0], landmarks[:, 1], landmarks[:, 2]
     axis = eye_b - eye_a
-    return np.einsum("ij,ij->i", nose - eye_a, axis) / np.maximum(np.einsum("ij,ij->i", axis, axis), 1e-6)
+    along: np.ndarray = np.einsum("ij,ij->i", nose - eye_a, axis) / np.maximum(np.einsum("ij,ij->i", axis, axis), 1e-6)
+    return along
 
 
 class YuNetDetector:
     name = "yunet"
     degraded = False
-    fixed_input_side_px = None
+    fixed_input_side_px: int | None = None
 
     def __init__(self, model_path: Path, options: DetectorOptions):
         if not Path(model_path).is_file():
@@ -209,10 +210,10 @@ class _YuNetOnnxRuntime:
 class HaarDetector:
     name = "haar"
     degraded = True
-    fixed_input_side_px = None
+    fixed_input_side_px: int | None = None
 
     def __init__(self, options: DetectorOptions):
-        self.model = str(Path(cv2.data.haarcascades) / HAAR_CASCADE)
+        self.model = str(Path(cv2.data.haarcascades) / HAAR_CASCADE)  # type: ignore[attr-defined]  # missing from OpenCV's stubs
         self.options = options
         self._cascade = cv2.CascadeClassifier(self.model)
         if self._cascade.empty():
@@ -234,9 +235,9 @@ class HaarDetector:
         keep = score >= self.options.score_threshold
         if not keep.any():
             return _empty()
-        boxes, score = np.asarray(boxes, np.float32)[keep], score[keep]
-        xyxy = np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], axis=1) / scale
-        return _detections(xyxy, score, np.full((len(boxes), 5, 2), np.nan))
+        xywh, score = np.asarray(boxes, np.float32)[keep], score[keep]
+        xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1) / scale
+        return _detections(xyxy, score, np.full((len(xywh), 5, 2), np.nan))
 
 
 class DetectionSizer:
@@ -257,7 +258,7 @@ class DetectionSizer:
         return cls(settings.detection_max_side_px, settings.detection_min_side_px, settings.detection_full_every_n_frames)
 
     def side_for(self, image: np.ndarray) -> int:
-        image_side = max(image.shape[:2])
+        image_side = int(max(image.shape[:2]))
         full = min(self.largest_side, image_side)
         if self._smallest_face is None or self._since_full + 1 >= self.full_every_n:
             self._since_full = 0

@@ -98,8 +98,9 @@ class ModelServerClient:
     def labels(self, head: str) -> tuple[str, ...]:
         """The class names of a head's output, in output order, as the server states them."""
         for spec in self.specs().values():
-            if head in spec.outputs and spec.outputs[head].labels is not None:
-                return spec.outputs[head].labels
+            labels = spec.outputs[head].labels if head in spec.outputs else None
+            if labels is not None:
+                return labels
         raise ModelServerError(f"no model on {self.target} states labels for {head!r}")
 
     def uncertain_below(self, head: str) -> float:

@@ -27,16 +27,17 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 import numpy as np
 import supervision as sv
 
 from emotion_detector.crops import crop_faces
 from emotion_detector.detection import DetectionSizer, FaceDetector
+from emotion_detector.face_models import FaceModels, PendingOutputs
 from emotion_detector.frames import ImageLimits, decode_image, image_size
 from emotion_detector.labels import EMOTIONS, GENDERS
-from emotion_detector.model_client import ModelServerError, ModelSpec
+from emotion_detector.model_client import ModelServerError
 from emotion_detector.settings import Settings
 from emotion_detector.tracking import AgeGenderSchedule, AttributeSmoother, FaceAttributes, FaceTracker
 
@@ -47,19 +48,6 @@ class RunningMode(StrEnum):
     IMAGE = "image"
     LIVE = "live"
     VIDEO = "video"
-
-
-class PendingOutputs(Protocol):
-    def result(self) -> dict[str, np.ndarray]: ...
-
-
-class FaceModels(Protocol):
-    """What the pipeline needs of the models: the model server's client, or the models in this process."""
-
-    def specs(self) -> dict[str, ModelSpec]: ...
-    def labels(self, head: str) -> tuple[str, ...]: ...
-    def uncertain_below(self, head: str) -> float: ...
-    def submit(self, inputs: dict[str, np.ndarray]) -> PendingOutputs: ...
 
 
 @dataclass(frozen=True)

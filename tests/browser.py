@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
-from tests.conftest import ROOT
-
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
-ARTIFACTS = ROOT / "test-artifacts"
+# Screenshots for a person to look at after a run: outside the checkout, which tests never write into.
+ARTIFACTS = Path(os.environ.get("EMOTION_TEST_ARTIFACTS", Path(tempfile.gettempdir()) / "emotion-detector-test-artifacts"))
 
 
 def chromium(tmp_path: Path, camera: Path | None, allow_camera: bool) -> webdriver.Chrome:

@@ -1,8 +1,14 @@
-"""Shared fixtures: the reference data / media folder, free ports, starting real processes."""
+"""Shared fixtures: the reference data / media folder, free ports, starting real processes, the face models.
+
+Two layers: ``pytest -m "not slow"`` runs in-process (models on ONNX Runtime here, temporary databases) and
+starts no process; a test that starts one (a model server, gunicorn, Celery workers, a browser, a shell
+script) is marked ``slow``, and the guard below fails any other test that tries.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -18,8 +24,48 @@ import requests
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("EMOTION_SHARED_DIR", ROOT.parent / "shared"))
-SHIPPED_MODELS = ROOT / "serving" / "models"
+SHIPPED_MODELS = ROOT / "serving" / "models"  # the checkout's copy (serving.SHIPPED_MODELS when run from it)
 YUNET = SHARED / "models" / "yunet" / "face_detection_yunet.onnx"
+
+# Nothing a test runs may write into the checkout: the embedded database, queue and uploads default to
+# instance/ in the checkout, so every test (and every process a test starts, which inherits this
+# environment) gets them in a temporary directory instead, unless it sets its own.
+_TEST_INSTANCE = Path(tempfile.mkdtemp(prefix="emotion-detector-tests-"))
+os.environ |= {
+    "EMOTION_DATABASE_URL": f"sqlite:///{_TEST_INSTANCE / 'emotion-detector.db'}",
+    "EMOTION_BROKER_URL": f"sqla+sqlite:///{_TEST_INSTANCE / 'queue.db'}",
+    "EMOTION_STORAGE_DIR": str(_TEST_INSTANCE / "videos"),
+    "EMOTION_INSTANCE_DIR": str(_TEST_INSTANCE),
+}
+
+
+def pytest_unconfigure(config) -> None:
+    shutil.rmtree(_TEST_INSTANCE, ignore_errors=True)
+
+
+class ProcessStarted(AssertionError):
+    pass
+
+
+def _refuse_processes(what: str) -> Callable[..., None]:
+    def refuse(*args, **kwargs) -> None:
+        raise ProcessStarted(f"a test not marked slow started a process ({what} {str(args)[:200]}): mark it @pytest.mark.slow")
+
+    return refuse
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """The fast layer starts no process: for a test not marked slow (its fixtures included), starting one fails."""
+    if item.get_closest_marker("slow") is not None:
+        yield
+        return
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(subprocess.Popen, "_execute_child", _refuse_processes("subprocess"))
+        for name in ("fork", "forkpty", "posix_spawn", "posix_spawnp", "system", "execv", "execve"):
+            if hasattr(os, name):
+                patch.setattr(os, name, _refuse_processes(f"os.{name}"))
+        yield
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -88,6 +134,44 @@ def start_model_server(tmp_path: Path, *extra: str, grpc_port: int | None = None
     rest_url = f"http://127.0.0.1:{rest_port}"
     wait_until(lambda: requests.get(f"{rest_url}/readyz", timeout=1).ok, 60, "model server", process)
     return RunningServer(f"127.0.0.1:{grpc_port}", rest_url, process, log_path)
+
+
+@pytest.fixture(scope="session")
+def inprocess_models():
+    """The shipped models on ONNX Runtime in this process (what the CLI and edge mode use by default)."""
+    from emotion_detector.face_models import InProcessModels
+
+    models = InProcessModels(intra_op_threads=1)
+    yield models
+    models.close()
+
+
+@dataclass(frozen=True)
+class ThreadServer:
+    grpc_target: str
+    server: object  # grpc.Server
+
+
+def start_thread_model_server(model_config_file: Path | None = None) -> ThreadServer:
+    """The model server's gRPC front end on a thread of this process: the real wire protocol, no process."""
+    from serving.grpc_api import build_server, set_health
+    from serving.registry import ModelRegistry, ServingOptions, discover, parse_model_config_file
+
+    configs = parse_model_config_file(model_config_file) if model_config_file else discover(SHIPPED_MODELS)
+    registry = ModelRegistry(configs, ServingOptions(intra_op_threads=1))
+    registry.refresh()
+    target = f"127.0.0.1:{free_port()}"
+    server, health = build_server(registry, target, max_workers=4)
+    set_health(health, registry.ready)
+    server.start()
+    return ThreadServer(target, server)
+
+
+@pytest.fixture(scope="module")
+def thread_model_server() -> ThreadServer:
+    running = start_thread_model_server()
+    yield running
+    running.server.stop(grace=None)
 
 
 @pytest.fixture(scope="module")

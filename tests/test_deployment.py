@@ -141,6 +141,7 @@ def test_gunicorn_runs_gevent_workers():
     assert config["worker_class"] == "gevent"
 
 
+@pytest.mark.slow  # runs bash and shellcheck
 def test_deploy_script_is_valid_bash_and_shellcheck_clean():
     subprocess.run(["bash", "-n", str(ROOT / "deploy.sh")], check=True)
     if shutil.which("shellcheck") is None:
@@ -149,6 +150,7 @@ def test_deploy_script_is_valid_bash_and_shellcheck_clean():
     assert result.returncode == 0, result.stdout
 
 
+@pytest.mark.slow  # runs the script
 def test_deploy_script_refuses_to_run_without_its_settings():
     result = subprocess.run(["bash", str(ROOT / "deploy.sh")], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
     assert result.returncode != 0 and "GCP_PROJECT" in result.stderr

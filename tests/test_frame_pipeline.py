@@ -11,7 +11,6 @@ import pytest
 
 from emotion_detector.detection import DetectorOptions, create_detector
 from emotion_detector.labels import EMOTIONS, GENDERS
-from emotion_detector.model_client import ModelServerClient
 from emotion_detector.pipeline import FaceAnalyzer, PipelineOptions, RunningMode, gender_probabilities
 from emotion_detector.settings import Settings
 from emotion_detector.videos.analysis import decode_frames, link_first_sightings
@@ -23,11 +22,9 @@ FPS = 30.0
 
 
 @pytest.fixture(scope="module")
-def analyzer(model_server) -> FaceAnalyzer:
-    settings = Settings(model_server=model_server.grpc_target)
-    client = ModelServerClient(model_server.grpc_target)
-    yield FaceAnalyzer(create_detector(DetectorOptions.from_settings(settings)), client, settings)
-    client.close()
+def analyzer(inprocess_models) -> FaceAnalyzer:
+    settings = Settings()
+    return FaceAnalyzer(create_detector(DetectorOptions.from_settings(settings)), inprocess_models, settings)
 
 
 @pytest.fixture(scope="module")

@@ -55,6 +55,15 @@ def test_real_jpeg_and_png_decode(photo_jpeg):
         (lambda jpeg: png_header_only(20000, 20000), "image_too_large"),
         (lambda jpeg: png_header_only(640, 480), "truncated_frame"),
         (lambda jpeg: jpeg[:2] + b"\xff\xd9", "corrupt_frame"),
+        (lambda jpeg: b"BM" + b"\0" * 100, "unsupported_format"),  # BMP: decodable by OpenCV, refused by content
+        (lambda jpeg: b"RIFF\0\0\0\0WEBPVP8 " + b"\0" * 100, "unsupported_format"),
+        (lambda jpeg: b"\0" * 1000, "unsupported_format"),
+        (lambda jpeg: jpeg_with_size(jpeg, 10_001, 10), "image_too_large"),  # one side over the limit, few pixels
+        (lambda jpeg: png_header_only(10, 10_001), "image_too_large"),
+        (lambda jpeg: png_header_only(7_000, 7_000), "image_too_large"),  # sides allowed, 49 M pixels are not
+        (lambda jpeg: jpeg_with_size(jpeg, 0, 480), "corrupt_frame"),
+        (lambda jpeg: png_header_only(640, 0), "corrupt_frame"),
+        (lambda jpeg: png_header_only(640, 480)[:20], "corrupt_frame"),  # cut inside IHDR
     ],
 )
 def test_bad_frames_are_refused_with_a_code(photo_jpeg, make, code):

@@ -8,12 +8,9 @@ import numpy as np
 import pytest
 
 from emotion_detector.detection import DetectorOptions, create_detector
-from emotion_detector.model_client import ModelServerClient
 from emotion_detector.pipeline import FaceAnalyzer, FramePipeline, RunningMode, Timer
 from emotion_detector.settings import Settings
 from tests.web.conftest import video_frames_as_jpeg
-
-pytestmark = pytest.mark.slow
 
 
 class AnySizeDetector:
@@ -29,13 +26,13 @@ class AnySizeDetector:
 
 
 @pytest.fixture(scope="module")
-def sessions(model_server):
-    settings = Settings(model_server=model_server.grpc_target)
+def sessions(inprocess_models):
+    settings = Settings(model_server="inprocess")
     detector = create_detector(DetectorOptions.from_settings(settings))
     assert detector.fixed_input_side_px == 128  # BlazeFace, the default
 
     def session(detector) -> FramePipeline:
-        return FaceAnalyzer(detector, ModelServerClient(model_server.grpc_target), settings).pipeline(RunningMode.LIVE)
+        return FaceAnalyzer(detector, inprocess_models, settings).pipeline(RunningMode.LIVE)
 
     return session(detector), session(AnySizeDetector(detector))
 

@@ -34,7 +34,8 @@ from sqlalchemy import and_, delete, exists, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from emotion_detector.detection import DetectorOptions, FaceDetector, create_detector
-from emotion_detector.model_client import ModelServerClient, ModelUnavailable
+from emotion_detector.face_models import FaceModels, create_models
+from emotion_detector.model_client import ModelUnavailable
 from emotion_detector.pipeline import FaceAnalyzer, FrameAnalysis
 from emotion_detector.settings import Settings
 from emotion_detector.videos.analysis import Cancelled, analyse_segment
@@ -105,7 +106,7 @@ class WorkerContext(Database):
     analyzer: FaceAnalyzer
 
     @property
-    def client(self) -> ModelServerClient:
+    def client(self) -> FaceModels:
         return self.analyzer.client
 
     @property
@@ -124,7 +125,7 @@ def context() -> WorkerContext:
     """Built once per pool process, after the fork (a gRPC channel must never cross a fork)."""
     settings, session_factory = database().settings, database().sessions
     detector = create_detector(DetectorOptions.from_settings(settings))
-    client = ModelServerClient(settings.model_server, timeout_s=max(settings.model_server_timeout_s, 10.0), tls=settings.model_server_tls)
+    client = create_models(settings, timeout_s=max(settings.model_server_timeout_s, 10.0))
     return WorkerContext(settings, session_factory, FaceAnalyzer(detector, client, settings))
 
 

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from flask import current_app
 
+if TYPE_CHECKING:
+    from app import Services
 
-def services():
+
+def services() -> Services:
     """The Services object create_app attached to the running app."""
-    return current_app.extensions["emotion_detector"]
+    found: Services = current_app.extensions["emotion_detector"]
+    return found

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from flask import Blueprint, jsonify, request
+from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
 from emotion_detector.frames import FrameError
@@ -17,12 +18,12 @@ blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
 STATUS_FOR_CODE = {"frame_too_large": 413, "image_too_large": 413, "unsupported_format": 415}
 
 
-def error(code: str, message: str, status: int):
+def error(code: str, message: str, status: int) -> ResponseReturnValue:
     return jsonify({"error": {"code": code, "message": message}}), status
 
 
 @blueprint.errorhandler(HTTPException)
-def http_error(exc: HTTPException):
+def http_error(exc: HTTPException) -> ResponseReturnValue:
     code = {413: "payload_too_large", 404: "not_found", 405: "method_not_allowed", 500: "internal_error"}.get(
         exc.code or 500, "bad_request"
     )
@@ -30,13 +31,13 @@ def http_error(exc: HTTPException):
 
 
 @blueprint.errorhandler(Exception)
-def unexpected_error(exc: Exception):
+def unexpected_error(exc: Exception) -> ResponseReturnValue:
     log.exception("API request failed: %s", request.path)
     return error("internal_error", "the server could not process this request", 500)
 
 
 @blueprint.post("/analyze")
-def analyze():
+def analyze() -> ResponseReturnValue:
     if request.mimetype == "multipart/form-data":
         upload = request.files.get("image")
         if upload is None:
@@ -57,7 +58,7 @@ def analyze():
 
 
 @blueprint.get("/health")
-def health():
+def health() -> ResponseReturnValue:
     """200 while the app can analyse faces (``degraded`` when only the Haar fallback detects them), 503 when
     it cannot (the model server is unreachable)."""
     found = services()

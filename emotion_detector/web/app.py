@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from flask import Flask
 
 from emotion_detector.detection import DetectorOptions, FaceDetector, create_detector
-from emotion_detector.model_client import ModelServerClient
+from emotion_detector.face_models import FaceModels, create_models
 from emotion_detector.pipeline import FaceAnalyzer
 from emotion_detector.settings import Settings
 from emotion_detector.videos.service import VideoService
@@ -26,12 +27,12 @@ from emotion_detector.web import api, live, videos
 class Services:
     settings: Settings
     detector: FaceDetector
-    client: ModelServerClient
+    client: FaceModels
     analyzer: FaceAnalyzer
     videos: VideoService
 
 
-def create_app(test_config: dict | None = None) -> Flask:
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     _cooperate_with_gevent()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings(**(test_config or {}))
@@ -39,7 +40,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config.update(SECRET_KEY=settings.secret_key, MAX_CONTENT_LENGTH=settings.max_image_bytes + 64 * 1024)
 
     detector = create_detector(DetectorOptions.from_settings(settings))
-    client = ModelServerClient(settings.model_server, settings.model_server_timeout_s, tls=settings.model_server_tls)
+    client = create_models(settings)
     analyzer = FaceAnalyzer(detector, client, settings)
     app.extensions["emotion_detector"] = Services(settings, detector, client, analyzer, VideoService(settings))
 
@@ -47,7 +48,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config["SOCK_SERVER_OPTIONS"] = {"max_message_size": max(64 * 1024 * 1024, 2 * settings.max_frame_bytes)}
 
     @app.context_processor
-    def face_detector() -> dict:  # every page says when detection runs on the degraded fallback
+    def face_detector() -> dict[str, FaceDetector]:  # every page says when detection runs on the degraded fallback
         return {"face_detector": detector}
 
     live.sock.init_app(app)

@@ -10,9 +10,10 @@ import json
 import logging
 import os
 from collections.abc import Callable
-from typing import Annotated, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 from flask import Blueprint, render_template
+from flask.typing import ResponseReturnValue
 from flask_sock import ConnectionClosed, Sock
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
@@ -21,6 +22,9 @@ from emotion_detector.model_client import ModelServerError, ModelUnavailable
 from emotion_detector.pipeline import FramePipeline, RunningMode
 from emotion_detector.web import services
 
+if TYPE_CHECKING:
+    from gevent.threadpool import ThreadPool
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 blueprint = Blueprint("live", __name__)
@@ -28,12 +32,12 @@ sock = Sock()
 
 
 @blueprint.get("/")
-def page():
+def page() -> ResponseReturnValue:
     found = services()
     return render_template("live.html", detector=found.detector)
 
 
-def _hello() -> dict:
+def _hello() -> dict[str, Any]:
     found = services()
     try:
         versions = {name: spec.version for name, spec in found.client.specs().items()}
@@ -64,8 +68,8 @@ class PingMessage(BaseModel):
 CONTROL_MESSAGE = TypeAdapter(Annotated[ConfigMessage | PingMessage, Field(discriminator="type")])
 
 
-@sock.route("/ws/live")
-def live_socket(ws) -> None:
+@sock.route("/ws/live")  # type: ignore[untyped-decorator]  # flask-sock has no type information
+def live_socket(ws: Any) -> None:
     session = services().analyzer.pipeline(RunningMode.LIVE, run_cpu_bound=run_on_native_thread)
     ws.send(json.dumps(_hello()))
     received = 0
@@ -87,7 +91,7 @@ def live_socket(ws) -> None:
         pass
 
 
-def _process(session: FramePipeline, frame: bytes, number: int, dropped: int) -> dict:
+def _process(session: FramePipeline, frame: bytes, number: int, dropped: int) -> dict[str, Any]:
     """One frame → its result, or an error message; never raises, so no frame can close the socket."""
     try:
         analysis = session.process(frame)
@@ -106,7 +110,7 @@ def _process(session: FramePipeline, frame: bytes, number: int, dropped: int) ->
     return {"type": "result", "frame": number, "dropped": dropped, **analysis.to_json()}
 
 
-def _control(text: str) -> dict:
+def _control(text: str) -> dict[str, Any]:
     """A text message → the answer to send back."""
     if len(text) > MAX_TEXT_MESSAGE_BYTES:
         return {"type": "error", "code": "bad_message", "message": f"text messages are limited to {MAX_TEXT_MESSAGE_BYTES} bytes"}
@@ -132,7 +136,7 @@ def run_on_native_thread(work: Callable[[], T]) -> T:
     value, error = pool.apply(functools.partial(_outcome, work))
     if error is not None:
         raise error
-    return value
+    return value  # type: ignore[no-any-return]  # gevent has no type information
 
 
 def _outcome(work: Callable[[], T]) -> tuple[T | None, Exception | None]:
@@ -143,7 +147,7 @@ def _outcome(work: Callable[[], T]) -> tuple[T | None, Exception | None]:
 
 
 @functools.cache
-def _native_threads():
+def _native_threads() -> ThreadPool | None:
     """gevent's pool of native threads when this process runs under gevent, else None; decided once, on the
     first frame (the worker has patched the standard library by then), not per frame."""
     try:

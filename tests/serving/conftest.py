@@ -9,9 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT
-
-OFFICIAL_CLIENT_DIR = ROOT / ".cache" / "tfs-official-client"
+# Installed once per machine, outside the checkout (tests never write into it).
+OFFICIAL_CLIENT_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "emotion-detector" / "tfs-official-client"
 
 
 @pytest.fixture(scope="session")
@@ -20,6 +19,7 @@ def official_client() -> callable:
     requirements = Path(__file__).parent / "official_client_requirements.txt"
     marker = OFFICIAL_CLIENT_DIR / "installed.txt"
     if not marker.exists() or marker.read_text() != requirements.read_text():
+        OFFICIAL_CLIENT_DIR.mkdir(parents=True, exist_ok=True)
         for line in requirements.read_text().splitlines():
             if line and not line.startswith("#"):
                 package = line.split("#")[0].strip()

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import requests
 
+pytestmark = pytest.mark.slow  # the official TF Serving client in its own process, against a model server process
+
 MODELS = {"emotion": ("fer_faces", "probabilities", 7), "age": ("utk_faces", "years", None), "gender": ("utk_faces", "probabilities", 2)}
 
 

@@ -63,7 +63,12 @@ def test_age_and_gender_export_as_separate_models_and_as_one_with_both_outputs(t
     faces = torch.rand(64, 64, 64, 3, generator=torch.Generator().manual_seed(0)) * 2 - 1
     full = to_onnx(ServingGraph(network, ("age", "gender"), flip_average=False), faces[:16])
     full, precision = quantize_int8(full, faces[:32].numpy(), faces[32:].numpy())
-    shared = {"version": 1, "input": {"name": "image", "shape": [-1, 64, 64, 3]}, "flip_average": False, "training": {"run": "t"}}
+    shared = {
+        "version": 1,
+        "input": {"name": "image", "shape": [-1, 64, 64, 3], "normalization": {"mean": 0.5, "std": 0.5}},
+        "flip_average": False,
+        "training": {"run": "t"},
+    }
     write_models(full, SPECS["age_gender"], shared, precision, tmp_path)
 
     infos = {name: json.loads((tmp_path / name / "1" / "model.json").read_text()) for name in ("age", "gender", "age_gender")}

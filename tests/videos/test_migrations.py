@@ -11,6 +11,8 @@ from sqlalchemy import create_engine, inspect
 
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.slow  # processes racing to migrate one database
+
 MIGRATE = "import sys; from emotion_detector.videos.db import migrate; migrate(sys.argv[1])"
 
 

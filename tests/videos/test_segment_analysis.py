@@ -1,4 +1,4 @@
-"""A video segment through the video-mode FramePipeline, on a real video and real models: expression on
+"""A video segment through the video-mode FramePipeline, on a real video and the shipped models (in process): expression on
 every frame, age and gender measured every n-th frame of a track and carried over in between, detection
 ahead on a thread that stops when the segment stops."""
 
@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from emotion_detector.detection import DetectionSizer, DetectorOptions, create_detector
-from emotion_detector.model_client import ModelServerClient
 from emotion_detector.pipeline import FaceAnalyzer, RunningMode
 from emotion_detector.settings import Settings
 from emotion_detector.videos.analysis import Cancelled, analyse_segment, decode_frames
@@ -19,10 +18,8 @@ SINGLE_FACE = "single_face.mp4"
 
 
 @pytest.fixture(scope="module")
-def client(model_server):
-    client = ModelServerClient(model_server.grpc_target)
-    yield client
-    client.close()
+def client(inprocess_models):
+    return inprocess_models
 
 
 def analyzer(client, **settings) -> FaceAnalyzer:

@@ -1,34 +1,50 @@
-"""Uploads that are not usable videos are refused with a clear error, and leave nothing behind."""
+"""Uploads that are not usable videos are refused with a clear error, and leave nothing behind (the app
+factory on a temporary database and folder; nothing is queued, so no worker is needed)."""
 
 from __future__ import annotations
 
+import io
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import requests
 
-from tests.videos.conftest import VideoStack, make_stack
+from app import create_app
 
 MAX_BYTES = 2_000_000
+API = "/api/v1/videos"
+
+
+@dataclass(frozen=True)
+class Intake:
+    client: object  # flask.testing.FlaskClient
+    storage_dir: Path
+    api: str = API
 
 
 @pytest.fixture(scope="module")
-def stack(request, model_server, tmp_path_factory) -> VideoStack:
-    running = make_stack("embedded", tmp_path_factory.mktemp("intake"), model_server, request, video_max_bytes=str(MAX_BYTES))
-    yield running
-    running.stop()
+def stack(tmp_path_factory) -> Intake:
+    tmp = tmp_path_factory.mktemp("intake")
+    settings = {
+        "model_server": "inprocess",
+        "database_url": f"sqlite:///{tmp / 'videos.db'}",
+        "broker_url": f"sqla+sqlite:///{tmp / 'queue.db'}",
+        "storage_dir": tmp / "storage",
+        "video_max_bytes": MAX_BYTES,
+    }
+    return Intake(create_app(settings).test_client(), tmp / "storage")
 
 
-def left_behind(stack: VideoStack) -> list[Path]:
+def left_behind(stack: Intake) -> list[Path]:
     return [path for path in stack.storage_dir.rglob("*") if path.is_file()] if stack.storage_dir.exists() else []
 
 
-def refused(stack: VideoStack, name: str, content: bytes) -> dict:
-    answer = requests.post(stack.api, files={"video": (name, content, "video/mp4")}, timeout=60)
-    assert 400 <= answer.status_code < 500, answer.text
+def refused(stack: Intake, name: str, content: bytes) -> dict:
+    answer = stack.client.post(stack.api, data={"video": (io.BytesIO(content), name, "video/mp4")}, content_type="multipart/form-data")
+    assert 400 <= answer.status_code < 500, answer.get_data(as_text=True)
     assert left_behind(stack) == []
-    assert requests.get(stack.api, timeout=10).json()["videos"] == []
-    return {"status": answer.status_code, **answer.json()["error"]}
+    assert stack.client.get(stack.api).get_json()["videos"] == []
+    return {"status": answer.status_code, **answer.get_json()["error"]}
 
 
 def test_a_text_file_named_like_a_video_is_refused(stack):
@@ -59,11 +75,11 @@ def test_an_oversized_upload_is_refused(stack, shared_dir):
 
 def test_an_empty_upload_and_a_missing_field_are_refused(stack):
     assert refused(stack, "empty.mp4", b"")["code"] == "empty_upload"
-    answer = requests.post(stack.api, files={"file": ("x.mp4", b"abc")}, timeout=10)
-    assert answer.status_code == 400 and answer.json()["error"]["code"] == "missing_video"
+    answer = stack.client.post(stack.api, data={"file": (io.BytesIO(b"abc"), "x.mp4")}, content_type="multipart/form-data")
+    assert answer.status_code == 400 and answer.get_json()["error"]["code"] == "missing_video"
 
 
 def test_unknown_ids_are_404(stack):
     for path in ("", "/results", "/results.csv", "/annotated"):
-        answer = requests.get(f"{stack.api}/0123456789abcdef{path}", timeout=10)
-        assert answer.status_code == 404 and answer.json()["error"]["code"] == "not_found"
+        answer = stack.client.get(f"{stack.api}/0123456789abcdef{path}")
+        assert answer.status_code == 404 and answer.get_json()["error"]["code"] == "not_found"

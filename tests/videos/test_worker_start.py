@@ -6,6 +6,8 @@ import pytest
 
 from tests.conftest import start_python, stop, wait_until
 
+pytestmark = pytest.mark.slow  # real Celery worker processes
+
 WORKER = ["-m", "celery", "-A", "emotion_detector.videos.jobs", "worker", "--loglevel", "INFO", "--concurrency", "1"]
 WORKER += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
 

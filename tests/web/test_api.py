@@ -1,4 +1,5 @@
-"""POST /api/v1/analyze and health, on the app factory with a real model server; bad input gets clear 4xx."""
+"""POST /api/v1/analyze and health, on the app factory with the models in process (and a model server for
+what is about one); bad input gets clear 4xx."""
 
 from __future__ import annotations
 
@@ -11,13 +12,13 @@ import pytest
 from app import create_app
 from emotion_detector.labels import EMOTIONS
 from emotion_detector.settings import Settings
-from tests.conftest import YUNET, free_port, start_model_server, stop
-from tests.test_frames import jpeg_with_size
+from tests.conftest import YUNET, free_port, start_thread_model_server
+from tests.test_frames import jpeg_with_size, png_header_only
 
 
 @pytest.fixture(scope="module")
-def client(model_server):
-    app = create_app({"model_server": model_server.grpc_target, "environment": "test"})  # the default detector
+def client():
+    app = create_app({"model_server": "inprocess", "environment": "test"})  # the default detector
     return app.test_client()
 
 
@@ -58,6 +59,11 @@ def test_detect_false_treats_the_image_as_one_face_crop(client, shared_dir):
         (lambda jpeg: jpeg[: len(jpeg) // 3], 400, "truncated_frame"),
         (lambda jpeg: jpeg_with_size(jpeg, 20000, 20000), 413, "image_too_large"),
         (lambda jpeg: jpeg + b"\0" * (30 * 1024 * 1024), 413, "payload_too_large"),
+        (lambda jpeg: b"GIF89a" + b"\0" * 100, 415, "unsupported_format"),
+        (lambda jpeg: jpeg_with_size(jpeg, 10_001, 10), 413, "image_too_large"),
+        (lambda jpeg: png_header_only(7_000, 7_000), 413, "image_too_large"),  # a decompression bomb's header
+        (lambda jpeg: png_header_only(640, 480), 400, "truncated_frame"),
+        (lambda jpeg: jpeg[:40], 400, "corrupt_frame"),
     ],
 )
 def test_bad_images_get_clear_errors(client, shared_dir, make, status, code):
@@ -97,13 +103,13 @@ def test_model_server_down_is_a_503_not_a_crash(shared_dir):
     assert client.get("/api/v1/health").status_code == 503
 
 
-def test_health_notices_a_model_server_that_went_away(shared_dir, tmp_path):
-    server = start_model_server(tmp_path)
+def test_health_notices_a_model_server_that_went_away(shared_dir):
+    server = start_thread_model_server()
     client = create_app({"model_server": server.grpc_target, "model_server_timeout_s": 1.0}).test_client()
     try:
         assert client.get("/api/v1/health").status_code == 200
     finally:
-        stop(server.process)
+        server.server.stop(grace=None).wait()
     answer = client.get("/api/v1/health")
     assert answer.status_code == 503 and answer.get_json()["status"] == "unavailable"
 
@@ -116,19 +122,19 @@ def test_health_reports_detector_and_model_versions(client):
 
 
 @pytest.mark.parametrize("detector", ["yunet", "blazeface_full_range"])
-def test_the_other_detectors_find_the_same_faces(model_server, shared_dir, detector):
-    app = create_app({"model_server": model_server.grpc_target, "detector": detector, "yunet_path": YUNET})
+def test_the_other_detectors_find_the_same_faces(shared_dir, detector):
+    app = create_app({"model_server": "inprocess", "detector": detector, "yunet_path": YUNET})
     answer = app.test_client().post("/api/v1/analyze", data=image(shared_dir, "two_people.jpg"))
     assert answer.status_code == 200 and len(answer.get_json()["faces"]) == 2
 
 
-def test_the_haar_fallback_is_flagged_as_degraded_in_health_and_on_every_page(model_server):
-    client = create_app({"model_server": model_server.grpc_target, "detector": "haar"}).test_client()
+def test_the_haar_fallback_is_flagged_as_degraded_in_health_and_on_every_page():
+    client = create_app({"model_server": "inprocess", "detector": "haar"}).test_client()
     body = client.get("/api/v1/health").get_json()
     assert body["status"] == "degraded" and body["detector"]["degraded"] and body["problems"]
     for page in ("/", "/videos"):
         assert 'id="detector-degraded"' in client.get(page).get_data(as_text=True), page
-    default = create_app({"model_server": model_server.grpc_target}).test_client()
+    default = create_app({"model_server": "inprocess"}).test_client()
     assert 'id="detector-degraded"' not in default.get("/").get_data(as_text=True)
 
 

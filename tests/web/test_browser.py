@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import shutil
 
+import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from emotion_detector.labels import EMOTIONS
 from tests.browser import ARTIFACTS, chromium
 from tests.conftest import video_as_mjpeg
+
+pytestmark = pytest.mark.slow  # headless Chromium against gunicorn and a model server process
 
 
 def listed_faces(browser) -> list[dict]:

@@ -17,6 +17,8 @@ from websockets.sync.client import connect
 
 from tests.conftest import free_port, stop, wait_until
 
+pytestmark = pytest.mark.slow  # Firefox against gunicorn and a model server process
+
 FIREFOX = shutil.which("firefox-esr") or shutil.which("firefox")
 PREFS = {
     "media.navigator.streams.fake": True,  # a synthetic camera

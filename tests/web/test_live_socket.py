@@ -21,6 +21,8 @@ from tests.conftest import free_port, start_model_server, stop, wait_until
 from tests.test_frames import jpeg_with_size, png_header_only
 from tests.web.conftest import start_web, video_frames_as_jpeg
 
+pytestmark = pytest.mark.slow  # the websocket of the web app under gunicorn, and model server processes stopped and paused
+
 
 class LiveClient:
     # websockets, not simple-websocket's client: the latter can lose a message that arrives in the same
@@ -158,17 +160,6 @@ def test_odd_frames_and_messages_never_close_the_socket_nor_print_tracebacks(web
     new_log = web.log_path.read_text()[len(log_before) :]
     assert "Traceback" not in new_log, new_log[-3000:]
     assert "rejected: unsupported_format" in new_log  # one line per rejected frame
-
-
-def test_an_unexpected_error_in_one_frame_becomes_an_internal_error_message(monkeypatch):
-    from emotion_detector.web import live
-
-    class Broken:
-        def process(self, frame: bytes):
-            raise IndexError("a bug")
-
-    answer = live._process(Broken(), b"frame", 7, 0)
-    assert answer == {"type": "error", "frame": 7, "code": "internal_error", "message": answer["message"]}
 
 
 def recover(client: LiveClient, frames: list[bytes], within_s: float) -> list[dict]:
