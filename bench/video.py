@@ -8,7 +8,6 @@ render. Speed = video duration / (queued → done).
     python -m bench.video                        # 1 worker, then 2 workers; embedded SQLite + local queue
     python -m bench.video --workers 1 2 --backend production   # PostgreSQL + Redis on this machine
     python -m bench.video --fer-python /tmp/fer-venv/bin/python   # also the `fer` package's Video analysis
-    EMOTION_RENDER_PARTS_WHILE_ANALYSING=false python -m bench.video --workers 1   # annotated video drawn at the end
 
 fer needs TensorFlow, so it lives in an environment of its own, never in this project's requirements:
     python -m venv /tmp/fer-venv && /tmp/fer-venv/bin/pip install torch==2.13.0 fer==25.10.3 tensorflow-cpu \
@@ -128,13 +127,13 @@ def run_job(video: Path, workers: int, backend: str, model_target: str, workdir:
         with open(video, "rb") as file:
             job = service.create(file, video.name)
         started, cpu_before = time.perf_counter(), cpu_times()
-        while (status := service.status(job.id))["status"] not in ("done", "failed"):
+        while (status := service.status(job.id).to_json())["status"] in ("queued", "running"):
             time.sleep(0.2)
         wall_s = time.perf_counter() - started
         busy, total = (after - before for after, before in zip(cpu_times(), cpu_before, strict=True))
         if status["status"] != "done":
             raise RuntimeError(f"job failed: {status}")
-        summary = service.results(job.id)["video"]
+        summary = service.results(job.id).to_json()["video"]
         segments = service.get(job.id).segments
         return {
             "workers": workers,
@@ -146,7 +145,7 @@ def run_job(video: Path, workers: int, backend: str, model_target: str, workdir:
             "speed_x_realtime": round(summary["duration_s"] / wall_s, 2),
             "analysis_busy_s": summary["segment_busy_s"],
             "analysis_ms_per_frame": round(1000 * summary["segment_busy_s"] / summary["frames_analysed"], 2),
-            "annotated_parts_drawn_while_analysing": summary["annotated_parts_drawn_while_analysing"],
+            "render_busy_s": summary["render_busy_s"],
             "worker_processes_used": len({s.worker for s in segments if s.worker}),
             # How much of the machine the job kept busy: near 100 %, more workers on it cannot help.
             "machine_cpu_busy_pct": round(100 * busy / total, 1) if total else None,

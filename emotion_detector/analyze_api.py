@@ -22,48 +22,13 @@ import numpy as np
 
 from emotion_detector.detection import DetectorOptions, create_detector
 from emotion_detector.face_models import FaceModels, create_models
-from emotion_detector.pipeline import Face, FaceAnalyzer, FrameAnalysis, RunningMode
+from emotion_detector.pipeline import FaceAnalyzer, FrameAnalysis, RunningMode
+from emotion_detector.records import FrameRecord, PersonRecord, Record
 from emotion_detector.settings import Settings
 from emotion_detector.sources import Source, SourceError, SourceKind, expand, read_image, read_live, read_video, video_fps
 from emotion_detector.videos.analysis import link_first_sightings
 from emotion_detector.videos.summary import PersonFrame, person_stats
 
-
-@dataclass(frozen=True)
-class FrameRecord:
-    """One analysed frame (or image): the JSON line of ``emotion-detector analyze``."""
-
-    source: str
-    frame: int
-    timestamp_ms: float
-    width: int
-    height: int
-    faces: list[Face]
-
-    def to_json(self) -> dict:
-        return {
-            "source": self.source,
-            "frame": self.frame,
-            "timestamp_ms": self.timestamp_ms,
-            "width": self.width,
-            "height": self.height,
-            "faces": [face.to_json() for face in self.faces],
-        }
-
-
-@dataclass(frozen=True)
-class PersonRecord:
-    """One tracked person of a video, camera or stream: the statistics the video results page shows."""
-
-    source: str
-    person: int
-    stats: dict
-
-    def to_json(self) -> dict:
-        return {"source": self.source, "type": "person", "id": self.person, **self.stats}
-
-
-Record = FrameRecord | PersonRecord
 # Cameras and streams: frame numbers count the frames read (dropped ones too) at about this rate; the tracker
 # keeps a lost face for the settings' time either way.
 LIVE_NOMINAL_FPS = 30.0
@@ -73,7 +38,7 @@ LIVE_NOMINAL_FPS = 30.0
 class _People:
     """Each track's frames of one source, for the per-person summary (a few numbers per frame, no pixels)."""
 
-    frames: dict[int, list[PersonFrame]] = field(default_factory=lambda: defaultdict(list))
+    frames: defaultdict[int, list[PersonFrame]] = field(default_factory=lambda: defaultdict(list))
     analysed: int = 0
 
     def add(self, record: FrameRecord) -> None:
@@ -123,9 +88,9 @@ class Analyzer:
     ) -> Iterator[tuple[Record, np.ndarray | None]]:
         """``run``, with each frame record's picture (for drawing it); None for person records."""
         if source.kind.mode is RunningMode.IMAGE:
-            image = read_image(source, self.faces.image_limits)
-            analysis = self.faces.pipeline(RunningMode.IMAGE).process_image(image, 0)
-            yield FrameRecord(source.name, 0, 0.0, analysis.width, analysis.height, analysis.faces), image
+            picture = read_image(source, self.faces.image_limits)
+            analysis = self.faces.pipeline(RunningMode.IMAGE).process_image(picture, 0)
+            yield FrameRecord(source.name, 0, 0.0, analysis.width, analysis.height, analysis.faces), picture
             return
         people = _People() if summary else None
         broke_off: SourceError | None = None

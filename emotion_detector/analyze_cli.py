@@ -9,15 +9,16 @@ import csv
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from emotion_detector.labels import EMOTIONS
+from emotion_detector.records import FrameRecord, Record
 
 if TYPE_CHECKING:  # the models, OpenCV and FFmpeg load when a command runs, not for --help
-    from emotion_detector.analyze_api import Analyzer, Record
+    from emotion_detector.analyze_api import Analyzer
     from emotion_detector.sources import Source
     from emotion_detector.videos.render import AnnotatedVideoWriter
 
@@ -41,7 +42,7 @@ CSV_COLUMNS = [
 ]
 
 
-def add_parser(commands: argparse._SubParsersAction) -> None:
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "analyze",
         help="analyse images, folders, videos, cameras and streams; one record per frame",
@@ -109,7 +110,9 @@ class CsvWriter:
         self.writer.writerow(CSV_COLUMNS)
 
     def write(self, record: Record) -> None:
-        for face in getattr(record, "faces", ()):  # person records have no row here
+        if not isinstance(record, FrameRecord):  # person records have no row in a CSV of faces
+            return
+        for face in record.faces:
             face_json = face.to_json()
             emotion, gender = face_json["emotion"], face_json["gender"]
             self.writer.writerow(
@@ -134,7 +137,7 @@ class CsvWriter:
         self.out.flush()
 
 
-WRITERS = {"jsonl": JsonLinesWriter, "json": JsonArrayWriter, "csv": CsvWriter}
+WRITERS: dict[str, Callable[[IO[str]], Writer]] = {"jsonl": JsonLinesWriter, "json": JsonArrayWriter, "csv": CsvWriter}
 
 
 class Progress:
@@ -142,7 +145,8 @@ class Progress:
 
     def __init__(self, enabled: bool):
         self.enabled = enabled
-        self._bar = None
+        self._bar: Any = None  # a tqdm bar while a source runs
+        self._faces = 0
 
     def start(self, source: Source) -> None:
         if not self.enabled:
@@ -156,7 +160,7 @@ class Progress:
         self._faces = 0
 
     def update(self, record: Record) -> None:
-        if self._bar is not None and hasattr(record, "faces"):
+        if self._bar is not None and isinstance(record, FrameRecord):
             self._faces += len(record.faces)
             self._bar.update(1)
             self._bar.set_postfix(faces=self._faces, refresh=False)
@@ -239,7 +243,7 @@ def _records(analyzer: Analyzer, source: Source, args: argparse.Namespace, annot
         yield from analyzer.run(source, args.every, args.summary)
         return
     for record, image in analyzer.run_with_images(source, args.every, args.summary):
-        if image is not None:
+        if isinstance(record, FrameRecord) and image is not None:
             annotated.write(image, record.faces, record.timestamp_ms)
         yield record
 

@@ -82,8 +82,7 @@ class Settings(BaseSettings):
     analyse_every_n_frames: int = Field(1, ge=1)  # 1: every frame
     segment_seconds: float = Field(10.0, gt=0)  # videos are split into segments analysed in parallel
     segment_overlap_frames: int = Field(6, ge=2)  # analysed by both neighbours, to join their tracks
-    render_parts_while_analysing: bool = True  # a worker draws a segment's part of the annotated video meanwhile
-    job_stale_after_s: float = Field(60.0, gt=0)  # a segment without a heartbeat this long is re-queued
+    job_stale_after_s: float = Field(60.0, gt=0)  # a task (segment, part, finalisation) without a heartbeat this long is re-queued
     broker_visibility_timeout_s: int = Field(600, ge=10)  # Redis: redeliver unacknowledged tasks after this
 
     @field_validator("instance_dir")

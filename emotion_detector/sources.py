@@ -9,7 +9,7 @@ import contextlib
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -124,7 +124,7 @@ def video_frame_count(source: Source) -> int | None:
     return None
 
 
-def read_video(source: Source) -> Iterator[Frame]:
+def read_video(source: Source) -> Generator[Frame]:
     """Every frame of a video file, in display order."""
     try:
         container = av.open(source.location)
@@ -146,7 +146,7 @@ def read_video(source: Source) -> Iterator[Frame]:
             raise SourceError(source.name, "has no frames that could be decoded")
 
 
-def read_live(source: Source, open_timeout_s: float = 10.0) -> Iterator[Frame]:
+def read_live(source: Source, open_timeout_s: float = 10.0) -> Generator[Frame]:
     """A camera or a network stream at its own pace. A reader thread keeps only the newest frame, so a slow
     consumer gets the latest picture and the frames in between are dropped (counted by the gaps in
     ``index``), never queued. Ends when the source ends; raises SourceError when it will not open or

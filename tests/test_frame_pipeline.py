@@ -100,7 +100,7 @@ def test_a_video_shows_one_label_per_face_and_frame_in_timeline_statistics_and_a
     for person, frames in people.items():
         shown = shown_expressions(np.array([f.emotion for f in frames]), uncertain_below)
         stats = person_stats(frames, FPS, len(analysed), uncertain_below)
-        assert {k: v for k, v in stats["expression_counts"].items() if v} == Counter(shown)
+        assert {k: v for k, v in stats.expression_counts.items() if v} == Counter(shown)
         for frame, expression in zip(frames, shown, strict=True):
             face_json = frame.face(person, uncertain_below).to_json()
             in_timeline = "uncertain" if face_json["emotion"]["uncertain"] else face_json["emotion"]["label"]

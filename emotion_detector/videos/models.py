@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+from enum import StrEnum
 from typing import ClassVar
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, Enum, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -14,26 +15,51 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
+class JobState(StrEnum):
+    """A video job's state, as the API reports it (DESIGN.md §2)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+FINISHED = (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
+
+
+class TaskState(StrEnum):
+    """A leased unit of a job's work (a segment's analysis, a part's render, the finalisation; leases.py)."""
+
+    PENDING = "pending"  # not started, or released by a worker that could not go on
+    RUNNING = "running"  # leased: its worker sends heartbeats
+    DONE = "done"
+
+
+def _state_column(enum: type[StrEnum]) -> Enum:
+    # VARCHAR holding the value (no database enum type, no CHECK): the columns were plain strings before.
+    return Enum(enum, native_enum=False, create_constraint=False, length=16, values_callable=lambda e: [m.value for m in e])
+
+
 class Base(DeclarativeBase):
     type_annotation_map: ClassVar = {dt.datetime: DateTime(timezone=False)}
 
 
 class Video(Base):
-    """One uploaded video and its analysis job. status: queued | running | done | failed (DESIGN.md §2)."""
+    """One uploaded video and its analysis job."""
 
     __tablename__ = "videos"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     filename: Mapped[str] = mapped_column(String(255))
     source_path: Mapped[str] = mapped_column(String(1024))
-    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    status: Mapped[JobState] = mapped_column(_state_column(JobState), default=JobState.QUEUED, index=True)
     error: Mapped[str | None] = mapped_column(Text)
-    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # a retry is a new attempt: older tasks' work is dropped
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     started_at: Mapped[dt.datetime | None]
     finished_at: Mapped[dt.datetime | None]
-    heartbeat_at: Mapped[dt.datetime | None]  # finalising: set while the last stage runs
+    heartbeat_at: Mapped[dt.datetime | None]  # when work was last queued for it (the sweep's "never queued" rule)
 
     width: Mapped[int] = mapped_column(Integer)
     height: Mapped[int] = mapped_column(Integer)
@@ -42,20 +68,35 @@ class Video(Base):
     duration_s: Mapped[float] = mapped_column(Float)
     every_n_frames: Mapped[int] = mapped_column(Integer, default=1)
 
-    finalising: Mapped[bool] = mapped_column(Boolean, default=False)
-    render_progress: Mapped[float] = mapped_column(Float, default=0.0)
+    # Segments 0 .. segments_joined-1 have their tracks joined into people, and their observations carry the
+    # final person ids (a segment's ids never change once it is joined; see TrackJoiner).
+    segments_joined: Mapped[int] = mapped_column(Integer, default=0)
     annotated_path: Mapped[str | None] = mapped_column(String(1024))
-    summary: Mapped[dict | None] = mapped_column(JSON)
+    summary: Mapped[dict | None] = mapped_column(JSON)  # a JobSummary (schemas.py)
 
     segments: Mapped[list[Segment]] = relationship(back_populates="video", cascade="all, delete-orphan", order_by="Segment.index")
+    renders: Mapped[list[RenderTask]] = relationship(cascade="all, delete-orphan", order_by="RenderTask.index")
+    finalisation: Mapped[Finalisation | None] = relationship(cascade="all, delete-orphan")
 
 
 def still_wanted(video: Video | None, job_attempt: int) -> bool:
     """Whether a task's work still belongs to the job: not deleted, cancelled, failed or retried."""
-    return video is not None and video.status == "running" and not video.cancel_requested and video.attempts == job_attempt
+    return video is not None and video.status == JobState.RUNNING and video.attempts == job_attempt
 
 
-class Segment(Base):
+class LeasedTask:
+    """A unit of a job's background work that one worker at a time holds a lease on (leases.py): the same
+    columns, claimed, heart-beaten, released and swept by the same code for every kind of task."""
+
+    index: Mapped[int] = mapped_column(Integer)
+    status: Mapped[TaskState] = mapped_column(_state_column(TaskState), default=TaskState.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # leases taken; a lease is known by its number
+    heartbeat_at: Mapped[dt.datetime | None]
+    worker: Mapped[str | None] = mapped_column(String(255))
+    video_id: Mapped[str] = mapped_column(ForeignKey("videos.id", ondelete="CASCADE"), index=True)
+
+
+class Segment(LeasedTask, Base):
     """A stretch of frames analysed by one worker task; [start_frame, end_frame) is its own, and it also
     analyses ``overlap`` frames past end_frame so its tracks can be joined to the next segment's."""
 
@@ -63,24 +104,38 @@ class Segment(Base):
     __table_args__ = (UniqueConstraint("video_id", "index"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    video_id: Mapped[str] = mapped_column(ForeignKey("videos.id", ondelete="CASCADE"), index=True)
-    index: Mapped[int] = mapped_column(Integer)
     start_frame: Mapped[int] = mapped_column(Integer)
     end_frame: Mapped[int] = mapped_column(Integer)
     overlap_end_frame: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | running | done
     frames_done: Mapped[int] = mapped_column(Integer, default=0)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    heartbeat_at: Mapped[dt.datetime | None]
-    worker: Mapped[str | None] = mapped_column(String(255))
     seconds: Mapped[float | None] = mapped_column(Float)
 
     video: Mapped[Video] = relationship(back_populates="segments")
 
 
+class RenderTask(LeasedTask, Base):
+    """Drawing the annotated video's part for segment ``index`` (its own frames), once the segments up to it
+    are joined into people."""
+
+    __tablename__ = "render_tasks"
+    __table_args__ = (UniqueConstraint("video_id", "index"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    seconds: Mapped[float | None] = mapped_column(Float)
+
+
+class Finalisation(LeasedTask, Base):
+    """The job's last step, once every part is drawn: statistics, the parts joined. One per job (index 0)."""
+
+    __tablename__ = "finalisations"
+    __table_args__ = (UniqueConstraint("video_id", "index"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+
+
 class Observation(Base):
     """One face in one analysed frame. ``local_track`` is the segment's tracker id; ``person`` the id after
-    tracks are joined across segments (set when the job finishes)."""
+    tracks are joined across segments (set as soon as it is final: when the segment is joined)."""
 
     __tablename__ = "observations"
     __table_args__ = (
@@ -103,6 +158,10 @@ class Observation(Base):
     emotion: Mapped[list[float]] = mapped_column(JSON)  # 7 probabilities, EMOTIONS order
     age_years: Mapped[float] = mapped_column(Float)
     female_probability: Mapped[float] = mapped_column(Float)
+
+    @property
+    def box_xyxy(self) -> tuple[float, float, float, float]:
+        return (self.x1, self.y1, self.x2, self.y2)
 
 
 class Person(Base):

@@ -1,10 +1,11 @@
 """The annotated video: every frame of the source with each person's box, id and labels, encoded as H.264
 in an MP4 with the index at the front (plays and seeks in every browser while it downloads). It is drawn in
-parts, one per analysed segment, which are joined at the end without re-encoding: a worker draws a segment's
-part while the next segment is analysed."""
+parts, one per analysed segment (a render task each, see jobs.py), which are joined at the end without
+re-encoding."""
 
 from __future__ import annotations
 
+import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +22,21 @@ from emotion_detector.videos.analysis import decode_frames
 from emotion_detector.videos.summary import PersonFrame
 
 PALETTE = [(48, 164, 108), (0, 144, 255), (229, 72, 77), (142, 78, 198), (247, 107, 21), (255, 197, 61), (0, 162, 199), (214, 64, 159)]
+
+
+def parts_dir(source_path: Path, job_attempt: int) -> Path:
+    """One folder per run of a job: a retried job never mixes in the parts of the run before it."""
+    return source_path.parent / f"annotated-parts-{job_attempt}"
+
+
+def part_path(folder: Path, segment_index: int) -> Path:
+    return folder / f"{segment_index:05d}.mp4"
+
+
+def unique_scratch_path(path: Path) -> Path:
+    """Where to write ``path`` before renaming it into place: unique, as a render task taken over from a
+    stalled worker may be drawn twice at once (on several machines, or with the same pid in containers)."""
+    return path.with_name(f"{path.stem}.{uuid.uuid4().hex}.part")
 
 
 FRAMES_PER_BLOCK = 256

@@ -16,9 +16,31 @@ from sqlalchemy import delete, func, select
 from emotion_detector.settings import Settings
 from emotion_detector.videos import jobs
 from emotion_detector.videos.db import migrate, sessions
-from emotion_detector.videos.models import Observation, Person, Segment, Video, utcnow
+from emotion_detector.videos.models import (
+    FINISHED,
+    Finalisation,
+    JobState,
+    Observation,
+    Person,
+    RenderTask,
+    Segment,
+    TaskState,
+    Video,
+    utcnow,
+)
 from emotion_detector.videos.probe import VideoRejected, probe
-from emotion_detector.videos.summary import PersonFrame, csv_rows, to_csv
+from emotion_detector.videos.schemas import (
+    JobSummary,
+    PersonResult,
+    TimelineEntry,
+    VideoInfo,
+    VideoList,
+    VideoListItem,
+    VideoResults,
+    VideoStatus,
+)
+from emotion_detector.videos.steps import stored_people
+from emotion_detector.videos.summary import PersonFrame, PersonStats, csv_rows, to_csv
 
 log = logging.getLogger(__name__)
 
@@ -89,121 +111,122 @@ class VideoService:
             video = session.get(Video, video_id)
             if video is None:
                 raise NotFound(video_id)
-            video.segments  # noqa: B018 - loaded while the session is open
+            video.segments, video.renders  # noqa: B018 - loaded while the session is open
             return video
 
-    def status(self, video_id: str) -> dict:
+    def status(self, video_id: str) -> VideoStatus:
         video = self.get(video_id)
-        body = {"id": video.id, "status": video.status, "progress": round(_progress(video), 4), "filename": video.filename}
-        if video.error:
-            body["error"] = video.error
-        body["status_url"] = f"/api/v1/videos/{video.id}"
-        return body
+        return VideoStatus(
+            id=video.id,
+            status=video.status,
+            progress=round(_progress(video), 4),
+            filename=video.filename,
+            status_url=f"/api/v1/videos/{video.id}",
+            error=video.error,
+        )
 
-    def list(self) -> list[dict]:
+    def list(self) -> VideoList:
         with self.sessions() as session:
             videos = session.scalars(select(Video).order_by(Video.created_at.desc())).all()
-            return [
-                {
-                    "id": v.id,
-                    "filename": v.filename,
-                    "status": v.status,
-                    "progress": round(_progress(v), 4),
-                    "created_at": v.created_at.isoformat() + "Z",
-                    "duration_s": v.duration_s,
-                    "people": len(v.summary["main_people"]) if v.summary else None,
-                    **({"error": v.error} if v.error else {}),
-                }
-                for v in videos
-            ]
+            return VideoList(
+                videos=[
+                    VideoListItem(
+                        id=v.id,
+                        filename=v.filename,
+                        status=v.status,
+                        progress=round(_progress(v), 4),
+                        created_at=v.created_at.isoformat() + "Z",
+                        duration_s=v.duration_s,
+                        people=len(v.summary["main_people"]) if v.summary else None,
+                        error=v.error,
+                    )
+                    for v in videos
+                ]
+            )
 
-    def results(self, video_id: str) -> dict:
-        video = self.get(video_id)
-        if video.status != "done":
-            raise Conflict(f"video {video_id} is {video.status}; results exist once it is done")
+    def results(self, video_id: str) -> VideoResults:
+        video, summary = self._finished(video_id)
         people = self._people_frames(video_id)
         with self.sessions() as session:
-            stats = {p.person: p.stats for p in session.scalars(select(Person).where(Person.video_id == video_id).order_by(Person.person))}
-        main = set(video.summary["main_people"])
-        uncertain_below = video.summary.get("emotion_uncertain_below", 0.0)
-        return {
-            "id": video.id,
-            "status": video.status,
-            "video": {
-                "filename": video.filename,
-                "width": video.width,
-                "height": video.height,
-                "fps": video.fps,
-                **{k: v for k, v in video.summary.items() if k not in ("group_mix", "main_people")},
-            },
-            "people": [
-                {
-                    "id": person,
-                    "main": person in main,
-                    **stats[person],
-                    # One face object (DESIGN.md §2) per analysed frame, with where it is in the video.
-                    "timeline": [
-                        {"frame": f.frame_index, "time_s": round(f.frame_index / video.fps, 3), **f.face(person, uncertain_below).to_json()}
+            rows = session.scalars(select(Person).where(Person.video_id == video_id).order_by(Person.person))
+            stats = {p.person: PersonStats.model_validate(p.stats) for p in rows}
+        main = set(summary.main_people)
+        return VideoResults(
+            id=video.id,
+            status=video.status,
+            video=VideoInfo(
+                filename=video.filename,
+                width=video.width,
+                height=video.height,
+                fps=video.fps,
+                **summary.model_dump(exclude={"group_mix", "main_people"}),
+            ),
+            people=[
+                PersonResult(
+                    id=person,
+                    main=person in main,
+                    **dict(stats[person]),
+                    timeline=[
+                        TimelineEntry(
+                            frame=f.frame_index,
+                            time_s=round(f.frame_index / video.fps, 3),
+                            **f.face(person, summary.emotion_uncertain_below).to_json(),
+                        )
                         for f in frames
                     ],
-                }
+                )
                 for person, frames in people.items()
             ],
-            "group_mix": video.summary["group_mix"],
-        }
+            group_mix=summary.group_mix,
+        )
 
     def results_csv(self, video_id: str) -> Iterator[str]:
-        video = self.get(video_id)
-        if video.status != "done":
-            raise Conflict(f"video {video_id} is {video.status}; results exist once it is done")
-        return to_csv(csv_rows(self._people_frames(video_id), video.fps, video.summary.get("emotion_uncertain_below", 0.0)))
+        video, summary = self._finished(video_id)
+        return to_csv(csv_rows(self._people_frames(video_id), video.fps, summary.emotion_uncertain_below))
 
     def annotated_path(self, video_id: str) -> Path:
         video = self.get(video_id)
-        if video.status != "done" or not video.annotated_path or not Path(video.annotated_path).is_file():
+        if video.status != JobState.DONE or not video.annotated_path or not Path(video.annotated_path).is_file():
             raise Conflict(f"video {video_id} has no annotated video yet ({video.status})")
         return Path(video.annotated_path)
 
+    def _finished(self, video_id: str) -> tuple[Video, JobSummary]:
+        video = self.get(video_id)
+        if video.status != JobState.DONE or video.summary is None:
+            raise Conflict(f"video {video_id} is {video.status}; results exist once it is done")
+        return video, JobSummary.model_validate(video.summary)
+
     def _people_frames(self, video_id: str) -> dict[int, list[PersonFrame]]:
         with self.sessions() as session:
-            rows = session.scalars(
-                select(Observation)
-                .where(Observation.video_id == video_id, Observation.in_overlap.is_(False), Observation.person.is_not(None))
-                .order_by(Observation.person, Observation.frame_index)
-            )
-            people: dict[int, list[PersonFrame]] = {}
-            for o in rows:
-                people.setdefault(o.person, []).append(
-                    PersonFrame(o.frame_index, (o.x1, o.y1, o.x2, o.y2), tuple(o.emotion), o.age_years, o.female_probability, o.score)
-                )
-            return people
+            return stored_people(session, video_id)
 
     # ---- changing ----------------------------------------------------------------------------------------
 
-    def cancel(self, video_id: str) -> dict:
+    def cancel(self, video_id: str) -> VideoStatus:
         with self.sessions.begin() as session:
             video = session.get(Video, video_id, with_for_update=True)
             if video is None:
                 raise NotFound(video_id)
-            if video.status not in ("queued", "running"):
+            if video.status in FINISHED:
                 raise Conflict(f"video {video_id} is {video.status}; only queued or running jobs can be cancelled")
-            video.cancel_requested, video.status, video.error, video.finished_at = True, "failed", "cancelled by the user", utcnow()
+            # Its tasks see the state at their next heartbeat, and store nothing.
+            video.status, video.finished_at = JobState.CANCELLED, utcnow()
             source = video.source_path
         jobs.delete_parts(source)
         return self.status(video_id)
 
-    def retry(self, video_id: str) -> dict:
-        """Start a failed (or cancelled) job again from scratch."""
+    def retry(self, video_id: str) -> VideoStatus:
+        """Start a failed or cancelled job again from scratch."""
         with self.sessions.begin() as session:
             video = session.get(Video, video_id, with_for_update=True)
             if video is None:
                 raise NotFound(video_id)
-            if video.status != "failed":
-                raise Conflict(f"video {video_id} is {video.status}; only failed jobs can be retried")
+            if video.status not in (JobState.FAILED, JobState.CANCELLED):
+                raise Conflict(f"video {video_id} is {video.status}; only failed or cancelled jobs can be retried")
             _delete_results(session, video_id)
-            video.status, video.error, video.cancel_requested, video.finalising = "queued", None, False, False
+            video.status, video.error, video.segments_joined = JobState.QUEUED, None, 0
             video.started_at = video.finished_at = video.heartbeat_at = video.summary = video.annotated_path = None
-            video.render_progress, video.attempts = 0.0, video.attempts + 1
+            video.attempts += 1  # the old run's tasks still running see it, and store nothing
             source, attempt = video.source_path, video.attempts
         (Path(source).parent / "annotated.mp4").unlink(missing_ok=True)
         jobs.delete_parts(source, keep_attempt=attempt)
@@ -216,7 +239,6 @@ class VideoService:
             video = session.get(Video, video_id, with_for_update=True)
             if video is None:
                 raise NotFound(video_id)
-            video.cancel_requested = True
             source = video.source_path
             _delete_results(session, video_id)
             session.delete(video)
@@ -224,21 +246,23 @@ class VideoService:
 
     def counts(self) -> dict[str, int]:
         with self.sessions() as session:
-            return dict(session.execute(select(Video.status, func.count()).group_by(Video.status)).all())
+            return {str(status): n for status, n in session.execute(select(Video.status, func.count()).group_by(Video.status)).all()}
 
 
 def _delete_results(session, video_id: str) -> None:
-    for table in (Observation, Person, Segment):
+    for table in (Observation, Person, Segment, RenderTask, Finalisation):
         session.execute(delete(table).where(table.video_id == video_id))
 
 
 def _progress(video: Video) -> float:
-    if video.status == "done":
+    """Analysis 90 %, drawing the annotated video 10 %."""
+    if video.status == JobState.DONE:
         return 1.0
     if not video.segments:
         return 0.0
     analysed = sum(s.frames_done for s in video.segments) / max(1, video.frame_count)
-    return min(0.99, 0.9 * analysed + 0.1 * video.render_progress)
+    drawn = sum(r.status == TaskState.DONE for r in video.renders) / max(1, len(video.renders))
+    return min(0.99, 0.9 * analysed + 0.1 * drawn)
 
 
 def _copy_limited(upload: BinaryIO, target: Path, max_bytes: int) -> int:

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict
 
 from emotion_detector.labels import EMOTIONS
 from emotion_detector.pipeline import Face, gender_probabilities
@@ -57,6 +58,23 @@ class TrackJoiner:
         self._person_of_root: dict[tuple[int, int], int] = {}
         self._previous: dict[tuple[int, int], dict[int, tuple]] = {}  # the previous segment's track → frame → box
         self.segments_added = 0
+        self.people_numbered = 0
+
+    @classmethod
+    def resume(cls, previous_rows: list[Row], previous_persons: dict[int, int], segments_added: int, people_numbered: int) -> TrackJoiner:
+        """A joiner that goes on where one that had joined ``segments_added`` segments left off, from what
+        was stored of it: the last joined segment's rows, its tracks' person ids (local track → person; a
+        track seen only in its overlap may have none yet) and how many people were numbered. Each of those
+        tracks stands for its chain: the next segment only ever matches tracks of the one before it."""
+        joiner = cls()
+        joiner.segments_added, joiner.people_numbered = segments_added, people_numbered
+        for row in previous_rows:
+            key = (row.segment_index, row.local_track)
+            joiner._previous.setdefault(key, {})[row.frame_index] = row.box_xyxy
+            joiner._root[key] = key
+            if row.local_track in previous_persons:
+                joiner._person_of_root[key] = previous_persons[row.local_track]
+        return joiner
 
     def add_segment(self, segment: int, rows: list[Row]) -> None:
         """Adds the next segment's rows (all of them, overlap included) and numbers its tracks."""
@@ -88,13 +106,16 @@ class TrackJoiner:
                 self._root[b] = self._root[a]
         # A chain gets its id at its first frame outside an overlap: every chain numbered earlier was first
         # seen before this segment, every later one after it.
-        new_roots: dict[tuple[int, int], int] = {}
+        # Ties are broken by this segment's track (not by the chain's root, which a resumed joiner knows only
+        # as the previous segment's track).
+        new_roots: dict[tuple[int, int], tuple[int, tuple[int, int]]] = {}
         for key, frame in first_owned.items():
             root = self._root[key]
             if root not in self._person_of_root:
-                new_roots[root] = min(new_roots.get(root, frame), frame)
-        for root in sorted(new_roots, key=lambda r: (new_roots[r], r)):
-            self._person_of_root[root] = len(self._person_of_root) + 1
+                new_roots[root] = min(new_roots.get(root, (frame, key)), (frame, key))
+        for root in sorted(new_roots, key=new_roots.__getitem__):
+            self.people_numbered += 1
+            self._person_of_root[root] = self.people_numbered
         for key in [*previous_boxes, *boxes]:  # an earlier track seen only in the overlap may be numbered now
             person = self._person_of_root.get(self._root[key])
             if person is not None:
@@ -141,32 +162,68 @@ def shown_expressions(probabilities: np.ndarray, uncertain_below: float) -> list
     return [EMOTIONS[i] if p >= uncertain_below else UNCERTAIN for i, p in zip(top, probabilities.max(axis=1), strict=True)]
 
 
-def person_stats(frames: list[PersonFrame], fps: float, analysed_frames: int, uncertain_below: float = 0.0) -> dict:
+class AgeStats(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    mean_years: float
+    std_years: float
+
+
+class GenderStats(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    label: str
+    confidence: float
+
+
+class PersonStats(BaseModel):
+    """One person's statistics over the video, as stored (Person.stats) and returned in the results."""
+
+    model_config = ConfigDict(frozen=True)
+
+    first_seen_s: float
+    last_seen_s: float
+    first_frame: int
+    last_frame: int
+    frames_seen: int
+    share_of_analysed_frames: float
+    # frames per expression shown; frames too uncertain to name one are counted apart
+    expression_counts: dict[str, int]
+    most_common_expression: str
+    # mean probability the model gave each expression over this person's frames
+    mean_probability: dict[str, float]
+    # mean confidence on the frames where that expression was the top label (None: never the top one)
+    mean_confidence_when_top: dict[str, float | None]
+    age: AgeStats
+    gender: GenderStats
+
+    def to_json(self) -> dict:
+        return self.model_dump(mode="json")
+
+
+def person_stats(frames: list[PersonFrame], fps: float, analysed_frames: int, uncertain_below: float = 0.0) -> PersonStats:
     probabilities = np.array([f.emotion for f in frames], dtype=np.float64)
     top = probabilities.argmax(axis=1)
     counts = Counter(shown_expressions(probabilities, uncertain_below))
     confident = Counter({label: n for label, n in counts.items() if label != UNCERTAIN})
     female = float(np.mean([f.female_probability for f in frames]))
     ages = np.array([f.age_years for f in frames])
-    return {
-        "first_seen_s": round(frames[0].frame_index / fps, 3),
-        "last_seen_s": round(frames[-1].frame_index / fps, 3),
-        "first_frame": frames[0].frame_index,
-        "last_frame": frames[-1].frame_index,
-        "frames_seen": len(frames),
-        "share_of_analysed_frames": round(len(frames) / max(1, analysed_frames), 4),
-        # frames per expression shown; frames too uncertain to name one are counted apart
-        "expression_counts": {label: counts.get(label, 0) for label in (*EMOTIONS, UNCERTAIN)},
-        "most_common_expression": (confident or counts).most_common(1)[0][0],
-        # mean probability the model gave each expression over this person's frames
-        "mean_probability": {label: round(float(probabilities[:, i].mean()), 4) for i, label in enumerate(EMOTIONS)},
-        # mean confidence on the frames where that expression was the top label
-        "mean_confidence_when_top": {
+    return PersonStats(
+        first_seen_s=round(frames[0].frame_index / fps, 3),
+        last_seen_s=round(frames[-1].frame_index / fps, 3),
+        first_frame=frames[0].frame_index,
+        last_frame=frames[-1].frame_index,
+        frames_seen=len(frames),
+        share_of_analysed_frames=round(len(frames) / max(1, analysed_frames), 4),
+        expression_counts={label: counts.get(label, 0) for label in (*EMOTIONS, UNCERTAIN)},
+        most_common_expression=(confident or counts).most_common(1)[0][0],
+        mean_probability={label: round(float(probabilities[:, i].mean()), 4) for i, label in enumerate(EMOTIONS)},
+        mean_confidence_when_top={
             label: round(float(probabilities[top == i, i].mean()), 4) if (top == i).any() else None for i, label in enumerate(EMOTIONS)
         },
-        "age": {"mean_years": round(float(ages.mean()), 1), "std_years": round(float(ages.std()), 1)},
-        "gender": {"label": "female" if female >= 0.5 else "male", "confidence": round(max(female, 1 - female), 4)},
-    }
+        age=AgeStats(mean_years=round(float(ages.mean()), 1), std_years=round(float(ages.std()), 1)),
+        gender=GenderStats(label="female" if female >= 0.5 else "male", confidence=round(max(female, 1 - female), 4)),
+    )
 
 
 def group_mix(
@@ -186,9 +243,9 @@ def group_mix(
     return mix
 
 
-def main_people(stats: dict[int, dict], min_share: float = 0.1, min_frames: int = 5) -> list[int]:
+def main_people(stats: dict[int, PersonStats], min_share: float = 0.1, min_frames: int = 5) -> list[int]:
     """People seen long enough to matter (brief false detections and passers-by are not)."""
-    return [p for p, s in stats.items() if s["frames_seen"] >= min_frames and s["share_of_analysed_frames"] >= min_share]
+    return [p for p, s in stats.items() if s.frames_seen >= min_frames and s.share_of_analysed_frames >= min_share]
 
 
 CSV_COLUMNS = [

@@ -2,7 +2,7 @@
 
 POST   /api/v1/videos                 multipart 'video' (or the raw body) -> 202 {id, status_url}
 GET    /api/v1/videos                 past videos
-GET    /api/v1/videos/<id>            {id, status, progress, error?}
+GET    /api/v1/videos/<id>            {id, status, progress, error?}; status: queued|running|done|failed|cancelled
 GET    /api/v1/videos/<id>/results    JSON; /results.csv (one row per person per analysed frame)
 GET    /api/v1/videos/<id>/annotated  the annotated MP4 (range requests, so browsers can seek)
 POST   /api/v1/videos/<id>/cancel, /retry;  DELETE /api/v1/videos/<id>
@@ -14,6 +14,7 @@ from flask import Blueprint, Response, current_app, jsonify, render_template, re
 from werkzeug.exceptions import HTTPException
 
 from emotion_detector.videos.probe import VideoRejected
+from emotion_detector.videos.schemas import VideoCreated
 from emotion_detector.videos.service import Conflict, NotFound, VideoService
 
 blueprint = Blueprint("videos", __name__)
@@ -84,23 +85,23 @@ def upload():
         video = service().create(file.stream, file.filename or "video", every)
     else:
         video = service().create(request.stream, request.args.get("filename", "video"), every)
-    status_url = url_for("videos.status", video_id=video.id)
-    return jsonify({"id": video.id, "status": video.status, "status_url": status_url}), 202, {"Location": status_url}
+    created = VideoCreated(id=video.id, status=video.status, status_url=url_for("videos.status", video_id=video.id))
+    return jsonify(created.to_json()), 202, {"Location": created.status_url}
 
 
 @blueprint.get("/api/v1/videos")
 def list_videos():
-    return jsonify({"videos": service().list()})
+    return jsonify(service().list().to_json())
 
 
 @blueprint.get("/api/v1/videos/<video_id>")
 def status(video_id: str):
-    return jsonify(service().status(video_id))
+    return jsonify(service().status(video_id).to_json())
 
 
 @blueprint.get("/api/v1/videos/<video_id>/results")
 def results(video_id: str):
-    return jsonify(service().results(video_id))
+    return jsonify(service().results(video_id).to_json())
 
 
 @blueprint.get("/api/v1/videos/<video_id>/results.csv")
@@ -120,12 +121,12 @@ def annotated(video_id: str):
 
 @blueprint.post("/api/v1/videos/<video_id>/cancel")
 def cancel(video_id: str):
-    return jsonify(service().cancel(video_id))
+    return jsonify(service().cancel(video_id).to_json())
 
 
 @blueprint.post("/api/v1/videos/<video_id>/retry")
 def retry(video_id: str):
-    return jsonify(service().retry(video_id)), 202
+    return jsonify(service().retry(video_id).to_json()), 202
 
 
 @blueprint.delete("/api/v1/videos/<video_id>")

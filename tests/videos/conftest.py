@@ -85,7 +85,7 @@ class VideoStack:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             status = requests.get(f"{self.api}/{video_id}", timeout=10).json()
-            if status["status"] in ("done", "failed"):
+            if status["status"] not in ("queued", "running"):
                 return status
             time.sleep(0.5)
         raise TimeoutError(f"video {video_id} still {status} after {timeout_s} s; logs in {self.log_dir}")
@@ -95,14 +95,22 @@ def embedded_env(tmp: Path) -> dict[str, str]:
     return {"EMOTION_DATABASE_URL": f"sqlite:///{tmp / 'videos.db'}", "EMOTION_BROKER_URL": f"sqla+sqlite:///{tmp / 'queue.db'}"}
 
 
-@pytest.fixture(scope="module")
-def postgres_database() -> Iterator[str]:
+@contextlib.contextmanager
+def new_postgres_database() -> Iterator[str]:
     name = f"emotion_test_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
-    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+def postgres_database() -> Iterator[str]:
+    with new_postgres_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

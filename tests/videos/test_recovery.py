@@ -12,9 +12,11 @@ from sqlalchemy import func, select
 
 from emotion_detector.pipeline import Face, FrameAnalysis, gender_probabilities
 from emotion_detector.settings import Settings
+from emotion_detector.videos import finalise as finalise_step
 from emotion_detector.videos import jobs
 from emotion_detector.videos.db import migrate, sessions
-from emotion_detector.videos.models import Observation, Segment, Video, utcnow
+from emotion_detector.videos.models import Finalisation, Observation, RenderTask, Segment, Video, utcnow
+from emotion_detector.videos.render import OverlayTimeline, part_path, parts_dir, render_part
 
 
 @pytest.fixture
@@ -73,11 +75,13 @@ def test_segments_planned_but_never_queued_are_queued_again(ctx, queued_starts):
 
 def test_start_queues_only_what_is_pending_and_marks_when(ctx, monkeypatch):
     add_running_video(ctx, "v", queued_ago_s=120, segments=[("done", 90), ("pending", None), ("pending", None)])
-    queued: list[tuple[str, int]] = []
+    queued: list[tuple[str, str, int]] = []
     monkeypatch.setattr(jobs, "database", lambda: ctx)
-    monkeypatch.setattr(jobs.segment, "delay", lambda video_id, index: queued.append((video_id, index)))
+    monkeypatch.setattr(jobs.segment, "delay", lambda video_id, index: queued.append(("segment", video_id, index)))
+    monkeypatch.setattr(jobs.render, "delay", lambda video_id, index: queued.append(("render", video_id, index)))
+    monkeypatch.setattr(jobs.finalise, "delay", lambda video_id: pytest.fail("parts are still to be drawn"))
     jobs.start("v")
-    assert queued == [("v", 1), ("v", 2)]
+    assert queued == [("segment", "v", 1), ("segment", "v", 2), ("render", "v", 0)]  # segment 0 is joined: its part can be drawn
     with ctx.sessions() as session:
         assert utcnow() - session.get(Video, "v").heartbeat_at < dt.timedelta(seconds=5)  # not re-queued for a while
 
@@ -104,7 +108,7 @@ def test_a_segment_whose_job_was_retried_meanwhile_writes_nothing(ctx, monkeypat
     add_running_video(ctx, "v1", queued_ago_s=0, segments=[("pending", None)])
     monkeypatch.setattr(jobs, "context", lambda: jobs.WorkerContext(ctx.settings, ctx.sessions, analyzer=None))
     monkeypatch.setattr(jobs, "analyse_segment", _retried_while_analysing(ctx.sessions))
-    monkeypatch.setattr(jobs, "maybe_finalise", lambda video_id: pytest.fail("a dropped segment must not finalise the job"))
+    monkeypatch.setattr(jobs, "advance", lambda video_id: pytest.fail("a dropped segment must not move the job on"))
 
     jobs.segment("v1", 0)  # claims attempt 1 of the first run's segment, and finishes after the retry
 
@@ -129,7 +133,7 @@ def retry_job(ctx: jobs.Database, video_id: str) -> None:
         video.status, video.attempts = "running", video.attempts + 1
 
 
-@pytest.mark.parametrize("retried_during", ["join", "failing render"])
+@pytest.mark.parametrize("retried_during", ["join", "failing join"])
 def test_a_finalisation_whose_job_was_retried_meanwhile_neither_finishes_nor_fails_the_new_run(
     ctx, monkeypatch, tmp_path, shared_dir, retried_during
 ):
@@ -139,9 +143,12 @@ def test_a_finalisation_whose_job_was_retried_meanwhile_neither_finishes_nor_fai
     source.write_bytes((shared_dir / "media" / "videos" / "single_face.mp4").read_bytes())
     with ctx.sessions.begin() as session:
         video = session.get(Video, "v1")
-        video.source_path, video.frame_count = str(source), 72
+        video.source_path, video.frame_count, video.segments_joined = str(source), 72, 1
         video.segments[0].end_frame = video.segments[0].overlap_end_frame = 72
-    jobs.parts_dir(source, 0).mkdir()
+        video.renders = [RenderTask(index=0, status="done")]
+        video.finalisation = Finalisation(index=0)
+    parts_dir(source, 0).mkdir()
+    render_part(source, part_path(parts_dir(source, 0), 0), OverlayTimeline({}, 1), 30.0, range(72))  # drawn by its render task
     monkeypatch.setattr(
         jobs,
         "context",
@@ -149,16 +156,16 @@ def test_a_finalisation_whose_job_was_retried_meanwhile_neither_finishes_nor_fai
             ctx.settings, ctx.sessions, analyzer=SimpleNamespace(detector=SimpleNamespace(name="yunet"), client=_NoModels())
         ),
     )
+    join = finalise_step.join_parts
     if retried_during == "join":
-        join = jobs.join_parts
-        monkeypatch.setattr(jobs, "join_parts", lambda *args: (join(*args), retry_job(ctx, "v1")))
+        monkeypatch.setattr(finalise_step, "join_parts", lambda *args: (join(*args), retry_job(ctx, "v1")))
     else:
 
         def retried_then_broken(*_args, **_kwargs):
             retry_job(ctx, "v1")
             raise OSError("disk full")
 
-        monkeypatch.setattr(jobs, "draw_missing_parts", retried_then_broken)
+        monkeypatch.setattr(finalise_step, "join_parts", retried_then_broken)
 
     jobs.finalise("v1")
 
@@ -172,8 +179,8 @@ def test_a_finalisation_delivered_again_after_its_commit_only_removes_the_parts_
     # The worker died between the commit and removing the parts folder; Celery (acks_late) delivers the task again.
     add_running_video(ctx, "v1", queued_ago_s=0, segments=[("done", 0)])
     source = tmp_path / "v1" / "clip.mp4"
-    jobs.parts_dir(source, 0).mkdir(parents=True)
-    jobs.part_path(jobs.parts_dir(source, 0), 0).write_bytes(b"part")
+    parts_dir(source, 0).mkdir(parents=True)
+    part_path(parts_dir(source, 0), 0).write_bytes(b"part")
     with ctx.sessions.begin() as session:
         video = session.get(Video, "v1")
         video.source_path, video.status, video.summary = str(source), "done", {"frames": 300}
@@ -181,6 +188,6 @@ def test_a_finalisation_delivered_again_after_its_commit_only_removes_the_parts_
 
     jobs.finalise("v1")
 
-    assert not jobs.parts_dir(source, 0).exists()
+    assert not parts_dir(source, 0).exists()
     with ctx.sessions() as session:
         assert (session.get(Video, "v1").status, session.get(Video, "v1").summary) == ("done", {"frames": 300})

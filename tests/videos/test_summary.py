@@ -6,7 +6,16 @@ import pytest
 
 from emotion_detector.labels import EMOTIONS
 from emotion_detector.videos.jobs import plan_segments
-from emotion_detector.videos.summary import Row, csv_rows, group_mix, join_tracks, main_people, people_frames, person_stats
+from emotion_detector.videos.summary import (
+    PersonStats,
+    Row,
+    csv_rows,
+    group_mix,
+    join_tracks,
+    main_people,
+    people_frames,
+    person_stats,
+)
 
 HAPPY = tuple(0.9 if e == "happy" else 0.1 / 6 for e in EMOTIONS)
 SAD = tuple(0.7 if e == "sad" else 0.05 for e in EMOTIONS)
@@ -42,9 +51,10 @@ def test_two_people_keep_their_ids_across_a_segment_boundary():
     people = people_frames(rows, persons)
     assert [f.frame_index for f in people[1]] == list(range(20))  # overlap frames counted once
     stats = person_stats(people[2], fps=10, analysed_frames=20)
-    assert stats["most_common_expression"] == "sad" and stats["frames_seen"] == 20
-    assert stats["expression_counts"]["sad"] == 20 and stats["first_seen_s"] == 0.0 and stats["last_seen_s"] == pytest.approx(1.9)
-    assert stats["gender"]["label"] == "male" and stats["age"]["mean_years"] == 30.0
+    assert stats.most_common_expression == "sad" and stats.frames_seen == 20
+    assert stats.expression_counts["sad"] == 20 and stats.first_seen_s == 0.0 and stats.last_seen_s == pytest.approx(1.9)
+    assert stats.gender.label == "male" and stats.age.mean_years == 30.0
+    assert PersonStats.model_validate(stats.to_json()) == stats  # stored as JSON and read back whole
 
 
 def test_a_face_that_appears_only_in_the_next_segment_is_a_new_person():
@@ -54,7 +64,9 @@ def test_a_face_that_appears_only_in_the_next_segment_is_a_new_person():
 
 
 def test_brief_sightings_are_not_main_people():
-    stats = {1: {"frames_seen": 90, "share_of_analysed_frames": 0.9}, 2: {"frames_seen": 2, "share_of_analysed_frames": 0.02}}
+    rows = rows_for(0, 1, range(0, 90), x=0, owned_until=999) + rows_for(0, 2, range(0, 2), x=400, owned_until=999)
+    people = people_frames(rows, join_tracks(rows))
+    stats = {person: person_stats(frames, fps=10, analysed_frames=100) for person, frames in people.items()}
     assert main_people(stats) == [1]
 
 
@@ -62,10 +74,10 @@ def test_frames_below_the_models_threshold_count_as_uncertain_not_as_their_top_e
     rows = rows_for(0, 1, range(0, 4), x=0, owned_until=99, emotion=UNSURE) + rows_for(0, 1, range(4, 6), x=0, owned_until=99, emotion=SAD)
     people = people_frames(rows, join_tracks(rows))
     stats = person_stats(people[1], fps=10, analysed_frames=6, uncertain_below=0.5)
-    assert stats["expression_counts"]["uncertain"] == 4 and stats["expression_counts"]["sad"] == 2
-    assert stats["most_common_expression"] == "sad"  # the most common expression that was clear enough to name
-    assert person_stats(people[1][:4], fps=10, analysed_frames=6, uncertain_below=0.5)["most_common_expression"] == "uncertain"
-    assert person_stats(people[1], fps=10, analysed_frames=6)["expression_counts"]["sad"] == 6  # a model without a threshold
+    assert stats.expression_counts["uncertain"] == 4 and stats.expression_counts["sad"] == 2
+    assert stats.most_common_expression == "sad"  # the most common expression that was clear enough to name
+    assert person_stats(people[1][:4], fps=10, analysed_frames=6, uncertain_below=0.5).most_common_expression == "uncertain"
+    assert person_stats(people[1], fps=10, analysed_frames=6).expression_counts["sad"] == 6  # a model without a threshold
     (first_second,) = group_mix(people, fps=10, duration_s=0.6, uncertain_below=0.5)
     assert first_second["share"]["uncertain"] == pytest.approx(4 / 6, abs=1e-4)
     assert first_second["share"]["sad"] == pytest.approx(2 / 6, abs=1e-4)

@@ -60,9 +60,6 @@ def test_two_people_come_out_as_two_main_tracks_with_their_own_timelines(stack, 
     with av.open(io.BytesIO(annotated.content)) as container:  # drawn in parts, one per segment, and joined
         pts = [frame.pts for frame in container.decode(video=0)]
     assert len(pts) == 56 and pts == sorted(set(pts))
-    # One worker: it drew the parts of the segments it had analysed while it analysed the next ones.
-    drawn_early, parts = map(int, results["video"]["annotated_parts_drawn_while_analysing"].split("/"))
-    assert parts == results["video"]["segments"] and drawn_early >= parts - 1
     assert not list((stack.storage_dir / video_id).glob("annotated-parts-*"))  # the parts are gone once joined
 
 
@@ -94,7 +91,8 @@ def test_a_cancelled_job_stops_and_can_be_retried(stack, shared_dir):
     video_id = stack.upload(shared_dir / "media" / "videos" / "face_noface.mov").json()["id"]
     assert requests.post(f"{stack.api}/{video_id}/cancel", timeout=10).ok
     status = stack.wait_finished(video_id, timeout_s=60)
-    assert status["status"] == "failed" and "cancel" in status["error"]
+    assert status["status"] == "cancelled" and "error" not in status, status
+    assert not list((stack.storage_dir / video_id).glob("annotated-parts-*"))
 
     assert requests.post(f"{stack.api}/{video_id}/retry", timeout=10).status_code == 202
     assert stack.wait_finished(video_id)["status"] == "done"
@@ -108,7 +106,7 @@ def test_progress_is_reported_while_a_job_runs(stack, shared_dir):
     while time.monotonic() < deadline:
         status = requests.get(f"{stack.api}/{video_id}", timeout=10).json()
         seen.add((status["status"], status["progress"]))
-        if status["status"] in ("done", "failed"):
+        if status["status"] not in ("queued", "running"):
             break
         time.sleep(0.2)
     running = sorted(progress for state, progress in seen if state == "running")

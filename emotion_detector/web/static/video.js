@@ -27,9 +27,9 @@ async function poll() {
   $("error").hidden = !status.error;
   $("error").textContent = status.error || "";
   $("cancel").hidden = !(status.status === "queued" || status.status === "running");
-  $("retry").hidden = status.status !== "failed";
+  $("retry").hidden = !(status.status === "failed" || status.status === "cancelled");
   if (status.status === "done") showResults();
-  else if (status.status !== "failed") setTimeout(poll, 1000);
+  else if (status.status === "queued" || status.status === "running") setTimeout(poll, 1000);
 }
 
 $("cancel").onclick = async () => { await fetch(`${api}/cancel`, { method: "POST" }); poll(); };

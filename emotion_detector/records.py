@@ -1,0 +1,47 @@
+"""What ``emotion-detector analyze`` and ``from emotion_detector import analyze`` produce (DESIGN.md §2, "CLI")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from emotion_detector.pipeline import Face
+    from emotion_detector.videos.summary import PersonStats
+
+
+@dataclass(frozen=True)
+class FrameRecord:
+    """One analysed frame (or image): a JSON line of ``emotion-detector analyze``."""
+
+    source: str
+    frame: int
+    timestamp_ms: float
+    width: int
+    height: int
+    faces: list[Face]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "frame": self.frame,
+            "timestamp_ms": self.timestamp_ms,
+            "width": self.width,
+            "height": self.height,
+            "faces": [face.to_json() for face in self.faces],
+        }
+
+
+@dataclass(frozen=True)
+class PersonRecord:
+    """One tracked person of a video, camera or stream: the statistics the video results page shows."""
+
+    source: str
+    person: int
+    stats: PersonStats
+
+    def to_json(self) -> dict[str, Any]:
+        return {"source": self.source, "type": "person", "id": self.person, **self.stats.to_json()}
+
+
+Record = FrameRecord | PersonRecord
