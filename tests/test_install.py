@@ -68,7 +68,7 @@ def venv_seeing_our_dependencies(path: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_pip_install_from_a_clone_runs_outside_the_checkout(tmp_path):
+def test_pip_install_from_a_clone_runs_outside_the_checkout(tmp_path, shared_dir):
     status_before = git("status", "--porcelain")
     clone = copy_of_the_clone(tmp_path / "clone")
     venv = tmp_path / "venv"
@@ -89,7 +89,7 @@ def test_pip_install_from_a_clone_runs_outside_the_checkout(tmp_path):
         return done.stdout
 
     usage = run(venv / "bin" / "emotion-detector", "--help")
-    assert usage.startswith("usage: emotion-detector") and "{run,models}" in usage, usage
+    assert usage.startswith("usage: emotion-detector") and "{run,models,analyze}" in usage, usage
     assert {"download", "list"} <= set(run(venv / "bin" / "emotion-detector", "models", "--help").split())
 
     shipped = [line for line in run(venv / "bin" / "emotion-detector", "models", "list").splitlines() if ": shipped -> " in line]
@@ -108,5 +108,13 @@ def test_pip_install_from_a_clone_runs_outside_the_checkout(tmp_path):
     # `python -m serving` without --model_base_path (as in serving/Dockerfile) serves the installed models.
     assert sorted(answer["served"]) == sorted({version.split()[0] for version in SHIPPED_VERSIONS})
     assert all(path.startswith(str(venv)) for path in answer["served"].values()), answer["served"]
+
+    # The command line on the installed models: an image and a video, faces found, tracks on the video.
+    image, video = shared_dir / "media" / "images" / "two_people.jpg", shared_dir / "media" / "videos" / "single_face.mp4"
+    records = [json.loads(line) for line in run(venv / "bin" / "emotion-detector", "analyze", image, video, "--every", "12").splitlines()]
+    assert [(Path(r["source"]).name, r["frame"]) for r in records] == [("two_people.jpg", 0)] + [
+        ("single_face.mp4", f) for f in range(0, 72, 12)
+    ]
+    assert len(records[0]["faces"]) == 2 and all(len(r["faces"]) == 1 and r["faces"][0]["id"] == 1 for r in records[1:])
 
     assert git("status", "--porcelain") == status_before  # nothing written into the checkout
