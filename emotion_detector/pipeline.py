@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import TypeVar
+from typing import Any, Protocol, TypedDict, TypeVar, Unpack, cast
 
 import numpy as np
 import supervision as sv
@@ -42,6 +42,16 @@ from emotion_detector.settings import Settings
 from emotion_detector.tracking import AgeGenderSchedule, AttributeSmoother, FaceAttributes, FaceTracker
 
 T = TypeVar("T")
+
+
+class CpuBoundRunner(Protocol):
+    """Runs ``work`` and returns its result (e.g. on a native thread, see web/live.py)."""
+
+    def __call__(self, work: Callable[[], T], /) -> T: ...
+
+
+def _run_here(work: Callable[[], T]) -> T:
+    return work()
 
 
 class RunningMode(StrEnum):
@@ -73,7 +83,7 @@ class Face:
     def female_probability(self) -> float:
         return float(self.gender_probabilities[GENDERS.index("female")])
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         emotion = int(np.argmax(self.emotion_probabilities))
         gender = int(np.argmax(self.gender_probabilities))
         face = {
@@ -118,7 +128,14 @@ class FrameAnalysis:
     timing_ms: dict[str, float]
     frame_index: int | None = None  # position in the video (video mode)
 
-    def to_json(self) -> dict:
+    @property
+    def video_frame_index(self) -> int:
+        """``frame_index``, for a frame analysed as part of a video (the video mode always sets it)."""
+        if self.frame_index is None:
+            raise ValueError("this frame was not analysed as a frame of a video: it has no frame index")
+        return self.frame_index
+
+    def to_json(self) -> dict[str, Any]:
         return {"faces": [face.to_json() for face in self.faces], "width": self.width, "height": self.height, "timing_ms": self.timing_ms}
 
 
@@ -169,6 +186,20 @@ class PipelineOptions:
         )
 
 
+class PipelineOverrides(TypedDict, total=False):
+    """PipelineOptions a caller may set apart from the settings' (mode and nominal_fps are arguments of their own)."""
+
+    max_faces_per_frame: int
+    track_lost_after_s: float
+    smoothing_new_frame_weight: float
+    age_gender_every_n_frames: int
+    detection_max_side_px: int
+    detection_min_side_px: int
+    detection_full_every_n_frames: int
+    batch_frames: int
+    detect_ahead_frames: int
+
+
 class FaceAnalyzer:
     """What every pipeline shares and nothing per stream: the detector, the models and the input limits.
     Built once per process; ``pipeline(options)`` makes a pipeline per stream, video segment or request."""
@@ -184,8 +215,8 @@ class FaceAnalyzer:
         self,
         mode: RunningMode,
         nominal_fps: float = 10.0,
-        run_cpu_bound: Callable[[Callable[[], T]], T] | None = None,
-        **overrides: object,
+        run_cpu_bound: CpuBoundRunner | None = None,
+        **overrides: Unpack[PipelineOverrides],
     ) -> FramePipeline:
         """A pipeline with the options from settings (``overrides`` replace some of them)."""
         options = replace(PipelineOptions.from_settings(self.settings, mode, nominal_fps), **overrides)
@@ -200,10 +231,12 @@ class FaceAnalyzer:
         crop would be smaller than the largest model input (crops are squares of about the face's width)."""
         return 2.0 * max(spec.size for spec in self.client.specs().values())
 
-    def model_inputs(self, images: list[np.ndarray], boxes: list[np.ndarray], due: list[np.ndarray], detector_name: str) -> dict:
+    def model_inputs(
+        self, images: list[np.ndarray], boxes: list[np.ndarray], due: list[np.ndarray], detector_name: str
+    ) -> dict[str, np.ndarray]:
         """One batch per model over several frames: every face's crop for the expression model, the crops of
         faces due for age and gender (see AgeGenderSchedule) for theirs."""
-        inputs = {}
+        inputs: dict[str, np.ndarray] = {}
         for name, spec in self.client.specs().items():
             rule = spec.crop_rule(detector_name)
             crops = [
@@ -260,12 +293,12 @@ class FramePipeline:
     """Decode → detect → track → models → smooth for one stream, video segment or image request. Not shared
     between streams: it holds the stream's tracks."""
 
-    def __init__(self, analyzer: FaceAnalyzer, options: PipelineOptions, run_cpu_bound: Callable[[Callable[[], T]], T] | None = None):
+    def __init__(self, analyzer: FaceAnalyzer, options: PipelineOptions, run_cpu_bound: CpuBoundRunner | None = None):
         self.analyzer, self.options = analyzer, options
         self.detector = analyzer.detector
         # Live, decoding and detection hold the CPU for milliseconds without needing the GIL; the web app runs
         # them on a native thread so its event loop keeps serving other sockets meanwhile.
-        self.run_cpu_bound = run_cpu_bound or (lambda work: work())
+        self.run_cpu_bound = run_cpu_bound or _run_here
         tracked = options.mode is not RunningMode.IMAGE
         self.tracker = FaceTracker(options.nominal_fps, options.track_lost_after_s) if tracked else None
         forget_after = self.tracker.lost_after_frames if self.tracker else 1
@@ -294,7 +327,7 @@ class FramePipeline:
 
     # ---- every frame of a video (video mode) --------------------------------------------------------------
 
-    def run(self, frames: Iterable[tuple[int, np.ndarray]]) -> Iterator[FrameAnalysis]:
+    def run(self, frames: Iterable[tuple[int, np.ndarray]]) -> Generator[FrameAnalysis, None, None]:
         """(index, BGR image) in order → one FrameAnalysis per frame, in order. While the models work on one
         batch of frames, the next batch is decoded, detected (a few frames ahead, on a thread of its own: the
         detector's runtime releases the GIL) and tracked. One detection thread, so frames are detected in
@@ -304,7 +337,7 @@ class FramePipeline:
             raise ValueError(f"run() analyses every frame of a video and needs RunningMode.VIDEO, got {self.options.mode}")
         return self._run(frames)  # not a generator itself, so misuse fails here and not at the first frame
 
-    def _run(self, frames: Iterable[tuple[int, np.ndarray]]) -> Iterator[FrameAnalysis]:
+    def _run(self, frames: Iterable[tuple[int, np.ndarray]]) -> Generator[FrameAnalysis, None, None]:
         with closing(self._detected_ahead(frames)) as detected:  # closed early too: the look-ahead stops
             yield from self._batched(detected)
 
@@ -334,7 +367,7 @@ class FramePipeline:
             frame.timer.timings_ms["models"] = waited_ms
         return self._finish(frames, outputs)
 
-    def _detected_ahead(self, frames: Iterable[tuple[int, np.ndarray]]) -> Iterator[_Detected]:
+    def _detected_ahead(self, frames: Iterable[tuple[int, np.ndarray]]) -> Generator[_Detected, None, None]:
         ahead: deque[Future[_Detected]] = deque()
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="detect") as pool:
             try:
@@ -381,13 +414,14 @@ class FramePipeline:
             if self.detection_sizer:
                 self.detection_sizer.update(detections)
             if len(detections) > self.options.max_faces_per_frame:  # the most confident ones, in detection order
-                keep = np.argsort(-detections.confidence)[: self.options.max_faces_per_frame]
-                detections = detections[np.sort(keep)]
+                keep = np.argsort(-_confidences(detections))[: self.options.max_faces_per_frame]
+                # An index array selects a Detections (supervision's __getitem__ is typed as every kind of result).
+                detections = cast(sv.Detections, detections[np.sort(keep)])
         if scale != 1 and len(detections):
             detections.xyxy = detections.xyxy * scale
             for points in ("landmarks", "keypoints"):
                 if points in detections.data:
-                    detections.data[points] = detections.data[points] * scale
+                    detections.data[points] = np.asarray(detections.data[points]) * scale
         n = len(detections)
         frame = _Detected(index, image, size, scale, detections, np.full(n, -1), np.ones(n, bool), timer, self.detector.name)
         return self._track(frame) if track else frame
@@ -428,10 +462,10 @@ class FramePipeline:
             with timer.stage("smooth"):
                 smoothed = self.smoother.update(frame.track_ids, attributes) if self.tracker else attributes
             timer.timings_ms["total"] = round(sum(v for k, v in timer.timings_ms.items() if k != "total"), 2)
-            xyxy, scores = frame.detections.xyxy, frame.detections.confidence
+            xyxy, scores = frame.detections.xyxy, _confidences(frame.detections)
             faces = [
                 Face(
-                    tuple(float(v) for v in xyxy[i]),
+                    _box(xyxy[i]),
                     float(scores[i]),
                     smoothed.emotion[i],
                     float(smoothed.age_years[i]),
@@ -443,3 +477,15 @@ class FramePipeline:
             ]
             analyses.append(FrameAnalysis(faces, frame.size[0], frame.size[1], dict(timer.timings_ms), frame.index))
         return analyses
+
+
+def _confidences(detections: sv.Detections) -> np.ndarray:
+    """The detector's scores: every FaceDetector gives them (supervision's Detections makes them optional)."""
+    if detections.confidence is None:
+        raise ValueError("the detections have no confidence scores")
+    return detections.confidence
+
+
+def _box(xyxy: np.ndarray) -> tuple[float, float, float, float]:
+    x1, y1, x2, y2 = (float(v) for v in xyxy)
+    return x1, y1, x2, y2

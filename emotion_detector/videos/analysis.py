@@ -4,6 +4,7 @@ and rules, with detection running ahead and the models batched over several fram
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -35,7 +36,7 @@ def decode_frames(path: Path, start: int, stop: int) -> Iterator[tuple[int, np.n
             return
         container.seek(timestamps[start], stream=stream, backward=True, any_frame=False)
         for frame in container.decode(stream):
-            index = index_of.get(frame.pts)
+            index = index_of.get(frame.pts) if frame.pts is not None else None
             if index is None or index < start:
                 continue
             if index >= stop:
@@ -73,7 +74,7 @@ def analyse_segment(
     with contextlib.closing(frames), contextlib.closing(pipeline.run(frames)) as results:  # stops decoding and the look-ahead
         for analysis in results:
             analysed.append(analysis)
-            if on_progress and not on_progress(analysis.frame_index - start + 1):
+            if on_progress and not on_progress(analysis.video_frame_index - start + 1):
                 raise Cancelled()
     if on_progress and not on_progress(stop - start):
         raise Cancelled()
@@ -113,10 +114,14 @@ def _linked(frame: FrameAnalysis, starting_next: list[Face], next_own_id: int) -
     faces = []
     for face in frame.faces:
         if face.track_id is None:
-            best = max(starting_next, key=lambda f, face=face: box_iou(f.box_xyxy, face.box_xyxy), default=None)
+            best = max(starting_next, key=functools.partial(_overlap_with, face), default=None)
             if best is not None and box_iou(best.box_xyxy, face.box_xyxy) >= 0.3:
                 face = replace(face, track_id=best.track_id)
             else:
                 face, next_own_id = replace(face, track_id=next_own_id), next_own_id + 1
         faces.append(face)
     return replace(frame, faces=faces), next_own_id
+
+
+def _overlap_with(face: Face, other: Face) -> float:
+    return box_iou(other.box_xyxy, face.box_xyxy)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import Any, cast
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import CursorResult, Engine, Result, create_engine, event
+from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry
 
 MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"  # package data: an installed package migrates too
 
@@ -18,7 +21,7 @@ def engine_for(url: str) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30})
 
         @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(connection, _record) -> None:
+        def _sqlite_pragmas(connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
             cursor = connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")  # web and workers read and write at once
             # In WAL mode NORMAL cannot corrupt the database; a commit skips its fsync (a power cut may lose the
@@ -29,6 +32,12 @@ def engine_for(url: str) -> Engine:
 
         return engine
     return create_engine(url, pool_pre_ping=True)
+
+
+def rowcount(result: Result[*tuple[Any, ...]]) -> int:
+    """The rows an UPDATE or DELETE matched. Session.execute is typed to return a Result; for those statements
+    it is a CursorResult, which has the count."""
+    return cast(CursorResult[*tuple[Any, ...]], result).rowcount
 
 
 def sessions(url: str) -> sessionmaker[Session]:

@@ -72,12 +72,14 @@ def finalise(db: Database, lease: Lease, models: Models) -> JobSummary | None:
     with db.sessions.begin() as session:
         if not leases.finish(session, lease):
             return None  # cancelled, retried or deleted meanwhile: its parts folder went with it
+        video = session.get(Video, lease.video_id)  # locked by finish, which found it
+        if video is None:
+            return None
         os.replace(joined, target)  # under the job's row lock, so a cancel or retry cannot come in between
         session.execute(delete(Person).where(Person.video_id == lease.video_id))
         session.add_all(
             Person(video_id=lease.video_id, person=p, stats=s.to_json(), **s.model_dump(include=PERSON_COLUMNS)) for p, s in stats.items()
         )
-        video = session.get(Video, lease.video_id)
         video.summary, video.annotated_path = summary.to_json(), str(target)
         video.status, video.finished_at = JobState.DONE, finished_at
     shutil.rmtree(folder, ignore_errors=True)

@@ -25,14 +25,16 @@ import logging
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from queue import Empty
 
 import kombu.transport.sqlalchemy
+import kombu.transport.virtual
 import sqlalchemy.exc
-from celery import Celery, signals
-from kombu import Queue
+from celery import Celery, Task, signals
+from kombu.entity import Queue
 from kombu.utils.scheduling import FairCycle
 from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.orm import Session
@@ -44,7 +46,7 @@ from emotion_detector.pipeline import FaceAnalyzer, FrameAnalysis
 from emotion_detector.settings import Settings
 from emotion_detector.videos import leases, steps
 from emotion_detector.videos.analysis import Cancelled, analyse_segment
-from emotion_detector.videos.db import engine_for, migrate, sessions
+from emotion_detector.videos.db import engine_for, migrate, rowcount, sessions
 from emotion_detector.videos.finalise import Models
 from emotion_detector.videos.finalise import finalise as finalise_job
 from emotion_detector.videos.leases import Database
@@ -73,13 +75,13 @@ class _InOrderCycle(FairCycle):
     """kombu's virtual transports poll their queues in turn; this polls them in the order the worker
     consumes them, from the first each time, so a segment waiting is always taken before a render."""
 
-    def get(self, callback, **kwargs):
+    def get(self, callback: Callable[..., object], **kwargs: object) -> object:
         self.pos = 0
-        return super().get(callback, **kwargs)
+        return super().get(callback, **kwargs)  # type: ignore[no-untyped-call]  # unannotated in kombu
 
 
-def _poll_queues_in_order(channel: kombu.transport.sqlalchemy.Channel) -> None:
-    channel._cycle = _InOrderCycle(channel._get_and_deliver, channel._active_queues, Empty)
+def _poll_queues_in_order(channel: kombu.transport.virtual.Channel) -> None:
+    channel._cycle = _InOrderCycle(channel._get_and_deliver, channel._active_queues, Empty)  # type: ignore[no-untyped-call]  # unannotated in kombu
 
 
 def configure(settings: Settings) -> None:
@@ -97,13 +99,14 @@ def configure(settings: Settings) -> None:
         # between two segments (4 s of a 25 s job in bench/video.py). Its transport options all go to
         # create_engine, so the interval, and the queue order, are set on the transport's classes.
         kombu.transport.sqlalchemy.Transport.polling_interval = settings.embedded_queue_poll_s
-        kombu.transport.sqlalchemy.Channel._reset_cycle = _poll_queues_in_order
+        kombu.transport.sqlalchemy.Channel._reset_cycle = _poll_queues_in_order  # type: ignore[method-assign]  # patched on purpose
     celery_app.conf.update(
         broker_url=settings.broker_url,
         task_acks_late=True,  # a task whose worker dies is delivered again
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,  # a busy worker does not sit on queued tasks others could take
-        task_queues=(Queue(SEGMENT_QUEUE), Queue(RENDER_QUEUE)),  # a worker consumes both, in this order
+        # A worker consumes both, in this order.
+        task_queues=(Queue(SEGMENT_QUEUE), Queue(RENDER_QUEUE)),  # type: ignore[no-untyped-call]  # unannotated in kombu
         task_default_queue=SEGMENT_QUEUE,
         task_routes={"videos.render": {"queue": RENDER_QUEUE}},
         broker_transport_options=transport_options,
@@ -116,8 +119,8 @@ def configure(settings: Settings) -> None:
 configure(Settings())
 
 
-@signals.worker_init.connect
-def _declare_embedded_queues(**_kwargs) -> None:
+@signals.worker_init.connect  # type: ignore[untyped-decorator]  # Celery has no type information
+def _declare_embedded_queues(**_kwargs: object) -> None:
     """kombu's SQLAlchemy transport creates a queue's row on first use, and two workers starting at once
     race to insert it: the loser dies with "UNIQUE constraint failed: kombu_queue.name". Create the rows
     here, before the consumer starts, and take the other worker's row when it won the race."""
@@ -174,7 +177,7 @@ def plan_segments(frame_count: int, fps: float, segment_seconds: float, overlap:
 # ---- tasks -------------------------------------------------------------------------------------------
 
 
-@celery_app.task(name="videos.start")
+@celery_app.task(name="videos.start")  # type: ignore[untyped-decorator]  # Celery has no type information
 def start(video_id: str) -> None:
     """Start a queued job, or queue again what a running one has pending (the sweep calls it for jobs whose
     queued work was lost)."""
@@ -189,7 +192,7 @@ def start(video_id: str) -> None:
             .where(Video.id == video_id, Video.status.in_((JobState.QUEUED, JobState.RUNNING)))
             .values(status=JobState.RUNNING, started_at=func.coalesce(Video.started_at, utcnow()), heartbeat_at=utcnow())
         )
-        if started.rowcount != 1:
+        if rowcount(started) != 1:
             return
         if not video.segments:
             overlap = db.settings.segment_overlap_frames * video.every_n_frames  # counted in analysed frames
@@ -212,8 +215,8 @@ def start(video_id: str) -> None:
     advance(video_id)
 
 
-@celery_app.task(name="videos.segment", bind=True, max_retries=None)
-def segment(self, video_id: str, index: int) -> None:
+@celery_app.task(name="videos.segment", bind=True, max_retries=None)  # type: ignore[untyped-decorator]  # Celery has no type information
+def segment(self: Task, video_id: str, index: int) -> None:
     ctx = context()
     lease = leases.claim(ctx, Segment, video_id, index)
     if lease is None:
@@ -262,9 +265,9 @@ def store_segment(session: Session, video_id: str, index: int, end_frame: int, f
         Observation(
             video_id=video_id,
             segment_index=index,
-            frame_index=frame.frame_index,
+            frame_index=frame.video_frame_index,
             local_track=face.track_id,
-            in_overlap=frame.frame_index >= end_frame,
+            in_overlap=frame.video_frame_index >= end_frame,
             x1=round(face.box_xyxy[0], 2),
             y1=round(face.box_xyxy[1], 2),
             x2=round(face.box_xyxy[2], 2),
@@ -279,8 +282,8 @@ def store_segment(session: Session, video_id: str, index: int, end_frame: int, f
     )
 
 
-@celery_app.task(name="videos.render", bind=True, max_retries=None)
-def render(self, video_id: str, index: int) -> None:
+@celery_app.task(name="videos.render", bind=True, max_retries=None)  # type: ignore[untyped-decorator]  # Celery has no type information
+def render(self: Task, video_id: str, index: int) -> None:
     ctx = context()
     lease = leases.claim(ctx, RenderTask, video_id, index)
     if lease is None:
@@ -313,8 +316,8 @@ def render(self, video_id: str, index: int) -> None:
     advance(video_id)
 
 
-@celery_app.task(name="videos.finalise", bind=True, max_retries=None)
-def finalise(self, video_id: str) -> None:
+@celery_app.task(name="videos.finalise", bind=True, max_retries=None)  # type: ignore[untyped-decorator]  # Celery has no type information
+def finalise(self: Task, video_id: str) -> None:
     ctx = context()
     lease = leases.claim(ctx, Finalisation, video_id)
     if lease is None:
@@ -327,7 +330,7 @@ def finalise(self, video_id: str) -> None:
         leases.release(ctx, lease)
         return
     try:
-        versions = {name: spec.version for name, spec in ctx.client.specs().items()}
+        versions: dict[str, int | str] = {name: spec.version for name, spec in ctx.client.specs().items()}
         models = Models(ctx.detector.name, versions, ctx.client.uncertain_below("emotion"))
         summary = finalise_job(ctx, lease, models)
     except ModelUnavailable as error:
@@ -409,8 +412,8 @@ def recover(db: Database) -> int:
     return len(abandoned.tasks) + len(abandoned.jobs)
 
 
-@signals.worker_ready.connect
-def _start_recovery(**_kwargs) -> None:
+@signals.worker_ready.connect  # type: ignore[untyped-decorator]  # Celery has no type information
+def _start_recovery(**_kwargs: object) -> None:
     db = database()
     migrate(db.settings.database_url)
 
@@ -425,8 +428,8 @@ def _start_recovery(**_kwargs) -> None:
     threading.Thread(target=sweep, name="recovery-sweep", daemon=True).start()
 
 
-@signals.worker_process_init.connect
-def _fresh_connections_after_fork(**_kwargs) -> None:
+@signals.worker_process_init.connect  # type: ignore[untyped-decorator]  # Celery has no type information
+def _fresh_connections_after_fork(**_kwargs: object) -> None:
     context.cache_clear()
     engine_for(database().settings.database_url).dispose(close=False)  # the parent's pooled connections stay its own
 

@@ -24,6 +24,7 @@ from sqlalchemy import ColumnElement, and_, exists, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from emotion_detector.settings import Settings
+from emotion_detector.videos.db import rowcount
 from emotion_detector.videos.models import (
     Finalisation,
     JobState,
@@ -84,9 +85,9 @@ def claim(db: Database, kind: type[LeasedTask], video_id: str, index: int = 0) -
             .where(_row(kind, video_id, index), free)
             .values(status=TaskState.RUNNING, heartbeat_at=utcnow(), attempts=kind.attempts + 1, worker=worker_name())
         )
-        if claimed.rowcount != 1:
+        if rowcount(claimed) != 1:
             return None
-        attempt = session.scalar(select(kind.attempts).where(_row(kind, video_id, index)))
+        attempt = session.execute(select(kind.attempts).where(_row(kind, video_id, index))).scalar_one()
     return Lease(kind, video_id, index, attempt, job_attempt)
 
 
@@ -96,7 +97,7 @@ def heartbeat(db: Database, lease: Lease, **values: object) -> bool:
     with db.sessions.begin() as session:
         if not still_wanted(session.get(Video, lease.video_id), lease.job_attempt):
             return False
-        return session.execute(update(lease.kind).where(lease.row()).values(heartbeat_at=utcnow(), **values)).rowcount == 1
+        return rowcount(session.execute(update(lease.kind).where(lease.row()).values(heartbeat_at=utcnow(), **values))) == 1
 
 
 class LeaseLost(Exception):
@@ -137,7 +138,7 @@ def finish(session: Session, lease: Lease, **values: object) -> bool:
     if not still_wanted(session.get(Video, lease.video_id, with_for_update=True), lease.job_attempt):
         return False
     finished = session.execute(update(lease.kind).where(lease.row()).values(status=TaskState.DONE, heartbeat_at=utcnow(), **values))
-    return finished.rowcount == 1
+    return rowcount(finished) == 1
 
 
 @dataclass(frozen=True)

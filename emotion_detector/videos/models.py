@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from enum import StrEnum
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import JSON, Boolean, DateTime, Enum, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -72,7 +72,7 @@ class Video(Base):
     # final person ids (a segment's ids never change once it is joined; see TrackJoiner).
     segments_joined: Mapped[int] = mapped_column(Integer, default=0)
     annotated_path: Mapped[str | None] = mapped_column(String(1024))
-    summary: Mapped[dict | None] = mapped_column(JSON)  # a JobSummary (schemas.py)
+    summary: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # a JobSummary (schemas.py)
 
     segments: Mapped[list[Segment]] = relationship(back_populates="video", cascade="all, delete-orphan", order_by="Segment.index")
     renders: Mapped[list[RenderTask]] = relationship(cascade="all, delete-orphan", order_by="RenderTask.index")
@@ -88,6 +88,8 @@ class LeasedTask:
     """A unit of a job's background work that one worker at a time holds a lease on (leases.py): the same
     columns, claimed, heart-beaten, released and swept by the same code for every kind of task."""
 
+    if TYPE_CHECKING:
+        __tablename__: str  # each kind's own table (the subclasses name it)
     index: Mapped[int] = mapped_column(Integer)
     status: Mapped[TaskState] = mapped_column(_state_column(TaskState), default=TaskState.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)  # leases taken; a lease is known by its number
@@ -176,4 +178,4 @@ class Person(Base):
     first_frame: Mapped[int] = mapped_column(Integer)
     last_frame: Mapped[int] = mapped_column(Integer)
     frames_seen: Mapped[int] = mapped_column(Integer)
-    stats: Mapped[dict] = mapped_column(JSON)
+    stats: Mapped[dict[str, Any]] = mapped_column(JSON)

@@ -57,6 +57,8 @@ def probe(path: Path, max_duration_s: float) -> VideoInfo:
         declared = stream.frames
         if declared and len(timestamps) < 0.95 * declared:
             raise VideoRejected("truncated_video", f"the video is truncated: {len(timestamps)} of its {declared} frames are present")
+        if stream.time_base is None:
+            raise VideoRejected("corrupt_video", "the video stream has no time base")
         span_s = float((timestamps[-1] - timestamps[0]) * stream.time_base)
         # n frames span n - 1 frame intervals
         fps = (len(timestamps) - 1) / span_s if span_s > 0 else float(stream.average_rate or 0)

@@ -11,10 +11,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import cast
 
 import av
 import cv2
 import numpy as np
+import numpy.typing as npt
 
 from emotion_detector.labels import EMOTIONS
 from emotion_detector.pipeline import Face
@@ -130,10 +132,14 @@ def join_parts(parts: list[tuple[Path, int]], target: Path, fps: float) -> None:
                     joined, header = output.add_stream_from_template(stream), stream.codec_context.extradata
                 elif stream.codec_context.extradata != header:
                     raise ValueError(f"{path.name} was encoded with other settings than the first part")
+                if stream.time_base is None:
+                    raise ValueError(f"{path.name} has no time base")
                 shift = round(Fraction(first_frame) / rate / stream.time_base)
                 for packet in part.demux(stream):
                     if packet.dts is None:  # the demuxer's empty packet at the end
                         continue
+                    if packet.pts is None:
+                        raise ValueError(f"{path.name} has a frame without a presentation time")
                     packet.pts += shift
                     packet.dts += shift
                     packet.stream = joined
@@ -143,7 +149,9 @@ def join_parts(parts: list[tuple[Path, int]], target: Path, fps: float) -> None:
 def bgr_to_frame(image_bgr: np.ndarray) -> av.VideoFrame:
     """BGR (even sides) → a yuv420p frame, converted by OpenCV: the encoder gets the pixel format it needs
     without a swscale pass, which costs several times more here. BT.601, limited range."""
-    return av.VideoFrame.from_ndarray(cv2.cvtColor(image_bgr, cv2.COLOR_BGR2YUV_I420), format="yuv420p")
+    # cv2's stubs type every result as some integer or float array; an 8-bit BGR image gives 8-bit YUV.
+    yuv = cast(npt.NDArray[np.uint8], cv2.cvtColor(image_bgr, cv2.COLOR_BGR2YUV_I420))
+    return av.VideoFrame.from_ndarray(yuv, format="yuv420p")
 
 
 def _draw(image: np.ndarray, label: Label) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import logging
 import os
 import re
@@ -9,9 +10,10 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
 
 from emotion_detector.settings import Settings
 from emotion_detector.videos import jobs
@@ -62,7 +64,7 @@ class VideoService:
 
     # ---- intake ------------------------------------------------------------------------------------------
 
-    def create(self, upload: BinaryIO, filename: str, every_n_frames: int | None = None) -> Video:
+    def create(self, upload: IO[bytes], filename: str, every_n_frames: int | None = None) -> Video:
         """Store the upload, prove it is a video, record the job and queue it. On any failure the partial
         file is removed: nothing half-written stays behind."""
         video_id = uuid.uuid4().hex
@@ -196,7 +198,7 @@ class VideoService:
             raise Conflict(f"video {video_id} is {video.status}; results exist once it is done")
         return video, JobSummary.model_validate(video.summary)
 
-    def _people_frames(self, video_id: str) -> dict[int, list[PersonFrame]]:
+    def _people_frames(self, video_id: str) -> dict[int, builtins.list[PersonFrame]]:  # list: the method above
         with self.sessions() as session:
             return stored_people(session, video_id)
 
@@ -249,7 +251,7 @@ class VideoService:
             return {str(status): n for status, n in session.execute(select(Video.status, func.count()).group_by(Video.status)).all()}
 
 
-def _delete_results(session, video_id: str) -> None:
+def _delete_results(session: Session, video_id: str) -> None:
     for table in (Observation, Person, Segment, RenderTask, Finalisation):
         session.execute(delete(table).where(table.video_id == video_id))
 
@@ -265,7 +267,7 @@ def _progress(video: Video) -> float:
     return min(0.99, 0.9 * analysed + 0.1 * drawn)
 
 
-def _copy_limited(upload: BinaryIO, target: Path, max_bytes: int) -> int:
+def _copy_limited(upload: IO[bytes], target: Path, max_bytes: int) -> int:
     written = 0
     with open(target, "wb") as out:
         while chunk := upload.read(1024 * 1024):

@@ -17,6 +17,7 @@ from pathlib import Path
 from sqlalchemy import and_, func, select, update
 from sqlalchemy.orm import Session
 
+from emotion_detector.videos.db import rowcount
 from emotion_detector.videos.leases import Database, Lease
 from emotion_detector.videos.models import JobState, Observation, Segment, TaskState, Video
 from emotion_detector.videos.render import OverlayTimeline, part_path, parts_dir, render_part, unique_scratch_path
@@ -50,6 +51,8 @@ def stored_people(session: Session, video_id: str, frames: range | None = None) 
         query = query.where(Observation.frame_index >= frames.start, Observation.frame_index < frames.stop)
     people: dict[int, list[PersonFrame]] = {}
     for o in session.scalars(query.order_by(Observation.person, Observation.frame_index)):
+        if o.person is None:  # excluded by the query
+            continue
         people.setdefault(o.person, []).append(
             PersonFrame(o.frame_index, o.box_xyxy, tuple(o.emotion), o.age_years, o.female_probability, o.score)
         )
@@ -65,9 +68,11 @@ def join_ready_segments(db: Database, video_id: str) -> range:
         locked = session.execute(
             update(Video).where(Video.id == video_id, Video.status == JobState.RUNNING).values(segments_joined=Video.segments_joined)
         )
-        if locked.rowcount != 1:
+        if rowcount(locked) != 1:
             return range(0)
         video = session.get(Video, video_id)
+        if video is None:  # the update above found it, in this transaction
+            return range(0)
         first = stop = video.segments_joined
         while stop < len(video.segments) and video.segments[stop].status == TaskState.DONE:
             stop += 1
@@ -87,14 +92,13 @@ def join_ready_segments(db: Database, video_id: str) -> range:
 
 def _resumed_joiner(session: Session, video_id: str, segments_joined: int) -> TrackJoiner:
     last = segments_joined - 1
-    persons = dict(
-        session.execute(
-            select(Observation.local_track, Observation.person)
-            .where(Observation.video_id == video_id, Observation.segment_index == last, Observation.person.is_not(None))
-            .distinct()
-        ).all()
+    tracks = session.execute(
+        select(Observation.local_track, Observation.person)
+        .where(Observation.video_id == video_id, Observation.segment_index == last, Observation.person.is_not(None))
+        .distinct()
     )
-    numbered = session.scalar(select(func.coalesce(func.max(Observation.person), 0)).where(Observation.video_id == video_id))
+    persons = {track: person for track, person in tracks if person is not None}  # None: excluded by the query
+    numbered = session.scalar(select(func.coalesce(func.max(Observation.person), 0)).where(Observation.video_id == video_id)) or 0
     return TrackJoiner.resume(observation_rows(session, video_id, last), persons, segments_joined, numbered)
 
 

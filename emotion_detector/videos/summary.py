@@ -8,6 +8,7 @@ import io
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -17,6 +18,8 @@ from emotion_detector.pipeline import Face, gender_probabilities
 from emotion_detector.videos.analysis import box_iou
 
 MIN_MATCH_IOU = 0.5
+
+Box = tuple[float, float, float, float]  # x1, y1, x2, y2
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,7 @@ class TrackJoiner:
         self.persons: dict[tuple[int, int], int] = {}
         self._root: dict[tuple[int, int], tuple[int, int]] = {}  # a track → the first track of its chain
         self._person_of_root: dict[tuple[int, int], int] = {}
-        self._previous: dict[tuple[int, int], dict[int, tuple]] = {}  # the previous segment's track → frame → box
+        self._previous: dict[tuple[int, int], dict[int, Box]] = {}  # the previous segment's track → frame → box
         self.segments_added = 0
         self.people_numbered = 0
 
@@ -80,7 +83,7 @@ class TrackJoiner:
         """Adds the next segment's rows (all of them, overlap included) and numbers its tracks."""
         if segment != self.segments_added:
             raise ValueError(f"segments are joined in order: expected segment {self.segments_added}, got {segment}")
-        boxes: dict[tuple[int, int], dict[int, tuple]] = defaultdict(dict)
+        boxes: dict[tuple[int, int], dict[int, Box]] = defaultdict(dict)
         first_owned: dict[tuple[int, int], int] = {}  # a track → its first frame outside the overlap
         for row in rows:
             key = (segment, row.local_track)
@@ -197,7 +200,7 @@ class PersonStats(BaseModel):
     age: AgeStats
     gender: GenderStats
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
 
@@ -228,9 +231,9 @@ def person_stats(frames: list[PersonFrame], fps: float, analysed_frames: int, un
 
 def group_mix(
     people: dict[int, list[PersonFrame]], fps: float, duration_s: float, bin_s: float = 1.0, uncertain_below: float = 0.0
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """Per time bin, the share of each expression shown (``uncertain`` included) over every face seen in that bin."""
-    bins: dict[int, Counter] = defaultdict(Counter)
+    bins: dict[int, Counter[str]] = defaultdict(Counter)
     for frames in people.values():
         shown = shown_expressions(np.array([f.emotion for f in frames], dtype=np.float64), uncertain_below)
         for frame, expression in zip(frames, shown, strict=True):
@@ -266,7 +269,7 @@ CSV_COLUMNS = [
 ]
 
 
-def csv_rows(people: dict[int, list[PersonFrame]], fps: float, uncertain_below: float = 0.0) -> Iterator[list]:
+def csv_rows(people: dict[int, list[PersonFrame]], fps: float, uncertain_below: float = 0.0) -> Iterator[list[object]]:
     for person, frames in people.items():
         for f in frames:
             top = int(np.argmax(f.emotion))
@@ -286,7 +289,7 @@ def csv_rows(people: dict[int, list[PersonFrame]], fps: float, uncertain_below: 
             ]
 
 
-def to_csv(rows: Iterable[list]) -> Iterator[str]:
+def to_csv(rows: Iterable[list[object]]) -> Iterator[str]:
     """CSV text in chunks (streamed to the client)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)

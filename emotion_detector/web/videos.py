@@ -10,22 +10,24 @@ POST   /api/v1/videos/<id>/cancel, /retry;  DELETE /api/v1/videos/<id>
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, jsonify, render_template, request, send_file, url_for
+from flask import Blueprint, Response, jsonify, render_template, request, send_file, url_for
+from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
 from emotion_detector.videos.probe import VideoRejected
 from emotion_detector.videos.schemas import VideoCreated
 from emotion_detector.videos.service import Conflict, NotFound, VideoService
+from emotion_detector.web import services
 
 blueprint = Blueprint("videos", __name__)
 UPLOAD_OVERHEAD_BYTES = 1024 * 1024  # multipart headers around the file
 
 
 def service() -> VideoService:
-    return current_app.extensions["emotion_detector"].videos
+    return services().videos
 
 
-def error(code: str, message: str, status: int):
+def error(code: str, message: str, status: int) -> ResponseReturnValue:
     return jsonify({"error": {"code": code, "message": message}}), status
 
 
@@ -33,22 +35,22 @@ STATUS_FOR_REJECTION = {"video_too_large": 413, "video_too_long": 413, "not_a_vi
 
 
 @blueprint.errorhandler(NotFound)
-def not_found(exc: NotFound):
+def not_found(exc: NotFound) -> ResponseReturnValue:
     return error("not_found", f"no video with id {exc}", 404)
 
 
 @blueprint.errorhandler(Conflict)
-def conflict(exc: Conflict):
+def conflict(exc: Conflict) -> ResponseReturnValue:
     return error("conflict", str(exc), 409)
 
 
 @blueprint.errorhandler(VideoRejected)
-def rejected(exc: VideoRejected):
+def rejected(exc: VideoRejected) -> ResponseReturnValue:
     return error(exc.code, exc.message, STATUS_FOR_REJECTION.get(exc.code, 400))
 
 
 @blueprint.errorhandler(HTTPException)
-def http_error(exc: HTTPException):
+def http_error(exc: HTTPException) -> ResponseReturnValue:
     if exc.code == 413:
         return error("video_too_large", f"the upload is larger than the limit of {service().settings.video_max_bytes} bytes", 413)
     return error("bad_request", exc.description or exc.name, exc.code or 400)
@@ -58,13 +60,13 @@ def http_error(exc: HTTPException):
 
 
 @blueprint.get("/videos")
-def videos_page():
+def videos_page() -> ResponseReturnValue:
     settings = service().settings
     return render_template("videos.html", max_bytes=settings.video_max_bytes, max_duration_s=settings.video_max_duration_s)
 
 
 @blueprint.get("/videos/<video_id>")
-def video_page(video_id: str):
+def video_page(video_id: str) -> ResponseReturnValue:
     video = service().get(video_id)
     return render_template("video.html", video=video)
 
@@ -73,7 +75,7 @@ def video_page(video_id: str):
 
 
 @blueprint.post("/api/v1/videos")
-def upload():
+def upload() -> ResponseReturnValue:
     request.max_content_length = service().settings.video_max_bytes + UPLOAD_OVERHEAD_BYTES
     every = request.args.get("every_n_frames", type=int)
     if every is not None and every < 1:
@@ -90,29 +92,29 @@ def upload():
 
 
 @blueprint.get("/api/v1/videos")
-def list_videos():
+def list_videos() -> ResponseReturnValue:
     return jsonify(service().list().to_json())
 
 
 @blueprint.get("/api/v1/videos/<video_id>")
-def status(video_id: str):
+def status(video_id: str) -> ResponseReturnValue:
     return jsonify(service().status(video_id).to_json())
 
 
 @blueprint.get("/api/v1/videos/<video_id>/results")
-def results(video_id: str):
+def results(video_id: str) -> ResponseReturnValue:
     return jsonify(service().results(video_id).to_json())
 
 
 @blueprint.get("/api/v1/videos/<video_id>/results.csv")
-def results_csv(video_id: str):
+def results_csv(video_id: str) -> ResponseReturnValue:
     chunks = service().results_csv(video_id)
     filename = f"{service().get(video_id).filename.rsplit('.', 1)[0]}-emotions.csv"
     return Response(chunks, mimetype="text/csv", headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
 
 @blueprint.get("/api/v1/videos/<video_id>/annotated")
-def annotated(video_id: str):
+def annotated(video_id: str) -> ResponseReturnValue:
     path = service().annotated_path(video_id)
     download = request.args.get("download") == "1"
     name = f"{service().get(video_id).filename.rsplit('.', 1)[0]}-annotated.mp4"
@@ -120,16 +122,16 @@ def annotated(video_id: str):
 
 
 @blueprint.post("/api/v1/videos/<video_id>/cancel")
-def cancel(video_id: str):
+def cancel(video_id: str) -> ResponseReturnValue:
     return jsonify(service().cancel(video_id).to_json())
 
 
 @blueprint.post("/api/v1/videos/<video_id>/retry")
-def retry(video_id: str):
+def retry(video_id: str) -> ResponseReturnValue:
     return jsonify(service().retry(video_id).to_json()), 202
 
 
 @blueprint.delete("/api/v1/videos/<video_id>")
-def remove(video_id: str):
+def remove(video_id: str) -> ResponseReturnValue:
     service().delete(video_id)
     return "", 204
