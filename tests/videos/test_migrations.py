@@ -12,6 +12,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, inspect, text
 
+from emotion_detector.videos.db import MIGRATIONS
 from tests.conftest import ROOT
 from tests.videos.conftest import new_postgres_database
 
@@ -36,8 +37,9 @@ def test_a_job_cancelled_before_cancelled_was_a_state_reads_as_cancelled(backend
 
 
 def upgrade_a_database_with_old_cancels(url: str) -> None:
-    config = Config(str(ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(ROOT / "migrations"))
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("path_separator", "os")
     config.set_main_option("sqlalchemy.url", url)
     command.upgrade(config, "0001")
     engine = create_engine(url)
