@@ -87,12 +87,15 @@ def wheel_model_path(model: BlazeFaceModel) -> Path:
     return path
 
 
+# Part of the cache key: bump when the translation in tflite_onnx.py changes. Kept here, not there: reading it
+# must not import the translator, whose `onnx` import alone takes about a second of every start.
+CONVERTER_VERSION = 1
+
+
 def converted_model(tflite_path: Path, cache_dir: Path | None) -> Path | bytes:
     """The ONNX translation of ``tflite_path``: a cached file when the cache is writable, else bytes in memory.
     The cache key is the source's hash and the translator's version, so a new wheel or translator converts
     again; the file is written to a temporary name and renamed, so processes starting together never read half."""
-    from emotion_detector.tflite_onnx import CONVERTER_VERSION
-
     source = tflite_path.read_bytes()
     digest = hashlib.sha256(source).hexdigest()[:16]
     cached = cache_dir / f"{tflite_path.stem}-{digest}-v{CONVERTER_VERSION}.onnx" if cache_dir else None

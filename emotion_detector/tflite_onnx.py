@@ -21,7 +21,6 @@ import tflite
 from onnx import TensorProto, helper, numpy_helper
 
 OPSET = 17
-CONVERTER_VERSION = 1  # part of the cache key: bump when the translation changes
 
 _OPERATOR_NAMES = {code: name for name, code in vars(tflite.BuiltinOperator).items() if not name.startswith("_")}
 _NUMPY_TYPES = {tflite.TensorType.FLOAT32: np.float32, tflite.TensorType.FLOAT16: np.float16, tflite.TensorType.INT32: np.int32}
