@@ -92,28 +92,27 @@ class Analyzer:
             analysis = self.faces.pipeline(RunningMode.IMAGE).process_image(picture, 0)
             yield FrameRecord(source.name, 0, 0.0, analysis.width, analysis.height, analysis.faces), picture
             return
+        fps = video_fps(source) if source.kind is SourceKind.VIDEO else LIVE_NOMINAL_FPS  # the header, read once
         people = _People() if summary else None
         broke_off: SourceError | None = None
         try:
-            for record, image in self._tracked(source, every_n_frames, keep_images):
+            for record, image in self._tracked(source, fps, every_n_frames, keep_images):
                 if people is not None:
                     people.add(record)
                 yield record, image
         except SourceError as error:  # a stream that broke off: what it showed until then is summarised too
             broke_off = error
         if people is not None:
-            fps = video_fps(source) if source.kind is SourceKind.VIDEO else LIVE_NOMINAL_FPS
             for person, frames in sorted(people.frames.items()):
                 stats = person_stats(frames, fps, people.analysed, self.models.uncertain_below("emotion"))
                 yield PersonRecord(source.name, person, stats), None
         if broke_off is not None:
             raise broke_off
 
-    def _tracked(self, source: Source, every_n_frames: int, keep_images: bool) -> Iterator[tuple[FrameRecord, np.ndarray | None]]:
-        if source.kind is SourceKind.VIDEO:
-            fps, frames = video_fps(source), read_video(source)
-        else:
-            fps, frames = LIVE_NOMINAL_FPS, read_live(source)
+    def _tracked(
+        self, source: Source, fps: float, every_n_frames: int, keep_images: bool
+    ) -> Iterator[tuple[FrameRecord, np.ndarray | None]]:
+        frames = read_video(source) if source.kind is SourceKind.VIDEO else read_live(source)
         pipeline = self.faces.pipeline(source.kind.mode, nominal_fps=fps / every_n_frames)
         # Frames between reading and their record: a few in video mode (detection ahead, one batch in flight,
         # one frame held to link first sightings), so nothing grows with the length of the source.

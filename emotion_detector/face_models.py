@@ -28,8 +28,6 @@ from emotion_detector.settings import Settings
 from serving import SHIPPED_MODELS
 from serving.protocol.model_info import ModelSpec
 
-# The models shipped with the model server package (serving/models/<name>/<version>/model.onnx + model.json).
-SHIPPED_MODELS_DIR = SHIPPED_MODELS
 IN_PROCESS = "inprocess"  # EMOTION_MODEL_SERVER value (as is the empty string) for models in this process
 
 
@@ -74,7 +72,7 @@ class InProcessModels:
     """The shipped models on ONNX Runtime in this process: the highest version of each, loaded at once (a
     broken or missing model fails here, not on the first face)."""
 
-    def __init__(self, models_dir: Path = SHIPPED_MODELS_DIR, intra_op_threads: int | None = None, max_batch_size: int = 256):
+    def __init__(self, models_dir: Path = SHIPPED_MODELS, intra_op_threads: int | None = None, max_batch_size: int = 256):
         # The model server's own loader: the same sessions, options, input checks and model.json.
         from serving.registry import ModelRegistry, ServingOptions, VersionPolicy, discover
 

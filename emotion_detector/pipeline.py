@@ -25,9 +25,9 @@ from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing, contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol, TypedDict, TypeVar, Unpack, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import numpy as np
 import supervision as sv
@@ -186,20 +186,6 @@ class PipelineOptions:
         )
 
 
-class PipelineOverrides(TypedDict, total=False):
-    """PipelineOptions a caller may set apart from the settings' (mode and nominal_fps are arguments of their own)."""
-
-    max_faces_per_frame: int
-    track_lost_after_s: float
-    smoothing_new_frame_weight: float
-    age_gender_every_n_frames: int
-    detection_max_side_px: int
-    detection_min_side_px: int
-    detection_full_every_n_frames: int
-    batch_frames: int
-    detect_ahead_frames: int
-
-
 class FaceAnalyzer:
     """What every pipeline shares and nothing per stream: the detector, the models and the input limits.
     Built once per process; ``pipeline(options)`` makes a pipeline per stream, video segment or request."""
@@ -216,11 +202,9 @@ class FaceAnalyzer:
         mode: RunningMode,
         nominal_fps: float = 10.0,
         run_cpu_bound: CpuBoundRunner | None = None,
-        **overrides: Unpack[PipelineOverrides],
     ) -> FramePipeline:
-        """A pipeline with the options from settings (``overrides`` replace some of them)."""
-        options = replace(PipelineOptions.from_settings(self.settings, mode, nominal_fps), **overrides)
-        return FramePipeline(self, options, run_cpu_bound)
+        """A pipeline with the options from settings (other options: ``FramePipeline(analyzer, options)``)."""
+        return FramePipeline(self, PipelineOptions.from_settings(self.settings, mode, nominal_fps), run_cpu_bound)
 
     def analyze_image(self, data: bytes, detect: bool = True) -> FrameAnalysis:
         """One picture: every face found (or, with ``detect=False``, the whole picture as one face crop)."""

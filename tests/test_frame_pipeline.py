@@ -5,13 +5,14 @@ timeline, in its statistics and in its annotated video. Real video, real models.
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from emotion_detector.detection import DetectorOptions, create_detector
 from emotion_detector.labels import EMOTIONS, GENDERS
-from emotion_detector.pipeline import FaceAnalyzer, PipelineOptions, RunningMode, gender_probabilities
+from emotion_detector.pipeline import FaceAnalyzer, FramePipeline, PipelineOptions, RunningMode, gender_probabilities
 from emotion_detector.settings import Settings
 from emotion_detector.videos.analysis import decode_frames, link_first_sightings
 from emotion_detector.videos.render import OverlayTimeline
@@ -25,6 +26,10 @@ FPS = 30.0
 def analyzer(inprocess_models) -> FaceAnalyzer:
     settings = Settings()
     return FaceAnalyzer(create_detector(DetectorOptions.from_settings(settings)), inprocess_models, settings)
+
+
+def video_options(analyzer: FaceAnalyzer) -> PipelineOptions:
+    return PipelineOptions.from_settings(analyzer.settings, RunningMode.VIDEO, FPS)
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +61,7 @@ def test_live_and_video_modes_give_the_same_faces_frame_by_frame(analyzer, two_p
 
 
 def test_smoothing_is_applied_per_track_in_video_mode_too(analyzer, two_people, video_mode):
-    raw = analyzer.pipeline(RunningMode.VIDEO, nominal_fps=FPS, smoothing_new_frame_weight=1.0).run(two_people)
+    raw = FramePipeline(analyzer, replace(video_options(analyzer), smoothing_new_frame_weight=1.0)).run(two_people)
     raw_faces = [face for analysis in raw for face in analysis.faces if face.track_id is not None]
     smoothed_faces = [face for analysis in video_mode for face in analysis.faces if face.track_id is not None]
     assert len(raw_faces) == len(smoothed_faces)
@@ -111,7 +116,7 @@ def test_a_video_shows_one_label_per_face_and_frame_in_timeline_statistics_and_a
 
 
 def test_the_face_cap_applies_in_video_mode(analyzer, two_people):
-    capped = list(analyzer.pipeline(RunningMode.VIDEO, nominal_fps=FPS, max_faces_per_frame=1).run(two_people[:10]))
+    capped = list(FramePipeline(analyzer, replace(video_options(analyzer), max_faces_per_frame=1)).run(two_people[:10]))
     assert [len(a.faces) for a in capped] == [1] * 10
 
 

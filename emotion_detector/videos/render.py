@@ -99,17 +99,9 @@ def render_part(
         stream = None
         for index, image in decode_frames(source, frames.start, frames.stop):
             if stream is None:
-                stream = output.add_stream("libx264", rate=rate, options={"preset": "veryfast", "crf": "23"})
-                stream.width, stream.height = image.shape[1] // 2 * 2, image.shape[0] // 2 * 2  # yuv420p needs even sizes
-                stream.pix_fmt = "yuv420p"
-                # x264's frame threads, not PyAV's default of slice threads: 1.9 instead of 2.7 ms per 640x360
-                # frame on 2 cores, and a slightly smaller file.
-                stream.codec_context.thread_type = "FRAME"
-                # Tag what bgr_to_frame produces, so players do not guess BT.709 for HD sizes.
-                context = stream.codec_context
-                context.colorspace, context.color_primaries, context.color_trc, context.color_range = 6, 6, 6, 1  # SMPTE 170M, limited
+                stream = h264_stream(output, rate, image.shape[1], image.shape[0])
             for label in timeline.labels_at(index):
-                _draw(image, label)
+                draw_face(image, label.observation.face(label.person), uncertain=label.uncertain)
             output.mux(stream.encode(bgr_to_frame(image[: stream.height, : stream.width])))
             if on_frame:
                 on_frame(index)
@@ -154,10 +146,19 @@ def bgr_to_frame(image_bgr: np.ndarray) -> av.VideoFrame:
     return av.VideoFrame.from_ndarray(yuv, format="yuv420p")
 
 
-def _draw(image: np.ndarray, label: Label) -> None:
-    observation = label.observation
-    face = observation.face(label.person)
-    draw_face(image, face, uncertain=label.uncertain)
+def h264_stream(output: av.container.OutputContainer, rate: Fraction | int, width: int, height: int) -> av.VideoStream:
+    """The one H.264 setting of every annotated video: parts drawn separately share one header, so they join
+    without re-encoding."""
+    stream = output.add_stream("libx264", rate=rate, options={"preset": "veryfast", "crf": "23"})
+    stream.width, stream.height = width // 2 * 2, height // 2 * 2  # yuv420p needs even sizes
+    stream.pix_fmt = "yuv420p"
+    # x264's frame threads, not PyAV's default of slice threads: 1.9 instead of 2.7 ms per 640x360 frame on 2
+    # cores, and a slightly smaller file.
+    stream.codec_context.thread_type = "FRAME"
+    # Tag what bgr_to_frame produces, so players do not guess BT.709 for HD sizes.
+    context = stream.codec_context
+    context.colorspace, context.color_primaries, context.color_trc, context.color_range = 6, 6, 6, 1  # SMPTE 170M, limited
+    return stream
 
 
 def draw_face(image: np.ndarray, face: Face, uncertain: bool | None = None) -> None:
@@ -191,15 +192,13 @@ class AnnotatedVideoWriter:
         self._last_pts = -1
 
     def write(self, image_bgr: np.ndarray, faces: list[Face], timestamp_ms: float) -> None:
+        """Draws onto ``image_bgr`` itself: the pipeline is done with a frame once its record is out."""
         if self._stream is None:
-            self._stream = self._output.add_stream("libx264", rate=30, options={"preset": "veryfast", "crf": "23"})
-            self._stream.width, self._stream.height = image_bgr.shape[1] // 2 * 2, image_bgr.shape[0] // 2 * 2
-            self._stream.pix_fmt = "yuv420p"
+            self._stream = h264_stream(self._output, 30, image_bgr.shape[1], image_bgr.shape[0])
             self._stream.codec_context.time_base = Fraction(1, 1000)
-        image = image_bgr.copy()
         for face in faces:
-            draw_face(image, face)
-        frame = bgr_to_frame(image[: self._stream.height, : self._stream.width])
+            draw_face(image_bgr, face)
+        frame = bgr_to_frame(image_bgr[: self._stream.height, : self._stream.width])
         frame.pts, frame.time_base = max(round(timestamp_ms), self._last_pts + 1), Fraction(1, 1000)
         self._last_pts = frame.pts
         self._output.mux(self._stream.encode(frame))

@@ -121,7 +121,7 @@ def plan_part(db: Database, lease: Lease, uncertain_below: float) -> PartPlan | 
         if video is None or segment is None:
             return None
         frames = range(segment.start_frame, segment.end_frame)
-        # The part's own observations, and those just before it that its first labels are smoothed over.
+        # The part's own observations, and those just before it whose labels are still held up on its first frames.
         nearby = range(max(0, frames.start - OverlayTimeline.lookback_frames(video.every_n_frames)), frames.stop)
         people = stored_people(session, lease.video_id, nearby)
         source = Path(video.source_path)
