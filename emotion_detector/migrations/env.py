@@ -16,6 +16,7 @@ from alembic import context
 from sqlalchemy import Connection, engine_from_config, pool, text
 
 from emotion_detector.settings import Settings
+import emotion_detector.edge.models  # noqa: F401  (its tables are part of the metadata)
 from emotion_detector.videos.models import Base
 
 config = context.config

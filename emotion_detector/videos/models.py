@@ -36,7 +36,7 @@ class TaskState(StrEnum):
     DONE = "done"
 
 
-def _state_column(enum: type[StrEnum]) -> Enum:
+def state_column(enum: type[StrEnum]) -> Enum:
     # VARCHAR holding the value (no database enum type, no CHECK): the columns were plain strings before.
     return Enum(enum, native_enum=False, create_constraint=False, length=16, values_callable=lambda e: [m.value for m in e])
 
@@ -53,7 +53,7 @@ class Video(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     filename: Mapped[str] = mapped_column(String(255))
     source_path: Mapped[str] = mapped_column(String(1024))
-    status: Mapped[JobState] = mapped_column(_state_column(JobState), default=JobState.QUEUED, index=True)
+    status: Mapped[JobState] = mapped_column(state_column(JobState), default=JobState.QUEUED, index=True)
     error: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0)  # a retry is a new attempt: older tasks' work is dropped
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
@@ -91,7 +91,7 @@ class LeasedTask:
     if TYPE_CHECKING:
         __tablename__: str  # each kind's own table (the subclasses name it)
     index: Mapped[int] = mapped_column(Integer)
-    status: Mapped[TaskState] = mapped_column(_state_column(TaskState), default=TaskState.PENDING)
+    status: Mapped[TaskState] = mapped_column(state_column(TaskState), default=TaskState.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)  # leases taken; a lease is known by its number
     heartbeat_at: Mapped[dt.datetime | None]
     worker: Mapped[str | None] = mapped_column(String(255))
