@@ -14,6 +14,8 @@ EMOTION_INSTANCE_DIR=...                 local data of the embedded defaults: SQ
                                          $XDG_DATA_HOME/emotion-detector; `make run` uses ./instance)
 EMOTION_DATABASE_URL=postgresql+psycopg://user@host/db     video jobs (default: SQLite in the instance dir)
 EMOTION_BROKER_URL=redis://localhost:6379/0                the job queue (default: a SQLite-backed local queue)
+EMOTION_MQTT_URL=mqtt://localhost:1883   edge mode: the broker the forwarder reads devices' events from
+                                         (unset: no forwarder; `make run` starts one when it is set)
 """
 
 from __future__ import annotations
@@ -83,6 +85,7 @@ class Settings(BaseSettings):
     segment_seconds: float = Field(10.0, gt=0)  # videos are split into segments analysed in parallel
     segment_overlap_frames: int = Field(6, ge=2)  # analysed by both neighbours, to join their tracks
     job_stale_after_s: float = Field(60.0, gt=0)  # a task (segment, part, finalisation) without a heartbeat this long is re-queued
+    mqtt_url: str = ""  # edge mode's broker (mqtt:// or mqtts://); empty: no forwarder runs
     broker_visibility_timeout_s: int = Field(600, ge=10)  # Redis: redeliver unacknowledged tasks after this
 
     @field_validator("instance_dir")

@@ -87,5 +87,3 @@ class Event(_Message):
     def emotion(self) -> str | None:
         emotion = self.face.get("emotion")
         return emotion.get("label") if isinstance(emotion, dict) else None
-
-

@@ -15,8 +15,8 @@ from pathlib import Path
 from alembic import context
 from sqlalchemy import Connection, engine_from_config, pool, text
 
-from emotion_detector.settings import Settings
 import emotion_detector.edge.models  # noqa: F401  (its tables are part of the metadata)
+from emotion_detector.settings import Settings
 from emotion_detector.videos.models import Base
 
 config = context.config
