@@ -119,6 +119,13 @@ def configure(settings: Settings) -> None:
 configure(Settings())
 
 
+def check_queue(timeout_s: float = 2.0) -> None:
+    """Raise when the job queue cannot be reached (for the health check): one connection, no retries."""
+    with celery_app.connection_for_write() as connection:
+        connection.ensure_connection(max_retries=0, timeout=timeout_s)
+        connection.default_channel  # noqa: B018  # opening a channel talks to the broker (Redis: a PING)
+
+
 @signals.worker_init.connect  # type: ignore[untyped-decorator]  # Celery has no type information
 def _declare_embedded_queues(**_kwargs: object) -> None:
     """kombu's SQLAlchemy transport creates a queue's row on first use, and two workers starting at once

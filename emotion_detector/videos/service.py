@@ -62,6 +62,22 @@ class VideoService:
         self.sessions = sessions(settings.database_url)
         jobs.configure(settings)
 
+    def check(self) -> dict[str, str]:
+        """What the health check reports: ``{"database": "ok" | "down: ...", "queue": ...}``."""
+        found = {}
+        try:
+            with self.sessions() as session:
+                session.execute(select(1))
+            found["database"] = "ok"
+        except Exception as error:  # any failure means the same to the health check: down
+            found["database"] = f"down: {type(error).__name__}"
+        try:
+            jobs.check_queue()
+            found["queue"] = "ok"
+        except Exception as error:
+            found["queue"] = f"down: {type(error).__name__}"
+        return found
+
     # ---- intake ------------------------------------------------------------------------------------------
 
     def create(self, upload: IO[bytes], filename: str, every_n_frames: int | None = None) -> Video:

@@ -6,11 +6,13 @@ import logging
 
 from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
+from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
 
 from emotion_detector.frames import FrameError
 from emotion_detector.model_client import ModelServerError, ModelUnavailable
 from emotion_detector.web import services
+from emotion_detector.web.security import database_unavailable, json_error
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -24,10 +26,12 @@ def error(code: str, message: str, status: int) -> ResponseReturnValue:
 
 @blueprint.errorhandler(HTTPException)
 def http_error(exc: HTTPException) -> ResponseReturnValue:
-    code = {413: "payload_too_large", 404: "not_found", 405: "method_not_allowed", 500: "internal_error"}.get(
-        exc.code or 500, "bad_request"
-    )
-    return error(code, exc.description or exc.name, exc.code or 500)
+    return json_error(exc)
+
+
+@blueprint.errorhandler(DBAPIError)
+def database_error(exc: DBAPIError) -> ResponseReturnValue:
+    return database_unavailable(exc)
 
 
 @blueprint.errorhandler(Exception)
@@ -59,14 +63,25 @@ def analyze() -> ResponseReturnValue:
 
 @blueprint.get("/health")
 def health() -> ResponseReturnValue:
-    """200 while the app can analyse faces (``degraded`` when only the Haar fallback detects them), 503 when
-    it cannot (the model server is unreachable)."""
+    """200 while the app can analyse faces and take video jobs (``degraded`` when only the Haar fallback
+    detects faces), 503 naming what is down: the model server, the database or the job queue."""
     found = services()
     detector = {"name": found.detector.name, "model": found.detector.model, "degraded": found.detector.degraded}
     problems = [f"face detection runs on the fallback {found.detector.name} detector"] if found.detector.degraded else []
+    down: list[str] = []
+    models: dict[str, int] = {}
     try:
         found.client.check()
         models = {name: spec.version for name, spec in found.client.specs().items()}
     except (ModelUnavailable, ModelServerError) as exc:
-        return jsonify({"status": "unavailable", "detector": detector, "problems": [*problems, str(exc)]}), 503
-    return jsonify({"status": "degraded" if problems else "ok", "detector": detector, "models": models, "problems": problems})
+        down.append("models")
+        problems.append(str(exc))
+    checks = found.videos.check()
+    for name, state in checks.items():
+        if state != "ok":
+            down.append(name)
+            problems.append(f"the {name} is {state}")
+    body = {"detector": detector, "models": models, "database": checks["database"], "queue": checks["queue"], "problems": problems}
+    if down:
+        return jsonify({"status": "unavailable", "down": down, **body}), 503
+    return jsonify({"status": "degraded" if problems else "ok", **body})

@@ -20,7 +20,7 @@ from emotion_detector.face_models import FaceModels, create_models
 from emotion_detector.pipeline import FaceAnalyzer
 from emotion_detector.settings import Settings
 from emotion_detector.videos.service import VideoService
-from emotion_detector.web import api, live, videos
+from emotion_detector.web import api, live, security, videos
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     def face_detector() -> dict[str, FaceDetector]:  # every page says when detection runs on the degraded fallback
         return {"face_detector": detector}
 
+    security.install(app)
     live.sock.init_app(app)
     app.register_blueprint(live.blueprint)
     app.register_blueprint(api.blueprint)

@@ -18,9 +18,19 @@ from emotion_detector.videos.probe import VideoRejected
 from emotion_detector.videos.schemas import VideoCreated
 from emotion_detector.videos.service import Conflict, NotFound, VideoService
 from emotion_detector.web import services
+from emotion_detector.web.security import json_error
 
 blueprint = Blueprint("videos", __name__)
 UPLOAD_OVERHEAD_BYTES = 1024 * 1024  # multipart headers around the file
+MAX_EVERY_N_FRAMES = 1000  # over half a minute between analysed frames at 30 fps
+
+
+def _bounded_int(text: str, lowest: int, highest: int) -> int | None:
+    """``text`` as an integer within [lowest, highest], else None (``1e23``, ``-1``, ``2.5``, digits past the bound)."""
+    if not text.strip().isdigit() or len(text.strip()) > len(str(highest)):
+        return None
+    value = int(text)
+    return value if lowest <= value <= highest else None
 
 
 def service() -> VideoService:
@@ -53,7 +63,7 @@ def rejected(exc: VideoRejected) -> ResponseReturnValue:
 def http_error(exc: HTTPException) -> ResponseReturnValue:
     if exc.code == 413:
         return error("video_too_large", f"the upload is larger than the limit of {service().settings.video_max_bytes} bytes", 413)
-    return error("bad_request", exc.description or exc.name, exc.code or 400)
+    return json_error(exc)
 
 
 # ---- pages -------------------------------------------------------------------------------------------
@@ -77,9 +87,11 @@ def video_page(video_id: str) -> ResponseReturnValue:
 @blueprint.post("/api/v1/videos")
 def upload() -> ResponseReturnValue:
     request.max_content_length = service().settings.video_max_bytes + UPLOAD_OVERHEAD_BYTES
-    every = request.args.get("every_n_frames", type=int)
-    if every is not None and every < 1:
-        return error("bad_request", "every_n_frames must be a positive integer", 400)
+    every = None
+    if "every_n_frames" in request.args:
+        every = _bounded_int(request.args["every_n_frames"], 1, MAX_EVERY_N_FRAMES)
+        if every is None:
+            return error("bad_request", f"every_n_frames must be an integer from 1 to {MAX_EVERY_N_FRAMES}", 400)
     if request.mimetype == "multipart/form-data":
         file = request.files.get("video")
         if file is None:

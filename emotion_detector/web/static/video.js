@@ -59,10 +59,18 @@ function chart(person, duration, player) {
   const width = 900, height = 170, left = 34, bottom = 18;
   const box = document.createElement("div");
   const title = document.createElement("p");
-  title.innerHTML = `<strong>#${person.id}</strong> — mostly ${person.most_common_expression}, seen ${person.first_seen_s.toFixed(1)}–${person.last_seen_s.toFixed(1)} s`;
+  const name = document.createElement("strong");
+  name.textContent = `#${person.id}`;
+  // Text nodes only: the labels come from the model server, never parsed as markup.
+  title.append(name, ` — mostly ${person.most_common_expression}, seen ${person.first_seen_s.toFixed(1)}–${person.last_seen_s.toFixed(1)} s`);
   const legend = document.createElement("p");
   legend.className = "legend";
-  legend.innerHTML = EMOTIONS.map((e) => `<span><i style="background:${COLOURS[e]}"></i>${e}</span>`).join("");
+  legend.append(...EMOTIONS.map((e) => {
+    const item = document.createElement("span"), swatch = document.createElement("i");
+    swatch.style.background = COLOURS[e];
+    item.append(swatch, e);
+    return item;
+  }));
   const plot = svg("svg", { viewBox: `0 0 ${width} ${height}`, class: "chart", width: "100%", role: "img", "aria-label": `expressions of person ${person.id} over time` });
   const x = (t) => left + (t / Math.max(duration, 1e-6)) * (width - left - 4);
   const y = (p) => 4 + (1 - p) * (height - bottom - 8);

@@ -1,0 +1,92 @@
+"""What every response of an exposed server carries, whatever route made it: security headers, and JSON
+errors (never an HTML page) for any status under /api/ — an unknown API path or a wrong method included."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, jsonify, request
+from flask.typing import ResponseReturnValue
+from sqlalchemy.exc import DBAPIError
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+# The pages load scripts, styles and pictures from this origin only (no CDN, no inline script); the live page's
+# websocket and the API are same-origin too. frame-ancestors: no other site may frame a page (clickjacking).
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data: blob:",
+        "media-src 'self' blob:",
+        "connect-src 'self'",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",  # frame-ancestors for browsers that predate it
+    "Referrer-Policy": "no-referrer",  # video ids in page URLs stay on this server
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Permissions-Policy": "camera=(self), microphone=(), geolocation=()",
+}
+ERROR_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+    500: "internal_error",
+    503: "unavailable",
+}
+
+
+def api_error(code: str, message: str, status: int) -> ResponseReturnValue:
+    return jsonify({"error": {"code": code, "message": message}}), status
+
+
+def install(app: Flask) -> None:
+    @app.after_request
+    def security_headers(response: Response) -> Response:
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> ResponseReturnValue:
+        """Blueprints answer their own errors; this catches the rest (no route matched, a wrong method)."""
+        if not request.path.startswith("/api/"):
+            return exc
+        return json_error(exc)
+
+    app.register_error_handler(DBAPIError, database_unavailable)
+
+
+def database_unavailable(exc: DBAPIError) -> ResponseReturnValue:
+    """The database is unreachable or refused the statement: an outage, said as one, not a 500."""
+    log.error("database error on %s: %s", request.path, exc.orig)
+    message = "the database is unavailable; try again shortly"
+    if request.path.startswith("/api/"):
+        return jsonify({"error": {"code": "database_unavailable", "message": message}}), 503, {"Retry-After": "5"}
+    return message, 503, {"Content-Type": "text/plain; charset=utf-8", "Retry-After": "5"}
+
+
+def json_error(exc: HTTPException) -> Response:
+    """An HTTP error as the API's JSON error, keeping its headers (Allow on a 405, Retry-After on a 429)."""
+    status = exc.code or 500
+    code = ERROR_CODES.get(status, "bad_request" if status < 500 else "internal_error")
+    response = jsonify({"error": {"code": code, "message": exc.description or exc.name}})
+    response.status_code = status
+    for name, value in exc.get_headers():
+        if name.lower() != "content-type":
+            response.headers[name] = value
+    return response

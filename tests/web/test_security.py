@@ -1,0 +1,79 @@
+"""What every response carries (security headers), JSON errors for anything under /api/, bounds on numeric
+parameters, and outages said as outages (503 naming the database or the queue), on the app factory."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy.orm import sessionmaker
+
+from app import create_app
+from emotion_detector.videos.db import engine_for
+from emotion_detector.web import services
+from emotion_detector.web.security import SECURITY_HEADERS
+
+# A PostgreSQL address where nothing listens: connecting fails at once (no process is started).
+UNREACHABLE_DATABASE = "postgresql+psycopg://postgres@127.0.0.1:9/test?connect_timeout=1"
+
+
+@pytest.fixture
+def app(tmp_path):
+    return create_app({"model_server": "inprocess", "environment": "test", "instance_dir": tmp_path})
+
+
+@pytest.mark.parametrize("path", ["/", "/videos", "/api/v1/health", "/api/v1/videos", "/static/live.js", "/no-such-page"])
+def test_every_response_carries_the_security_headers(app, path):
+    answer = app.test_client().get(path)
+    for name, value in SECURITY_HEADERS.items():
+        assert answer.headers.get(name) == value, (path, name)
+    assert "frame-ancestors 'none'" in answer.headers["Content-Security-Policy"]
+    assert "unsafe-inline" not in answer.headers["Content-Security-Policy"]
+
+
+def test_an_unknown_api_path_is_a_json_404(app):
+    answer = app.test_client().get("/api/v1/no-such-thing")
+    assert answer.status_code == 404 and answer.is_json
+    assert answer.get_json()["error"]["code"] == "not_found"
+
+
+def test_a_wrong_method_is_a_json_405_that_says_what_is_allowed(app):
+    answer = app.test_client().put("/api/v1/analyze")
+    assert answer.status_code == 405 and answer.is_json
+    assert answer.get_json()["error"]["code"] == "method_not_allowed"
+    assert "POST" in answer.headers["Allow"]
+
+
+def test_pages_keep_html_errors(app):
+    answer = app.test_client().get("/no-such-page")
+    assert answer.status_code == 404 and not answer.is_json
+
+
+@pytest.mark.parametrize("every", ["0", "-1", "1e23", "2.5", "100000000000000000000000", "1001", "", "ten"])
+def test_every_n_frames_out_of_bounds_is_a_400_before_anything_is_stored(app, tmp_path, every):
+    answer = app.test_client().post(f"/api/v1/videos?every_n_frames={every}", data=b"not read")
+    assert answer.status_code == 400, answer.get_json()
+    assert "every_n_frames" in answer.get_json()["error"]["message"]
+    assert not list((tmp_path / "videos").glob("*/*"))
+
+
+def test_health_is_503_and_names_the_database_when_it_is_down(app):
+    with app.app_context():
+        services().videos.sessions = sessionmaker(engine_for(UNREACHABLE_DATABASE))
+    answer = app.test_client().get("/api/v1/health")
+    assert answer.status_code == 503
+    body = answer.get_json()
+    assert body["status"] == "unavailable" and body["down"] == ["database"]
+    assert body["database"].startswith("down") and body["queue"] == "ok"
+
+
+def test_a_database_outage_is_a_503_database_unavailable_not_a_500(app):
+    with app.app_context():
+        services().videos.sessions = sessionmaker(engine_for(UNREACHABLE_DATABASE))
+    answer = app.test_client().get("/api/v1/videos")
+    assert answer.status_code == 503
+    assert answer.get_json()["error"]["code"] == "database_unavailable"
+    assert answer.headers["Retry-After"]
+
+
+def test_health_reports_database_and_queue_when_all_is_well(app):
+    body = app.test_client().get("/api/v1/health").get_json()
+    assert (body["status"], body["database"], body["queue"]) == ("ok", "ok", "ok")
