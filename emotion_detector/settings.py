@@ -8,7 +8,10 @@ EMOTION_DETECTOR=auto|blazeface|blazeface_full_range|yunet|haar
 EMOTION_MODEL_CACHE_DIR=...              where BlazeFace's translation to ONNX is cached
 EMOTION_YUNET_PATH=...                   where `python -m emotion_detector models download` puts YuNet
 EMOTION_YUNET_RUNTIME=onnxruntime|opencv runs YuNet on ONNX Runtime (faster) or in cv2.FaceDetectorYN
-EMOTION_ENVIRONMENT=production           refuses the development secret key
+EMOTION_ENVIRONMENT=production           refuses a secret key under 32 characters, SQLite, the embedded queue
+                                         and a remote model server without TLS, unless EMOTION_ALLOW_INSECURE
+                                         names them (comma-separated: short_secret_key, sqlite,
+                                         embedded_queue, plaintext_model_server)
 EMOTION_INSTANCE_DIR=...                 local data of the embedded defaults: SQLite databases, uploads,
                                          supervisord's state (default: the user's data directory,
                                          $XDG_DATA_HOME/emotion-detector; `make run` uses ./instance)
@@ -21,13 +24,27 @@ EMOTION_MQTT_URL=mqtt://localhost:1883   edge mode: the broker the forwarder rea
 from __future__ import annotations
 
 import os
+from enum import StrEnum
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEV_SECRET_KEY = "development-only-not-secret"
+MIN_SECRET_KEY_CHARS = 32
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]", "unix:")
+
+
+class Insecure(StrEnum):
+    """What production refuses unless EMOTION_ALLOW_INSECURE names it (a deliberate, visible choice)."""
+
+    SHORT_SECRET_KEY = "short_secret_key"
+    SQLITE = "sqlite"  # one machine's file: no second web process or worker elsewhere sees it
+    EMBEDDED_QUEUE = "embedded_queue"
+    PLAINTEXT_MODEL_SERVER = "plaintext_model_server"  # frames of faces over the network unencrypted
+
+
 DEFAULT_MODEL_DIR = Path.home() / ".cache" / "emotion-detector" / "models"
 
 
@@ -42,6 +59,7 @@ class Settings(BaseSettings):
 
     environment: Literal["development", "test", "production"] = "development"
     secret_key: str = DEV_SECRET_KEY
+    allow_insecure: Annotated[frozenset[Insecure], NoDecode] = frozenset()
 
     model_server: str = "localhost:8500"
     model_server_tls: bool = False  # e.g. a model server behind Cloud Run's HTTPS front (host:443)
@@ -93,8 +111,32 @@ class Settings(BaseSettings):
     def _absolute_instance_dir(cls, path: Path) -> Path:
         return path.expanduser().absolute()  # every process finds the same files, whatever its working directory
 
+    @field_validator("allow_insecure", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        return [item.strip() for item in value.split(",") if item.strip()] if isinstance(value, str) else value
+
     @model_validator(mode="after")
     def _refuse_insecure_production(self) -> Settings:
-        if self.environment == "production" and self.secret_key == DEV_SECRET_KEY:
+        if self.environment != "production":
+            return self
+        if self.secret_key == DEV_SECRET_KEY:
             raise ValueError("EMOTION_SECRET_KEY must be set to a secret value when EMOTION_ENVIRONMENT=production")
+        model_server = self.model_server.strip().lower()
+        remote_model_server = model_server not in ("", "inprocess") and not model_server.startswith(LOCAL_HOSTS)
+        checks = [
+            (
+                Insecure.SHORT_SECRET_KEY,
+                len(self.secret_key) < MIN_SECRET_KEY_CHARS,
+                f"a secret key under {MIN_SECRET_KEY_CHARS} characters",
+            ),
+            (Insecure.SQLITE, self.database_url.startswith("sqlite"), "SQLite as the database (use PostgreSQL)"),
+            (Insecure.EMBEDDED_QUEUE, self.broker_url.startswith("sqla+"), "the embedded job queue (use Redis)"),
+            (Insecure.PLAINTEXT_MODEL_SERVER, remote_model_server and not self.model_server_tls, "a remote model server without TLS"),
+        ]
+        refused = [(name, message) for name, insecure, message in checks if insecure and name not in self.allow_insecure]
+        if refused:
+            problems = "; ".join(message for _, message in refused)
+            accept = ",".join(name.value for name, _ in refused)
+            raise ValueError(f"EMOTION_ENVIRONMENT=production refuses {problems} (to accept it anyway: EMOTION_ALLOW_INSECURE={accept})")
         return self

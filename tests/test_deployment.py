@@ -13,6 +13,7 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from emotion_detector.settings import Settings
 from tests.conftest import ROOT
 
 
@@ -154,3 +155,30 @@ def test_deploy_script_is_valid_bash_and_shellcheck_clean():
 def test_deploy_script_refuses_to_run_without_its_settings():
     result = subprocess.run(["bash", str(ROOT / "deploy.sh")], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
     assert result.returncode != 0 and "GCP_PROJECT" in result.stderr
+
+
+def _compose_value(value: str, environment: dict[str, str]) -> str:
+    """Compose's ${NAME:?message} interpolation, for the variables this file uses (no defaults allowed)."""
+    return re.sub(r"\$\{(\w+):\?[^}]*\}", lambda match: environment[match.group(1)], value)
+
+
+def test_compose_takes_secrets_from_the_environment_without_defaults(monkeypatch):
+    text = (ROOT / "docker-compose.yml").read_text()
+    assert ":-" not in text  # no ${NAME:-default}: a missing secret stops compose instead
+    compose = yaml.safe_load(text)["services"]
+    assert compose["postgres"]["environment"]["POSTGRES_PASSWORD"] == "${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD}"
+    secrets = {"EMOTION_SECRET_KEY": "k" * 40, "POSTGRES_PASSWORD": "p4ss"}
+    for name in ("web", "worker"):
+        environment = {key: _compose_value(str(value), secrets) for key, value in compose[name]["environment"].items()}
+        assert environment["EMOTION_ENVIRONMENT"] == "production"
+        for key, value in environment.items():
+            monkeypatch.setenv(key, value)
+        settings = Settings()  # production accepts it: PostgreSQL, Redis, a long key, the private model server
+        assert settings.database_url == "postgresql+psycopg://emotion:p4ss@postgres:5432/emotion"
+
+
+@pytest.mark.slow  # runs the script
+def test_deploy_script_refuses_a_short_secret_key():
+    environment = {"PATH": "/usr/bin:/bin", "GCP_PROJECT": "p", "EMOTION_SECRET_KEY": "short"}
+    result = subprocess.run(["bash", str(ROOT / "deploy.sh")], capture_output=True, text=True, env=environment)
+    assert result.returncode == 2 and "at least 32 characters" in result.stderr

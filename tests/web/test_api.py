@@ -141,4 +141,34 @@ def test_the_haar_fallback_is_flagged_as_degraded_in_health_and_on_every_page():
 def test_production_refuses_the_development_secret():
     with pytest.raises(ValueError, match="EMOTION_SECRET_KEY"):
         Settings(environment="production")
-    assert Settings(environment="production", secret_key="s3cret-from-the-vault").environment == "production"
+
+
+PRODUCTION = {
+    "environment": "production",
+    "secret_key": "k" * 32,
+    "database_url": "postgresql+psycopg://app@db/app",
+    "broker_url": "redis://queue:6379/0",
+    "model_server": "model.internal:443",
+    "model_server_tls": True,
+}
+
+
+def test_production_accepts_a_long_key_postgresql_redis_and_a_model_server_over_tls():
+    assert Settings(**PRODUCTION).environment == "production"
+    assert Settings(**{**PRODUCTION, "model_server": "localhost:8500", "model_server_tls": False}).model_server == "localhost:8500"
+
+
+@pytest.mark.parametrize(
+    ("change", "refusal", "allowance"),
+    [
+        ({"secret_key": "k" * 31}, "secret key under 32", "short_secret_key"),
+        ({"database_url": "sqlite:///x.db"}, "SQLite", "sqlite"),
+        ({"broker_url": "sqla+sqlite:///q.db"}, "embedded job queue", "embedded_queue"),
+        ({"model_server_tls": False}, "remote model server without TLS", "plaintext_model_server"),
+    ],
+)
+def test_production_refuses_each_insecure_choice_unless_it_is_explicitly_allowed(monkeypatch, change, refusal, allowance):
+    with pytest.raises(ValueError, match=f"{refusal}.*EMOTION_ALLOW_INSECURE={allowance}"):
+        Settings(**{**PRODUCTION, **change})
+    monkeypatch.setenv("EMOTION_ALLOW_INSECURE", f"{allowance}, sqlite")  # comma-separated, as an operator writes it
+    assert Settings(**{**PRODUCTION, **change}).environment == "production"
