@@ -12,6 +12,12 @@ EMOTION_ENVIRONMENT=production           refuses a secret key under 32 character
                                          and a remote model server without TLS, unless EMOTION_ALLOW_INSECURE
                                          names them (comma-separated: short_secret_key, sqlite,
                                          embedded_queue, plaintext_model_server)
+EMOTION_AUTH=required|off               API keys on /api/v1 and pages (default: required in production, off
+                                         otherwise); keys come from `emotion-detector keys create NAME`
+EMOTION_ALLOWED_ORIGINS=https://a.example,...  other origins whose pages may post here or open /ws/live
+                                         (the server's own origin always may)
+EMOTION_RATE_LIMIT_STORAGE_URL=redis://...     where rate-limit counters live (default: the broker's Redis,
+                                         else this process's memory)
 EMOTION_INSTANCE_DIR=...                 local data of the embedded defaults: SQLite databases, uploads,
                                          supervisord's state (default: the user's data directory,
                                          $XDG_DATA_HOME/emotion-detector; `make run` uses ./instance)
@@ -60,6 +66,12 @@ class Settings(BaseSettings):
     environment: Literal["development", "test", "production"] = "development"
     secret_key: str = DEV_SECRET_KEY
     allow_insecure: Annotated[frozenset[Insecure], NoDecode] = frozenset()
+    auth: Literal["required", "off"] = Field(default_factory=lambda data: "required" if data["environment"] == "production" else "off")
+    allowed_origins: Annotated[tuple[str, ...], NoDecode] = ()
+    # Flask-Limiter's notation, per API key and (separately) per client address.
+    rate_limit_analyze: str = "120/minute"  # POST /api/v1/analyze
+    rate_limit_upload: str = "30/hour"  # POST /api/v1/videos
+    rate_limit_live: str = "20/minute"  # new /ws/live connections
 
     model_server: str = "localhost:8500"
     model_server_tls: bool = False  # e.g. a model server behind Cloud Run's HTTPS front (host:443)
@@ -105,11 +117,23 @@ class Settings(BaseSettings):
     job_stale_after_s: float = Field(60.0, gt=0)  # a task (segment, part, finalisation) without a heartbeat this long is re-queued
     mqtt_url: str = ""  # edge mode's broker (mqtt:// or mqtts://); empty: no forwarder runs
     broker_visibility_timeout_s: int = Field(600, ge=10)  # Redis: redeliver unacknowledged tasks after this
+    # Rate-limit counters are shared by every web process when the queue is Redis; else each counts alone.
+    rate_limit_storage_url: str = Field(
+        default_factory=lambda data: data["broker_url"] if data["broker_url"].startswith("redis") else "memory://"
+    )
 
     @field_validator("instance_dir")
     @classmethod
     def _absolute_instance_dir(cls, path: Path) -> Path:
         return path.expanduser().absolute()  # every process finds the same files, whatever its working directory
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: object) -> object:
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)):
+            return items
+        return tuple(str(item).strip().rstrip("/").lower() for item in items if str(item).strip())
 
     @field_validator("allow_insecure", mode="before")
     @classmethod

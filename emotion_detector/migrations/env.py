@@ -15,7 +15,8 @@ from pathlib import Path
 from alembic import context
 from sqlalchemy import Connection, engine_from_config, pool, text
 
-import emotion_detector.edge.models  # noqa: F401  (its tables are part of the metadata)
+from emotion_detector.accounts import keys as _api_keys  # noqa: F401  (their tables are part of the metadata)
+from emotion_detector.edge import models as _edge_models  # noqa: F401
 from emotion_detector.settings import Settings
 from emotion_detector.videos.models import Base
 

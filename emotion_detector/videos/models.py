@@ -67,6 +67,9 @@ class Video(Base):
     frame_count: Mapped[int] = mapped_column(Integer)
     duration_s: Mapped[float] = mapped_column(Float)
     every_n_frames: Mapped[int] = mapped_column(Integer, default=1)
+    # The API key that uploaded it (accounts/keys.py); None when auth is off. No foreign key: keys are revoked,
+    # never deleted, and a laptop's videos from before auth was turned on stay visible to no key but the admin.
+    owner_id: Mapped[str | None] = mapped_column(String(32), index=True)
 
     # Segments 0 .. segments_joined-1 have their tracks joined into people, and their observations carry the
     # final person ids (a segment's ids never change once it is joined; see TrackJoiner).

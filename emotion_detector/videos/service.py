@@ -10,7 +10,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeAlias
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
@@ -47,6 +47,10 @@ from emotion_detector.videos.summary import PersonFrame, PersonStats, csv_rows, 
 log = logging.getLogger(__name__)
 
 
+# Whose videos a request may see: an API key's id, or None when auth is off (one user: every video).
+Owner: TypeAlias = str | None
+
+
 class NotFound(LookupError):
     pass
 
@@ -80,7 +84,7 @@ class VideoService:
 
     # ---- intake ------------------------------------------------------------------------------------------
 
-    def create(self, upload: IO[bytes], filename: str, every_n_frames: int | None = None) -> Video:
+    def create(self, upload: IO[bytes], filename: str, every_n_frames: int | None = None, *, owner: Owner) -> Video:
         """Store the upload, prove it is a video, record the job and queue it. On any failure the partial
         file is removed: nothing half-written stays behind."""
         video_id = uuid.uuid4().hex
@@ -106,6 +110,7 @@ class VideoService:
                 frame_count=info.frame_count,
                 duration_s=info.duration_s,
                 every_n_frames=every_n_frames or self.settings.analyse_every_n_frames,
+                owner_id=owner,
             )
             with self.sessions.begin() as session:
                 session.add(video)
@@ -124,16 +129,14 @@ class VideoService:
 
     # ---- reading -----------------------------------------------------------------------------------------
 
-    def get(self, video_id: str) -> Video:
+    def get(self, video_id: str, *, owner: Owner) -> Video:
         with self.sessions() as session:
-            video = session.get(Video, video_id)
-            if video is None:
-                raise NotFound(video_id)
+            video = _owned(session, video_id, owner)
             video.segments, video.renders  # noqa: B018 - loaded while the session is open
             return video
 
-    def status(self, video_id: str) -> VideoStatus:
-        video = self.get(video_id)
+    def status(self, video_id: str, *, owner: Owner) -> VideoStatus:
+        video = self.get(video_id, owner=owner)
         return VideoStatus(
             id=video.id,
             status=video.status,
@@ -143,9 +146,12 @@ class VideoService:
             error=video.error,
         )
 
-    def list(self) -> VideoList:
+    def list(self, *, owner: Owner) -> VideoList:
+        query = select(Video).order_by(Video.created_at.desc())
+        if owner is not None:
+            query = query.where(Video.owner_id == owner)
         with self.sessions() as session:
-            videos = session.scalars(select(Video).order_by(Video.created_at.desc())).all()
+            videos = session.scalars(query).all()
             return VideoList(
                 videos=[
                     VideoListItem(
@@ -162,8 +168,8 @@ class VideoService:
                 ]
             )
 
-    def results(self, video_id: str) -> VideoResults:
-        video, summary = self._finished(video_id)
+    def results(self, video_id: str, *, owner: Owner) -> VideoResults:
+        video, summary = self._finished(video_id, owner)
         people = self._people_frames(video_id)
         with self.sessions() as session:
             rows = session.scalars(select(Person).where(Person.video_id == video_id).order_by(Person.person))
@@ -198,18 +204,18 @@ class VideoService:
             group_mix=summary.group_mix,
         )
 
-    def results_csv(self, video_id: str) -> Iterator[str]:
-        video, summary = self._finished(video_id)
+    def results_csv(self, video_id: str, *, owner: Owner) -> Iterator[str]:
+        video, summary = self._finished(video_id, owner)
         return to_csv(csv_rows(self._people_frames(video_id), video.fps, summary.emotion_uncertain_below))
 
-    def annotated_path(self, video_id: str) -> Path:
-        video = self.get(video_id)
+    def annotated_path(self, video_id: str, *, owner: Owner) -> Path:
+        video = self.get(video_id, owner=owner)
         if video.status != JobState.DONE or not video.annotated_path or not Path(video.annotated_path).is_file():
             raise Conflict(f"video {video_id} has no annotated video yet ({video.status})")
         return Path(video.annotated_path)
 
-    def _finished(self, video_id: str) -> tuple[Video, JobSummary]:
-        video = self.get(video_id)
+    def _finished(self, video_id: str, owner: Owner) -> tuple[Video, JobSummary]:
+        video = self.get(video_id, owner=owner)
         if video.status != JobState.DONE or video.summary is None:
             raise Conflict(f"video {video_id} is {video.status}; results exist once it is done")
         return video, JobSummary.model_validate(video.summary)
@@ -220,25 +226,21 @@ class VideoService:
 
     # ---- changing ----------------------------------------------------------------------------------------
 
-    def cancel(self, video_id: str) -> VideoStatus:
+    def cancel(self, video_id: str, *, owner: Owner) -> VideoStatus:
         with self.sessions.begin() as session:
-            video = session.get(Video, video_id, with_for_update=True)
-            if video is None:
-                raise NotFound(video_id)
+            video = _owned(session, video_id, owner, for_update=True)
             if video.status in FINISHED:
                 raise Conflict(f"video {video_id} is {video.status}; only queued or running jobs can be cancelled")
             # Its tasks see the state at their next heartbeat, and store nothing.
             video.status, video.finished_at = JobState.CANCELLED, utcnow()
             source = video.source_path
         jobs.delete_parts(source)
-        return self.status(video_id)
+        return self.status(video_id, owner=owner)
 
-    def retry(self, video_id: str) -> VideoStatus:
+    def retry(self, video_id: str, *, owner: Owner) -> VideoStatus:
         """Start a failed or cancelled job again from scratch."""
         with self.sessions.begin() as session:
-            video = session.get(Video, video_id, with_for_update=True)
-            if video is None:
-                raise NotFound(video_id)
+            video = _owned(session, video_id, owner, for_update=True)
             if video.status not in (JobState.FAILED, JobState.CANCELLED):
                 raise Conflict(f"video {video_id} is {video.status}; only failed or cancelled jobs can be retried")
             _delete_results(session, video_id)
@@ -249,14 +251,12 @@ class VideoService:
         (Path(source).parent / "annotated.mp4").unlink(missing_ok=True)
         jobs.delete_parts(source, keep_attempt=attempt)
         self._enqueue(video_id)
-        return self.status(video_id)
+        return self.status(video_id, owner=owner)
 
-    def delete(self, video_id: str) -> None:
+    def delete(self, video_id: str, *, owner: Owner) -> None:
         """Remove the files and every row; a running job is told to stop first."""
         with self.sessions.begin() as session:
-            video = session.get(Video, video_id, with_for_update=True)
-            if video is None:
-                raise NotFound(video_id)
+            video = _owned(session, video_id, owner, for_update=True)
             source = video.source_path
             _delete_results(session, video_id)
             session.delete(video)
@@ -265,6 +265,15 @@ class VideoService:
     def counts(self) -> dict[str, int]:
         with self.sessions() as session:
             return {str(status): n for status, n in session.execute(select(Video.status, func.count()).group_by(Video.status)).all()}
+
+
+def _owned(session: Session, video_id: str, owner: Owner, for_update: bool = False) -> Video:
+    """The video, if ``owner`` may see it; another owner's video is as absent as a missing one (404, not 403:
+    its existence is not revealed)."""
+    video = session.get(Video, video_id, with_for_update=for_update)
+    if video is None or (owner is not None and video.owner_id != owner):
+        raise NotFound(video_id)
+    return video
 
 
 def _delete_results(session: Session, video_id: str) -> None:

@@ -12,6 +12,7 @@ from werkzeug.exceptions import HTTPException
 from emotion_detector.frames import FrameError
 from emotion_detector.model_client import ModelServerError, ModelUnavailable
 from emotion_detector.web import services
+from emotion_detector.web.auth import by_address, by_key, limiter
 from emotion_detector.web.security import database_unavailable, json_error
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,8 @@ def unexpected_error(exc: Exception) -> ResponseReturnValue:
 
 
 @blueprint.post("/analyze")
+@limiter.limit(lambda: services().settings.rate_limit_analyze, key_func=by_key)
+@limiter.limit(lambda: services().settings.rate_limit_analyze, key_func=by_address)
 def analyze() -> ResponseReturnValue:
     if request.mimetype == "multipart/form-data":
         upload = request.files.get("image")

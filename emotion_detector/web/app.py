@@ -15,12 +15,13 @@ from typing import Any
 
 from flask import Flask
 
+from emotion_detector.accounts.keys import Keys
 from emotion_detector.detection import DetectorOptions, FaceDetector, create_detector
 from emotion_detector.face_models import FaceModels, create_models
 from emotion_detector.pipeline import FaceAnalyzer
 from emotion_detector.settings import Settings
 from emotion_detector.videos.service import VideoService
-from emotion_detector.web import api, live, security, videos
+from emotion_detector.web import api, auth, live, security, videos
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class Services:
     client: FaceModels
     analyzer: FaceAnalyzer
     videos: VideoService
+    keys: Keys
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
@@ -42,7 +44,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     detector = create_detector(DetectorOptions.from_settings(settings))
     client = create_models(settings)
     analyzer = FaceAnalyzer(detector, client, settings)
-    app.extensions["emotion_detector"] = Services(settings, detector, client, analyzer, VideoService(settings))
+    video_service = VideoService(settings)
+    app.extensions["emotion_detector"] = Services(settings, detector, client, analyzer, video_service, Keys(video_service.sessions))
 
     # Oversized frames must reach the handler (and get a frame_too_large answer) rather than close the socket.
     app.config["SOCK_SERVER_OPTIONS"] = {"max_message_size": max(64 * 1024 * 1024, 2 * settings.max_frame_bytes)}
@@ -52,8 +55,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         return {"face_detector": detector}
 
     security.install(app)
+    auth.install(app, settings)
     live.sock.init_app(app)
     app.register_blueprint(live.blueprint)
+    app.register_blueprint(live.socket_blueprint)
     app.register_blueprint(api.blueprint)
     app.register_blueprint(videos.blueprint)
     return app

@@ -21,6 +21,7 @@ from emotion_detector.frames import FrameError
 from emotion_detector.model_client import ModelServerError, ModelUnavailable
 from emotion_detector.pipeline import FramePipeline, RunningMode
 from emotion_detector.web import services
+from emotion_detector.web.auth import by_address, by_key, limiter
 
 if TYPE_CHECKING:
     from gevent.threadpool import ThreadPool
@@ -29,6 +30,11 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 blueprint = Blueprint("live", __name__)
 sock = Sock()
+# The socket has a blueprint of its own so that its rate limits are checked before the upgrade (a limit on the
+# view itself would be checked inside flask-sock, after the handshake): a refused client gets a 429, no socket.
+socket_blueprint = Blueprint("live_socket", __name__)
+limiter.limit(lambda: services().settings.rate_limit_live, key_func=by_key)(socket_blueprint)
+limiter.limit(lambda: services().settings.rate_limit_live, key_func=by_address)(socket_blueprint)
 
 
 @blueprint.get("/")
@@ -68,7 +74,7 @@ class PingMessage(BaseModel):
 CONTROL_MESSAGE = TypeAdapter(Annotated[ConfigMessage | PingMessage, Field(discriminator="type")])
 
 
-@sock.route("/ws/live")  # type: ignore[untyped-decorator]  # flask-sock has no type information
+@sock.route("/ws/live", bp=socket_blueprint)  # type: ignore[untyped-decorator]  # flask-sock has no type information
 def live_socket(ws: Any) -> None:
     session = services().analyzer.pipeline(RunningMode.LIVE, run_cpu_bound=run_on_native_thread)
     ws.send(json.dumps(_hello()))

@@ -18,6 +18,7 @@ from emotion_detector.videos.probe import VideoRejected
 from emotion_detector.videos.schemas import VideoCreated
 from emotion_detector.videos.service import Conflict, NotFound, VideoService
 from emotion_detector.web import services
+from emotion_detector.web.auth import by_address, by_key, limiter, owner
 from emotion_detector.web.security import json_error
 
 blueprint = Blueprint("videos", __name__)
@@ -77,7 +78,7 @@ def videos_page() -> ResponseReturnValue:
 
 @blueprint.get("/videos/<video_id>")
 def video_page(video_id: str) -> ResponseReturnValue:
-    video = service().get(video_id)
+    video = service().get(video_id, owner=owner())
     return render_template("video.html", video=video)
 
 
@@ -85,6 +86,8 @@ def video_page(video_id: str) -> ResponseReturnValue:
 
 
 @blueprint.post("/api/v1/videos")
+@limiter.limit(lambda: service().settings.rate_limit_upload, key_func=by_key)
+@limiter.limit(lambda: service().settings.rate_limit_upload, key_func=by_address)
 def upload() -> ResponseReturnValue:
     request.max_content_length = service().settings.video_max_bytes + UPLOAD_OVERHEAD_BYTES
     every = None
@@ -96,54 +99,54 @@ def upload() -> ResponseReturnValue:
         file = request.files.get("video")
         if file is None:
             return error("missing_video", "send the video as the multipart field 'video'", 400)
-        video = service().create(file.stream, file.filename or "video", every)
+        video = service().create(file.stream, file.filename or "video", every, owner=owner())
     else:
-        video = service().create(request.stream, request.args.get("filename", "video"), every)
+        video = service().create(request.stream, request.args.get("filename", "video"), every, owner=owner())
     created = VideoCreated(id=video.id, status=video.status, status_url=url_for("videos.status", video_id=video.id))
     return jsonify(created.to_json()), 202, {"Location": created.status_url}
 
 
 @blueprint.get("/api/v1/videos")
 def list_videos() -> ResponseReturnValue:
-    return jsonify(service().list().to_json())
+    return jsonify(service().list(owner=owner()).to_json())
 
 
 @blueprint.get("/api/v1/videos/<video_id>")
 def status(video_id: str) -> ResponseReturnValue:
-    return jsonify(service().status(video_id).to_json())
+    return jsonify(service().status(video_id, owner=owner()).to_json())
 
 
 @blueprint.get("/api/v1/videos/<video_id>/results")
 def results(video_id: str) -> ResponseReturnValue:
-    return jsonify(service().results(video_id).to_json())
+    return jsonify(service().results(video_id, owner=owner()).to_json())
 
 
 @blueprint.get("/api/v1/videos/<video_id>/results.csv")
 def results_csv(video_id: str) -> ResponseReturnValue:
-    chunks = service().results_csv(video_id)
-    filename = f"{service().get(video_id).filename.rsplit('.', 1)[0]}-emotions.csv"
+    chunks = service().results_csv(video_id, owner=owner())
+    filename = f"{service().get(video_id, owner=owner()).filename.rsplit('.', 1)[0]}-emotions.csv"
     return Response(chunks, mimetype="text/csv", headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
 
 @blueprint.get("/api/v1/videos/<video_id>/annotated")
 def annotated(video_id: str) -> ResponseReturnValue:
-    path = service().annotated_path(video_id)
+    path = service().annotated_path(video_id, owner=owner())
     download = request.args.get("download") == "1"
-    name = f"{service().get(video_id).filename.rsplit('.', 1)[0]}-annotated.mp4"
+    name = f"{service().get(video_id, owner=owner()).filename.rsplit('.', 1)[0]}-annotated.mp4"
     return send_file(path, mimetype="video/mp4", conditional=True, as_attachment=download, download_name=name)
 
 
 @blueprint.post("/api/v1/videos/<video_id>/cancel")
 def cancel(video_id: str) -> ResponseReturnValue:
-    return jsonify(service().cancel(video_id).to_json())
+    return jsonify(service().cancel(video_id, owner=owner()).to_json())
 
 
 @blueprint.post("/api/v1/videos/<video_id>/retry")
 def retry(video_id: str) -> ResponseReturnValue:
-    return jsonify(service().retry(video_id).to_json()), 202
+    return jsonify(service().retry(video_id, owner=owner()).to_json()), 202
 
 
 @blueprint.delete("/api/v1/videos/<video_id>")
 def remove(video_id: str) -> ResponseReturnValue:
-    service().delete(video_id)
+    service().delete(video_id, owner=owner())
     return "", 204

@@ -11,6 +11,8 @@ const $ = (id) => document.getElementById(id);
 const id = $("job").dataset.id;
 const api = `/api/v1/videos/${id}`;
 const cursors = [];
+// State-changing requests carry the page's CSRF token (checked when a signed-in session authenticates them).
+const CSRF = { "X-CSRFToken": document.querySelector('meta[name="csrf-token"]').content };
 
 function svg(tag, attributes, parent) {
   const element = document.createElementNS(SVG, tag);
@@ -32,8 +34,8 @@ async function poll() {
   else if (status.status === "queued" || status.status === "running") setTimeout(poll, 1000);
 }
 
-$("cancel").onclick = async () => { await fetch(`${api}/cancel`, { method: "POST" }); poll(); };
-$("retry").onclick = async () => { await fetch(`${api}/retry`, { method: "POST" }); poll(); };
+$("cancel").onclick = async () => { await fetch(`${api}/cancel`, { method: "POST", headers: CSRF }); poll(); };
+$("retry").onclick = async () => { await fetch(`${api}/retry`, { method: "POST", headers: CSRF }); poll(); };
 
 async function showResults() {
   const results = await (await fetch(`${api}/results`)).json();

@@ -3,12 +3,15 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
+// State-changing requests carry the page's CSRF token (checked when a signed-in session authenticates them).
+const CSRF_TOKEN = document.querySelector('meta[name="csrf-token"]').content;
 
 function upload(file, name) {
   const form = new FormData();
   form.append("video", file, name);
   const request = new XMLHttpRequest();
   request.open("POST", "/api/v1/videos");
+  request.setRequestHeader("X-CSRFToken", CSRF_TOKEN);
   $("upload-progress").hidden = false;
   $("upload-progress").value = 0;
   $("upload-status").textContent = `Uploading ${name}…`;
@@ -103,7 +106,7 @@ async function refresh() {
     remove.textContent = "Delete";
     remove.onclick = async () => {
       if (!confirm(`Delete ${video.filename} and its results?`)) return;
-      await fetch(`/api/v1/videos/${video.id}`, { method: "DELETE" });
+      await fetch(`/api/v1/videos/${video.id}`, { method: "DELETE", headers: { "X-CSRFToken": CSRF_TOKEN } });
       refresh();
     };
     actions.append(remove);

@@ -1,0 +1,180 @@
+"""Who is asking, and whether this request may do what it asks (DESIGN.md §2 "Auth").
+
+Every request passes ``check`` before its view:
+- **Origin**: a state-changing request or a live socket that a browser sent from another site (its ``Origin``
+  is neither this server nor one of EMOTION_ALLOWED_ORIGINS) is refused, 403 ``origin_not_allowed``, whatever
+  the auth mode: with auth off it is the only thing between a malicious page and this server's CPU.
+- **Who**: ``Authorization: Bearer <key>`` (scripts), or the session cookie a page got by signing in with a
+  key. With EMOTION_AUTH=required, none → 401 (pages redirect to /signin), a wrong or revoked key → 403.
+  With auth off every request is the one local user (owner None: every video).
+- **CSRF**: state-changing requests authenticated by the session cookie carry the page's CSRF token
+  (Flask-WTF); a bearer key cannot be sent by another site's page, so it needs none.
+Rate limits (Flask-Limiter) count per API key and, separately, per client address.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import urlsplit
+
+from flask import Blueprint, Flask, g, jsonify, redirect, render_template, request, session, url_for
+from flask.typing import ResponseReturnValue
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+from flask_wtf.csrf import CSRFError, CSRFProtect
+
+from emotion_detector.accounts.keys import Keys
+from emotion_detector.settings import Settings
+from emotion_detector.web import services
+
+blueprint = Blueprint("auth", __name__)
+csrf = CSRFProtect()
+limiter = Limiter(key_func=get_remote_address, headers_enabled=True)
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+PUBLIC_ENDPOINTS = frozenset({"static", "auth.signin", "api.health"})
+SIGNIN_LIMIT = "20/minute"  # per address: keys are unguessable, this keeps the page from being a CPU sink
+
+
+@dataclass(frozen=True)
+class Principal:
+    owner: str | None  # the API key's id; None when auth is off (one local user, every video)
+    name: str
+    via: Literal["bearer", "session", "none"]
+
+
+ANONYMOUS = Principal(None, "", "none")
+
+
+def principal() -> Principal:
+    found: Principal = g.get("principal", ANONYMOUS)
+    return found
+
+
+def owner() -> str | None:
+    """Whose videos this request may see."""
+    return principal().owner
+
+
+def by_key() -> str:
+    """Rate-limit bucket of the API key (with none, a second bucket of the address, counted apart from
+    ``by_address``'s so that one request is not counted twice in one bucket)."""
+    key = principal().owner
+    return f"key:{key}" if key else f"anonymous:{get_remote_address()}"
+
+
+def by_address() -> str:
+    return f"addr:{get_remote_address()}"
+
+
+def keys() -> Keys:
+    found: Keys = services().keys
+    return found
+
+
+def install(app: Flask, settings: Settings) -> None:
+    # Tokens live as long as the session (a page left open for hours still works); CSRF is checked in `check`
+    # only where the session cookie is what authenticates.
+    app.config.update(
+        WTF_CSRF_CHECK_DEFAULT=False,
+        WTF_CSRF_TIME_LIMIT=None,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.environment == "production",
+        RATELIMIT_STORAGE_URI=settings.rate_limit_storage_url,
+    )
+    csrf.init_app(app)
+    app.before_request(check)  # before the limiter's own hook, so limits can count per key
+    limiter.init_app(app)
+    app.register_error_handler(CSRFError, _csrf_failed)
+    app.register_blueprint(blueprint)
+
+    @app.context_processor
+    def signed_in() -> dict[str, Principal]:
+        return {"principal": principal()}
+
+
+def _refuse(code: str, message: str, status: int, headers: dict[str, str] | None = None) -> ResponseReturnValue:
+    return jsonify({"error": {"code": code, "message": message}}), status, headers or {}
+
+
+def _origin_allowed(origin: str) -> bool:
+    origin = origin.strip().rstrip("/").lower()
+    if origin in services().settings.allowed_origins:
+        return True
+    # This server's own pages: the host the browser addressed (the scheme may differ behind a TLS proxy).
+    return urlsplit(origin).netloc == request.host.lower() and origin != "null"
+
+
+def _wants_json() -> bool:
+    return request.path.startswith(("/api/", "/ws/"))
+
+
+def check() -> ResponseReturnValue | None:
+    live_socket = request.path.startswith("/ws/")
+    if request.method not in SAFE_METHODS or live_socket:
+        origin = request.headers.get("Origin")
+        if origin is not None and not _origin_allowed(origin):
+            return _refuse("origin_not_allowed", f"requests from {origin} are not accepted here", 403)
+    if request.endpoint in PUBLIC_ENDPOINTS:
+        return None
+    header = request.headers.get("Authorization")
+    if header is not None:
+        scheme, _, secret = header.strip().partition(" ")
+        if scheme.lower() != "bearer" or not secret.strip():
+            return _refuse("unauthorized", "send the API key as 'Authorization: Bearer <key>'", 401, {"WWW-Authenticate": "Bearer"})
+        key = keys().verify(secret.strip())
+        if key is None:
+            return _refuse("forbidden", "this API key is unknown or revoked", 403)
+        g.principal = Principal(key.id, key.name, "bearer")
+        return None
+    if services().settings.auth == "off":
+        return None
+    key_id = session.get("key_id")
+    key = keys().active(key_id) if isinstance(key_id, str) else None
+    if key is None:
+        session.pop("key_id", None)
+        if _wants_json():
+            message = "an API key is required: 'Authorization: Bearer <key>' (emotion-detector keys create NAME)"
+            return _refuse("unauthorized", message, 401, {"WWW-Authenticate": "Bearer"})
+        return redirect(url_for("auth.signin", next=request.full_path.rstrip("?")))
+    g.principal = Principal(key.id, key.name, "session")
+    if request.method not in SAFE_METHODS:
+        csrf.protect()  # raises CSRFError
+    return None
+
+
+def _csrf_failed(exc: CSRFError) -> ResponseReturnValue:
+    message = f"{exc.description} Reload the page and try again."
+    if _wants_json():
+        return _refuse("csrf_failed", message, 400)
+    return render_template("signin.html", problem=message, next=""), 400
+
+
+def _local_path(target: str | None) -> str:
+    """Where to go after signing in: a path on this server only (no open redirect)."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return url_for("live.page")
+    return target
+
+
+@blueprint.route("/signin", methods=["GET", "POST"])
+@limiter.limit(SIGNIN_LIMIT, key_func=by_address, methods=["POST"])
+def signin() -> ResponseReturnValue:
+    target = _local_path(request.values.get("next"))
+    if request.method == "GET":
+        return render_template("signin.html", problem=None, next=target)
+    csrf.protect()
+    key = keys().verify(request.form.get("key", "").strip())
+    if key is None:
+        return render_template("signin.html", problem="That key is unknown or revoked.", next=target), 403
+    session.clear()  # a fresh session (and CSRF token) for the signed-in user
+    session["key_id"] = key.id
+    session.permanent = True
+    return redirect(target)
+
+
+@blueprint.post("/signout")
+def signout() -> ResponseReturnValue:
+    session.clear()
+    return redirect(url_for("auth.signin"))

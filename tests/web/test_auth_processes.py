@@ -1,0 +1,56 @@
+"""Auth on the live socket of the real web app (gunicorn + gevent): the handshake needs a key, refuses other
+sites' pages, and opening connections is rate limited; keys made by the real `keys create` command."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+
+from tests.conftest import ROOT, stop
+from tests.web.conftest import start_web
+
+pytestmark = pytest.mark.slow  # a gunicorn web process and the keys command
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("auth")
+    env = {
+        "EMOTION_DATABASE_URL": f"sqlite:///{folder / 'emotion-detector.db'}",
+        "EMOTION_AUTH": "required",
+        "EMOTION_RATE_LIMIT_LIVE": "3/minute",
+    }
+    made = subprocess.run(
+        [sys.executable, "-m", "emotion_detector", "keys", "create", "camera page"],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    web = start_web(folder, "inprocess", **env)
+    yield web, made.stdout.strip()
+    stop(web.process)
+
+
+def handshake_status(url: str, **headers: str) -> int:
+    try:
+        with connect(url, additional_headers=headers, open_timeout=20) as ws:
+            assert ws.recv(timeout=20)  # the hello
+            return 101
+    except InvalidStatus as refused:
+        return refused.response.status_code
+
+
+def test_the_live_socket_needs_a_key_refuses_other_sites_and_is_rate_limited(secured):
+    web, key = secured
+    assert handshake_status(web.ws_url) == 401
+    assert handshake_status(web.ws_url, Authorization="Bearer edk_wrong") == 403
+    assert handshake_status(web.ws_url, Authorization=f"Bearer {key}", Origin="https://evil.example") == 403
+    assert [handshake_status(web.ws_url, Authorization=f"Bearer {key}", Origin=web.url) for _ in range(3)] == [101] * 3
+    assert handshake_status(web.ws_url, Authorization=f"Bearer {key}") == 429
