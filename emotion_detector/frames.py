@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import simplejpeg
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -56,10 +57,32 @@ def decode_image(data: bytes, limits: ImageLimits, half_size: bool = False) -> n
     if not complete:
         raise FrameError("truncated_frame", "the image data is truncated (no end marker)")
     reduced = half_size and data.startswith(JPEG_MAGIC) and min(width, height) >= 2
+    if data.startswith(JPEG_MAGIC):
+        image = _decode_jpeg_strictly(data, width, height, reduced)
+        if image is not None:
+            return image
+    # PNG (libpng refuses corrupt data itself), and JPEGs whose EXIF orientation or CMYK OpenCV applies.
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_REDUCED_COLOR_2 if reduced else cv2.IMREAD_COLOR)
     if image is None:
         raise FrameError("corrupt_frame", "the image data could not be decoded")
     return image
+
+
+def _decode_jpeg_strictly(data: bytes, width: int, height: int, reduced: bool) -> np.ndarray | None:
+    """libjpeg-turbo (simplejpeg) with its warnings as errors: OpenCV decodes a JPEG cut short, even one with
+    a forged end marker, and fills the missing part with grey, which would be analysed as if it were real.
+    The same library as OpenCV's, so the pixels are the same. None when OpenCV must decode it after all
+    (an EXIF orientation to apply, a CMYK picture): the data has been checked by then."""
+    try:
+        colorspace = simplejpeg.decode_jpeg_header(data)[2]
+        if colorspace in ("CMYK", "YCCK") or data.find(b"Exif\x00\x00", 0, 64 * 1024) != -1:
+            simplejpeg.decode_jpeg(data, colorspace="CMYK" if colorspace in ("CMYK", "YCCK") else "BGR", strict=True)
+            return None
+        scale = {"min_height": (height + 1) // 2, "min_width": (width + 1) // 2, "min_factor": 2} if reduced else {}
+        image: np.ndarray = simplejpeg.decode_jpeg(data, "BGR", strict=True, **scale)  # reduced: scaled in the DCT
+        return image
+    except ValueError as error:
+        raise FrameError("corrupt_frame", f"the JPEG data is corrupt ({error})") from None
 
 
 def image_size(data: bytes) -> tuple[int, int]:

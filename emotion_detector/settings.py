@@ -23,6 +23,8 @@ EMOTION_INSTANCE_DIR=...                 local data of the embedded defaults: SQ
                                          $XDG_DATA_HOME/emotion-detector; `make run` uses ./instance)
 EMOTION_DATABASE_URL=postgresql+psycopg://user@host/db     video jobs (default: SQLite in the instance dir)
 EMOTION_BROKER_URL=redis://localhost:6379/0                the job queue (default: a SQLite-backed local queue)
+EMOTION_VIDEO_RETENTION_DAYS=30         uploaded videos, results and annotated copies are removed this long
+                                         after the upload (0: kept until deleted)
 EMOTION_MQTT_URL=mqtt://localhost:1883   edge mode: the broker the forwarder reads devices' events from
                                          (unset: no forwarder; `make run` starts one when it is set)
 """
@@ -111,6 +113,11 @@ class Settings(BaseSettings):
     storage_dir: Path = Field(default_factory=lambda data: data["instance_dir"] / "videos")
     video_max_bytes: int = Field(500 * 1024 * 1024, ge=1024)
     video_max_duration_s: float = Field(15 * 60, gt=0)
+    video_max_pixels: int = Field(4096 * 2160, ge=64 * 64)  # per frame: 4K passes, 8K is refused
+    # Uploaded videos, their results and annotated copies are removed this long after the upload (workers
+    # sweep); 0 keeps them until they are deleted. The pages say so.
+    video_retention_days: float = Field(30, ge=0)
+    upload_stale_after_s: float = Field(3600, gt=0)  # a .part file untouched this long is a dead upload's
     analyse_every_n_frames: int = Field(1, ge=1)  # 1: every frame
     segment_seconds: float = Field(10.0, gt=0)  # videos are split into segments analysed in parallel
     segment_overlap_frames: int = Field(6, ge=2)  # analysed by both neighbours, to join their tracks

@@ -35,6 +35,24 @@ def jpeg_with_size(jpeg: bytes, width: int, height: int) -> bytes:
     return bytes(data)
 
 
+@pytest.mark.parametrize("half_size", [False, True])
+def test_a_half_jpeg_with_a_forged_end_marker_is_refused_also_at_half_size(photo_jpeg, half_size):
+    forged = photo_jpeg[: len(photo_jpeg) // 2] + b"\xff\xd9"
+    assert cv2.imdecode(np.frombuffer(forged, np.uint8), cv2.IMREAD_COLOR) is not None  # what OpenCV alone does
+    with pytest.raises(FrameError) as refused:
+        decode_image(forged, LIMITS, half_size=half_size)
+    assert refused.value.code == "corrupt_frame" and "corrupt" in refused.value.message
+
+
+@pytest.mark.parametrize("name", ["single_face.jpg", "biden.jpg", "BWPictureHuman.jpg"])
+def test_strict_jpeg_decoding_gives_opencvs_pixels(shared_dir, name):
+    data = (shared_dir / "media" / "images" / name).read_bytes()
+    expected = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    np.testing.assert_array_equal(decode_image(data, LIMITS), expected)
+    reduced = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_REDUCED_COLOR_2)
+    np.testing.assert_array_equal(decode_image(data, LIMITS, half_size=True), reduced)
+
+
 def test_real_jpeg_and_png_decode(photo_jpeg):
     image = decode_image(photo_jpeg, LIMITS)
     assert image.ndim == 3 and image.shape[2] == 3
@@ -64,6 +82,9 @@ def test_real_jpeg_and_png_decode(photo_jpeg):
         (lambda jpeg: jpeg_with_size(jpeg, 0, 480), "corrupt_frame"),
         (lambda jpeg: png_header_only(640, 0), "corrupt_frame"),
         (lambda jpeg: png_header_only(640, 480)[:20], "corrupt_frame"),  # cut inside IHDR
+        # Half a JPEG with a forged end marker: OpenCV alone would decode it, the lower half grey.
+        (lambda jpeg: jpeg[: len(jpeg) // 2] + b"\xff\xd9", "corrupt_frame"),
+        (lambda jpeg: jpeg[: len(jpeg) - 2000] + b"\xff\xd9", "corrupt_frame"),
     ],
 )
 def test_bad_frames_are_refused_with_a_code(photo_jpeg, make, code):

@@ -69,6 +69,7 @@ celery_app = Celery("emotion_detector")
 SEGMENT_QUEUE = "videos"
 RENDER_QUEUE = "videos-render"  # consumed after SEGMENT_QUEUE
 HEARTBEAT_INTERVAL_S = 0.5  # a task's progress and cancel check; far below job_stale_after_s
+HOUSEKEEPING_INTERVAL_S = 600.0  # retention and dead uploads: minutes late is soon enough
 
 
 class _InOrderCycle(FairCycle):
@@ -419,15 +420,27 @@ def recover(db: Database) -> int:
     return len(abandoned.tasks) + len(abandoned.jobs)
 
 
+def _housekeeping(db: Database) -> None:
+    """Retention and dead uploads (housekeeping.py imports the service, which imports this module)."""
+    from emotion_detector.videos.housekeeping import sweep_expired_videos, sweep_partial_uploads
+
+    sweep_expired_videos(db.sessions, db.settings.video_retention_days)
+    sweep_partial_uploads(db.settings.storage_dir, db.settings.upload_stale_after_s)
+
+
 @signals.worker_ready.connect  # type: ignore[untyped-decorator]  # Celery has no type information
 def _start_recovery(**_kwargs: object) -> None:
     db = database()
     migrate(db.settings.database_url)
 
     def sweep() -> None:
+        housekeeping_due_s = 0.0
         while True:
             try:
                 recover(db)
+                if time.monotonic() >= housekeeping_due_s:
+                    _housekeeping(db)
+                    housekeeping_due_s = time.monotonic() + HOUSEKEEPING_INTERVAL_S
             except Exception:
                 log.exception("recovery sweep failed")
             time.sleep(max(1.0, db.settings.job_stale_after_s / 3))

@@ -36,8 +36,9 @@ def frame_timestamps(container: av.container.InputContainer) -> list[int]:
     return sorted(packet.pts for packet in container.demux(stream) if packet.size and packet.pts is not None)
 
 
-def probe(path: Path, max_duration_s: float) -> VideoInfo:
-    """Open the container, count frames by demuxing, decode the first frame. Raises VideoRejected."""
+def probe(path: Path, max_duration_s: float, max_pixels: int = 4096 * 2160) -> VideoInfo:
+    """Open the container, check the frame size its header declares, count frames by demuxing, decode the first
+    frame (and check its size again: the header may lie). Raises VideoRejected."""
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, UnicodeDecodeError) as error:
@@ -48,6 +49,7 @@ def probe(path: Path, max_duration_s: float) -> VideoInfo:
         if not container.streams.video:
             raise VideoRejected("not_a_video", "the file has no video stream")
         stream = container.streams.video[0]
+        _check_pixels(stream.codec_context.width, stream.codec_context.height, max_pixels)
         try:
             timestamps = frame_timestamps(container)
         except av.error.FFmpegError as error:
@@ -72,7 +74,14 @@ def probe(path: Path, max_duration_s: float) -> VideoInfo:
             first = next(container.decode(stream))
         except (av.error.FFmpegError, StopIteration) as error:
             raise VideoRejected("corrupt_video", f"the first frame cannot be decoded ({_reason(error)})") from None
+        _check_pixels(first.width, first.height, max_pixels)
         return VideoInfo(first.width, first.height, round(fps, 3), len(timestamps), round(duration_s, 3), stream.codec_context.name)
+
+
+def _check_pixels(width: int, height: int, max_pixels: int) -> None:
+    # Every frame is decoded, drawn and encoded at this size by the workers: 8K frames cost ~130 MB each step.
+    if width * height > max_pixels:
+        raise VideoRejected("video_too_large", f"the video's frames are {width}x{height}; the limit is {max_pixels} pixels per frame")
 
 
 def _reason(error: Exception) -> str:

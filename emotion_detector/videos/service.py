@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import IO, TypeAlias
 
 from sqlalchemy import delete, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from emotion_detector.settings import Settings
 from emotion_detector.videos import jobs
@@ -49,6 +49,9 @@ log = logging.getLogger(__name__)
 
 # Whose videos a request may see: an API key's id, or None when auth is off (one user: every video).
 Owner: TypeAlias = str | None
+
+
+INCOMING = ".incoming"  # uploads are written here (``<id>.part``) until they are proven to be videos
 
 
 class NotFound(LookupError):
@@ -88,7 +91,7 @@ class VideoService:
         """Store the upload, prove it is a video, record the job and queue it. On any failure the partial
         file is removed: nothing half-written stays behind."""
         video_id = uuid.uuid4().hex
-        incoming = self.settings.storage_dir / ".incoming"
+        incoming = self.settings.storage_dir / INCOMING
         incoming.mkdir(parents=True, exist_ok=True)
         partial = incoming / f"{video_id}.part"
         folder = self.settings.storage_dir / video_id
@@ -96,7 +99,7 @@ class VideoService:
             written = _copy_limited(upload, partial, self.settings.video_max_bytes)
             if written == 0:
                 raise VideoRejected("empty_upload", "the upload is empty")
-            info = probe(partial, self.settings.video_max_duration_s)
+            info = probe(partial, self.settings.video_max_duration_s, self.settings.video_max_pixels)
             folder.mkdir(parents=True)
             source = folder / f"source{_safe_suffix(filename)}"
             os.replace(partial, source)
@@ -255,16 +258,22 @@ class VideoService:
 
     def delete(self, video_id: str, *, owner: Owner) -> None:
         """Remove the files and every row; a running job is told to stop first."""
-        with self.sessions.begin() as session:
-            video = _owned(session, video_id, owner, for_update=True)
-            source = video.source_path
-            _delete_results(session, video_id)
-            session.delete(video)
-        jobs.delete_files(source)
+        remove_video(self.sessions, video_id, owner)
 
     def counts(self) -> dict[str, int]:
         with self.sessions() as session:
             return {str(status): n for status, n in session.execute(select(Video.status, func.count()).group_by(Video.status)).all()}
+
+
+def remove_video(session_factory: sessionmaker[Session], video_id: str, owner: Owner) -> None:
+    """Every row of the video, then its folder (upload, annotated video, parts). A task still running on it
+    finds its rows gone at its next heartbeat and stores nothing."""
+    with session_factory.begin() as session:
+        video = _owned(session, video_id, owner, for_update=True)
+        source = video.source_path
+        _delete_results(session, video_id)
+        session.delete(video)
+    jobs.delete_files(source)
 
 
 def _owned(session: Session, video_id: str, owner: Owner, for_update: bool = False) -> Video:

@@ -18,7 +18,7 @@ from emotion_detector.videos.probe import VideoRejected
 from emotion_detector.videos.schemas import VideoCreated
 from emotion_detector.videos.service import Conflict, NotFound, VideoService
 from emotion_detector.web import services
-from emotion_detector.web.auth import by_address, by_key, limiter, owner
+from emotion_detector.web.auth import by_address, by_key, limiter, owner, principal
 from emotion_detector.web.security import json_error
 
 blueprint = Blueprint("videos", __name__)
@@ -73,7 +73,13 @@ def http_error(exc: HTTPException) -> ResponseReturnValue:
 @blueprint.get("/videos")
 def videos_page() -> ResponseReturnValue:
     settings = service().settings
-    return render_template("videos.html", max_bytes=settings.video_max_bytes, max_duration_s=settings.video_max_duration_s)
+    return render_template(
+        "videos.html",
+        max_bytes=settings.video_max_bytes,
+        max_duration_s=settings.video_max_duration_s,
+        retention_days=settings.video_retention_days,
+        signed_in=principal().via == "session",
+    )
 
 
 @blueprint.get("/videos/<video_id>")

@@ -7,6 +7,8 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
+import av
+import numpy as np
 import pytest
 
 from app import create_app
@@ -83,3 +85,17 @@ def test_unknown_ids_are_404(stack):
     for path in ("", "/results", "/results.csv", "/annotated"):
         answer = stack.client.get(f"{stack.api}/0123456789abcdef{path}")
         assert answer.status_code == 404 and answer.get_json()["error"]["code"] == "not_found"
+
+
+def test_frames_over_the_pixel_limit_are_refused(stack, tmp_path):
+    path = tmp_path / "huge.mp4"  # 4608x2592: 12 M pixels per frame, over the 4096x2160 default
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 4608, 2592, "yuv420p"
+        for _ in range(3):
+            frame = av.VideoFrame.from_ndarray(np.zeros((2592, 4608, 3), np.uint8), format="bgr24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    error = refused(stack, "huge.mp4", path.read_bytes())
+    assert error["status"] == 413 and error["code"] == "video_too_large"
+    assert "4608x2592" in error["message"] and "pixels per frame" in error["message"]

@@ -77,3 +77,14 @@ def test_a_database_outage_is_a_503_database_unavailable_not_a_500(app):
 def test_health_reports_database_and_queue_when_all_is_well(app):
     body = app.test_client().get("/api/v1/health").get_json()
     assert (body["status"], body["database"], body["queue"]) == ("ok", "ok", "ok")
+
+
+def test_the_notices_say_what_is_stored_and_for_how_long(tmp_path):
+    app = create_app({"model_server": "inprocess", "environment": "test", "instance_dir": tmp_path, "video_retention_days": 7})
+    page = app.test_client().get("/videos").get_data(as_text=True)
+    notice = " ".join(page.split("storage-notice", 1)[1].split("</p>", 1)[0].split())
+    assert "the uploaded video" in notice and "annotated copy" in notice
+    assert "deleted automatically 7 days after the upload" in notice
+    live = " ".join(app.test_client().get("/").get_data(as_text=True).split())
+    assert "Live webcam frames are analysed in memory and never stored or logged" in live
+    assert "never stored." not in live  # the old, untrue blanket promise
