@@ -125,7 +125,7 @@ def run_job(video: Path, workers: int, backend: str, model_target: str, workdir:
             )
         time.sleep(8)  # workers import, connect and start polling
         with open(video, "rb") as file:
-            job = service.create(file, video.name, owner=None)
+            job = service.create(iter(lambda: file.read(1 << 20), b""), video.name, owner=None)
         started, cpu_before = time.perf_counter(), cpu_times()
         while (status := service.status(job.id, owner=None).to_json())["status"] in ("queued", "running"):
             time.sleep(0.2)

@@ -50,7 +50,7 @@ class CpuBoundRunner(Protocol):
     def __call__(self, work: Callable[[], T], /) -> T: ...
 
 
-def _run_here(work: Callable[[], T]) -> T:
+def run_here(work: Callable[[], T]) -> T:
     return work()
 
 
@@ -282,7 +282,7 @@ class FramePipeline:
         self.detector = analyzer.detector
         # Live, decoding and detection hold the CPU for milliseconds without needing the GIL; the web app runs
         # them on a native thread so its event loop keeps serving other sockets meanwhile.
-        self.run_cpu_bound = run_cpu_bound or _run_here
+        self.run_cpu_bound = run_cpu_bound or run_here
         tracked = options.mode is not RunningMode.IMAGE
         self.tracker = FaceTracker(options.nominal_fps, options.track_lost_after_s) if tracked else None
         forget_after = self.tracker.lost_after_frames if self.tracker else 1

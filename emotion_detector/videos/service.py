@@ -8,13 +8,14 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO, TypeAlias
+from typing import TypeAlias
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from emotion_detector.pipeline import CpuBoundRunner, run_here
 from emotion_detector.settings import Settings
 from emotion_detector.videos import jobs
 from emotion_detector.videos.db import migrate, sessions
@@ -87,9 +88,18 @@ class VideoService:
 
     # ---- intake ------------------------------------------------------------------------------------------
 
-    def create(self, upload: IO[bytes], filename: str, every_n_frames: int | None = None, *, owner: Owner) -> Video:
-        """Store the upload, prove it is a video, record the job and queue it. On any failure the partial
-        file is removed: nothing half-written stays behind."""
+    def create(
+        self,
+        upload: Iterable[bytes],
+        filename: str,
+        every_n_frames: int | None = None,
+        *,
+        owner: Owner,
+        run_cpu_bound: CpuBoundRunner = run_here,
+    ) -> Video:
+        """Store the upload (chunks as they arrive), prove it is a video, record the job and queue it. On any
+        failure the partial file is removed: nothing half-written stays behind. ``run_cpu_bound`` runs the
+        probe (FFmpeg decoding, minutes of demuxing for a long video) off a gevent worker's event loop."""
         video_id = uuid.uuid4().hex
         incoming = self.settings.storage_dir / INCOMING
         incoming.mkdir(parents=True, exist_ok=True)
@@ -99,7 +109,7 @@ class VideoService:
             written = _copy_limited(upload, partial, self.settings.video_max_bytes)
             if written == 0:
                 raise VideoRejected("empty_upload", "the upload is empty")
-            info = probe(partial, self.settings.video_max_duration_s, self.settings.video_max_pixels)
+            info = run_cpu_bound(lambda: probe(partial, self.settings.video_max_duration_s, self.settings.video_max_pixels))
             folder.mkdir(parents=True)
             source = folder / f"source{_safe_suffix(filename)}"
             os.replace(partial, source)
@@ -301,12 +311,12 @@ def _progress(video: Video) -> float:
     return min(0.99, 0.9 * analysed + 0.1 * drawn)
 
 
-def _copy_limited(upload: IO[bytes], target: Path, max_bytes: int) -> int:
+def _copy_limited(upload: Iterable[bytes], target: Path, max_bytes: int) -> int:
     written = 0
     with open(target, "wb") as out:
-        while chunk := upload.read(1024 * 1024):
+        for chunk in upload:
             written += len(chunk)
-            if written > max_bytes:
+            if written > max_bytes:  # as soon as it passes: the rest is never read
                 raise VideoRejected("video_too_large", f"the upload is larger than the limit of {max_bytes} bytes")
             out.write(chunk)
     return written

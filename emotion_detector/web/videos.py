@@ -17,8 +17,9 @@ from werkzeug.exceptions import HTTPException
 from emotion_detector.videos.probe import VideoRejected
 from emotion_detector.videos.schemas import VideoCreated
 from emotion_detector.videos.service import Conflict, NotFound, VideoService
-from emotion_detector.web import services
+from emotion_detector.web import services, uploads
 from emotion_detector.web.auth import by_address, by_key, limiter, owner, principal
+from emotion_detector.web.live import run_on_native_thread
 from emotion_detector.web.security import json_error
 
 blueprint = Blueprint("videos", __name__)
@@ -102,12 +103,16 @@ def upload() -> ResponseReturnValue:
         if every is None:
             return error("bad_request", f"every_n_frames must be an integer from 1 to {MAX_EVERY_N_FRAMES}", 400)
     if request.mimetype == "multipart/form-data":
-        file = request.files.get("video")
-        if file is None:
+        boundary = request.mimetype_params.get("boundary", "")
+        if not boundary:
+            return error("bad_request", "the multipart body has no boundary", 400)
+        try:
+            filename, chunks = uploads.multipart_file(request.stream, boundary.encode("latin-1"), "video")
+        except uploads.MissingFile:
             return error("missing_video", "send the video as the multipart field 'video'", 400)
-        video = service().create(file.stream, file.filename or "video", every, owner=owner())
     else:
-        video = service().create(request.stream, request.args.get("filename", "video"), every, owner=owner())
+        filename, chunks = request.args.get("filename", "video"), uploads.raw_body(request.stream)
+    video = service().create(chunks, filename or "video", every, owner=owner(), run_cpu_bound=run_on_native_thread)
     created = VideoCreated(id=video.id, status=video.status, status_url=url_for("videos.status", video_id=video.id))
     return jsonify(created.to_json()), 202, {"Location": created.status_url}
 
