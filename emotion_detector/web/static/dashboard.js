@@ -78,8 +78,11 @@ function deviceCard(id) {
   switcher.append(...buttons);
   head.append(name, badge, seen, count, switcher);
   const chart = element("div", "device-chart");
-  card.append(head, legend(), chart);
-  return { card, parts: { badge, seen, count, chart } };
+  const key = legend();
+  const unit = element("small", "muted chart-unit");
+  key.append(unit);
+  card.append(head, key, chart);
+  return { card, parts: { badge, seen, count, chart, unit } };
 }
 
 function showDevice(data) {
@@ -122,13 +125,15 @@ async function loadChart(id) {
   const answer = await fetch(`/api/v1/devices/${encodeURIComponent(id)}/mix?window=${span}`);
   if (!answer.ok) return;
   const mix = await answer.json();
-  if (device.window === span) device.parts.chart.replaceChildren(mixChart(mix));
+  if (device.window !== span) return; // switched again meanwhile
+  device.parts.chart.replaceChildren(mixChart(mix));
+  device.parts.unit.textContent = `events per ${mix.bucket_ms === 60000 ? "minute" : `${mix.bucket_ms / 60000} min`}`;
 }
 
 function niceMax(n) {
-  if (n <= 4) return Math.max(n, 1);
+  if (n <= 4) return n <= 2 ? 2 : 4; // a mid tick that is a whole count
   const step = 10 ** Math.floor(Math.log10(n));
-  return [1, 2, 2.5, 5, 10].map((m) => m * step).find((v) => v >= n);
+  return [1, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10].map((m) => m * step).find((v) => v >= n);
 }
 
 function mixChart(mix) {
@@ -142,10 +147,10 @@ function mixChart(mix) {
   });
   const x = (ms) => left + ((ms - mix.start_ms) / (mix.end_ms - mix.start_ms)) * plotWidth;
   const y = (n) => top + (1 - n / most) * plotHeight;
-  [0, most / 2, most].forEach((n) => {
+  [0, most / 2, most].filter(Number.isInteger).forEach((n) => { // counts: no "1.5" tick
     svg("line", { x1: left, x2: width - right, y1: y(n), y2: y(n), stroke: "#e3e6ec" }, plot);
     const label = svg("text", { x: left - 6, y: y(n) + 4, "text-anchor": "end", class: "tick y-tick" }, plot);
-    label.textContent = Number.isInteger(n) ? n : n.toFixed(1);
+    label.textContent = n;
   });
   const barWidth = plotWidth / mix.buckets.length;
   mix.buckets.forEach((bucket, i) => {
@@ -169,7 +174,7 @@ function mixChart(mix) {
   // The time axis: ticks on whole local tens of minutes (hour) or three hours (day), labelled HH:MM.
   svg("line", { x1: left, x2: width - right, y1: top + plotHeight, y2: top + plotHeight, stroke: "#b9c0cc" }, plot);
   const every = TICK_MINUTES[mix.window];
-  for (let t = mix.start_ms; t <= mix.end_ms; t += mix.bucket_ms) {
+  for (let t = mix.start_ms; t < mix.end_ms; t += mix.bucket_ms) { // not the end: a day's ends share their HH:MM
     const local = new Date(t);
     if ((local.getHours() * 60 + local.getMinutes()) % every !== 0) continue;
     svg("line", { x1: x(t), x2: x(t), y1: top + plotHeight, y2: top + plotHeight + 4, stroke: "#b9c0cc" }, plot);
@@ -197,14 +202,20 @@ function feedRow(event) {
   if (typeof emotion.confidence === "number") what.append(` ${(emotion.confidence * 100).toFixed(0)}%`);
   const time = element("time", "muted", clock(event.timestamp_ms, true));
   time.dateTime = new Date(event.timestamp_ms).toISOString();
-  const detail = event.type === "track_end" ? `left after ${(event.seen_ms / 1000).toFixed(1)} s` : `in view ${(event.seen_ms / 1000).toFixed(1)} s`;
-  row.append(time, element("strong", null, event.device_id), element("span", "muted", `#${event.track_id}`), what, element("span", "muted", detail));
+  const seen = element("span", "muted feed-seen", `${event.type === "track_end" ? "left, " : ""}${(event.seen_ms / 1000).toFixed(1)} s`);
+  seen.title = event.type === "track_end" ? "the face left the view after this long" : "the face has been in view this long";
+  const track = element("span", "muted", `#${event.track_id}`);
+  track.title = "track id on the device";
+  row.append(time, element("strong", null, event.device_id), track, what, seen);
+  row.dataset.timestampMs = event.timestamp_ms;
   return row;
 }
 
 function showEvent(event) {
   const feed = $("feed");
-  feed.prepend(feedRow(event)); // newest on top
+  // Newest on top by the device's clock: an event a device queued while offline goes where it happened.
+  const later = [...feed.children].findLast((row) => Number(row.dataset.timestampMs) > event.timestamp_ms);
+  feed.insertBefore(feedRow(event), later ? later.nextElementSibling : feed.firstElementChild);
   while (feed.children.length > FEED_ROWS) feed.lastElementChild.remove();
   $("no-events").hidden = true;
   chartSoon(event.device_id);
