@@ -148,7 +148,7 @@ def _message(kind: str, data: str, event_id: int | None = None) -> str:
 
 
 def live_feed(sessions: sessionmaker[Session], last_event_id: int | None, backlog: int, timing: StreamTiming) -> Iterator[str]:
-    """Server-sent events: every device first, then events as they are stored (each with its row id as the
+    """Server-sent events: the cursor and every device first, then events as they are stored (each with its row id as the
     SSE id) and devices whose state, last seen time or event count changed.
 
     It looks for rows with an id past the last one sent every ``poll_s`` (under gunicorn's gevent workers
@@ -161,6 +161,9 @@ def live_feed(sessions: sessionmaker[Session], last_event_id: int | None, backlo
             recent = queries.newest_ids(session, backlog)
             last_event_id = recent[0] - 1 if recent else queries.last_id(session)
         devices = queries.devices(session).devices
+    # An id without data sets EventSource's Last-Event-ID without an event: a reconnection resumes from here
+    # even when no event came in between (else it would get the backlog again).
+    yield f"id: {last_event_id}\n\n"
     seen = {d.device_id: (d.state, d.last_seen_ms) for d in devices}
     for device in devices:
         yield _message("device", json.dumps(device.to_json()))

@@ -231,7 +231,7 @@ def test_mix_of_an_unknown_device_or_window_is_a_json_error(client, store, path,
 
 @dataclass(frozen=True)
 class Message:
-    kind: str  # "event", "device", "heartbeat", "retry"
+    kind: str  # "event", "device", "heartbeat", "retry", "cursor" (an id alone)
     data: dict | None = None
     id: int | None = None
 
@@ -257,6 +257,8 @@ class Feed:
         fields = dict(line.split(": ", 1) for line in block.split("\n"))
         if "retry" in fields:
             return Message("retry", {"retry_ms": int(fields["retry"])})
+        if "event" not in fields:
+            return Message("cursor", id=int(fields["id"]))
         return Message(fields["event"], json.loads(fields["data"]), int(fields["id"]) if "id" in fields else None)
 
     def until(self, match, limit: int = 200) -> Message:
@@ -287,6 +289,8 @@ def test_the_stream_sends_devices_then_events_as_they_are_stored(client, store, 
     old = store.events("door-1", (T0_MS, "happy"))
     feed = open_feed(client, "/api/v1/events/stream?backlog=0")
     assert feed.next() == Message("retry", {"retry_ms": 500})
+    cursor = feed.next()
+    assert cursor.kind == "cursor" and cursor.id >= 1  # the old event's row: a reconnection resumes after it
     first = feed.next()
     assert first == Message("device", {"device_id": "door-1", "state": "online", "last_seen_ms": T0_MS, "events": 1})
     new = store.events("door-1", (T0_MS + 1000, "surprise"), (T0_MS + 2000, "sad"))
@@ -324,6 +328,16 @@ def test_a_fresh_stream_starts_with_the_backlog_and_a_reconnection_resumes_after
     assert [resumed.until(lambda m: m.kind == "event").data["event_id"] for _ in range(3)] == ids[5:]
     by_query = open_feed(client, f"/api/v1/events/stream?last_event_id={backlog[3].id}")
     assert by_query.until(lambda m: m.kind == "event").data["event_id"] == ids[7]
+
+
+def test_a_stream_that_sent_no_event_still_gives_a_reconnection_its_place(client, store, fast_stream):
+    store.device("door-1")
+    store.events("door-1", (T0_MS, "happy"))
+    cursor = open_feed(client, "/api/v1/events/stream?backlog=0").until(lambda m: m.kind == "cursor")
+    new = store.events("door-1", (T0_MS + 1, "sad"))
+    resumed = open_feed(client, **{"Last-Event-ID": str(cursor.id)})
+    assert resumed.until(lambda m: m.kind == "cursor").id == cursor.id
+    assert resumed.until(lambda m: m.kind == "event").data["event_id"] == new[0]  # the one in between, only
 
 
 def test_an_idle_stream_sends_heartbeats_and_ends_after_its_maximum_duration(client, fast_stream):

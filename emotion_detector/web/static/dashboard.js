@@ -213,6 +213,7 @@ function feedRow(event) {
 
 function showEvent(event) {
   const feed = $("feed");
+  if ([...feed.children].some((row) => row.dataset.eventId === event.event_id)) return; // sent again after a reconnection
   // Newest on top by the device's clock: an event a device queued while offline goes where it happened.
   const later = [...feed.children].findLast((row) => Number(row.dataset.timestampMs) > event.timestamp_ms);
   feed.insertBefore(feedRow(event), later ? later.nextElementSibling : feed.firstElementChild);
