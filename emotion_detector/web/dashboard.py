@@ -11,6 +11,7 @@ GET /api/v1/events/stream?backlog=          server-sent events: ``event`` (an ev
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,14 +20,16 @@ from typing import Annotated, TypeVar
 from flask import Blueprint, Response, current_app, render_template, request
 from flask.typing import ResponseReturnValue
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from emotion_detector.edge import queries
 from emotion_detector.edge.messages import DEVICE_ID_PATTERN
-from emotion_detector.edge.queries import MAX_EVENTS_LIMIT, MixWindow
+from emotion_detector.edge.queries import MAX_EVENTS_LIMIT, DeviceSummary, MixWindow
 from emotion_detector.web import services
 from emotion_detector.web.security import api_error
 
+log = logging.getLogger(__name__)
 blueprint = Blueprint("dashboard", __name__)
 Q = TypeVar("Q", bound=BaseModel)
 MAX_TIME_MS = 2**63 - 1  # a BIGINT: past it PostgreSQL would refuse the statement
@@ -136,8 +139,15 @@ def stream() -> ResponseReturnValue:
         values["last_event_id"] = request.headers["Last-Event-ID"]
     query = _parse(StreamQuery, values)
     timing = current_app.config.get("DASHBOARD_STREAM", StreamTiming())
+    # The first look happens here, before the 200: a database that is down is a 503, not an empty stream.
+    with _sessions()() as session:
+        cursor = query.last_event_id
+        if cursor is None:
+            recent = queries.newest_ids(session, query.backlog)
+            cursor = recent[0] - 1 if recent else queries.last_id(session)
+        devices = queries.devices(session).devices
     # The generator runs after this view returns: it gets the session factory, not the app context.
-    feed = live_feed(_sessions(), query.last_event_id, query.backlog, timing)
+    feed = live_feed(_sessions(), cursor, devices, timing)
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # no proxy may hold the events back
     return Response(feed, mimetype="text/event-stream", headers=headers)
 
@@ -147,37 +157,38 @@ def _message(kind: str, data: str, event_id: int | None = None) -> str:
     return "\n".join(lines) + "\n\n"
 
 
-def live_feed(sessions: sessionmaker[Session], last_event_id: int | None, backlog: int, timing: StreamTiming) -> Iterator[str]:
-    """Server-sent events: the cursor and every device first, then events as they are stored (each with its row id as the
-    SSE id) and devices whose state, last seen time or event count changed.
+def live_feed(sessions: sessionmaker[Session], cursor: int, devices: list[DeviceSummary], timing: StreamTiming) -> Iterator[str]:
+    """Server-sent events: the cursor and the ``devices`` first, then events stored after row ``cursor`` as
+    they come (each with its row id as the SSE id) and devices whose state, last seen time or event count
+    changed.
 
     It looks for rows with an id past the last one sent every ``poll_s`` (under gunicorn's gevent workers
     the sleep yields to other greenlets); the page itself never polls. Ids are the forwarder's insertion
     order: one forwarder inserting in turn commits them in order, so none is skipped."""
     started_s = time.monotonic()
     yield f"retry: {timing.retry_ms}\n\n"
-    with sessions() as session:
-        if last_event_id is None:
-            recent = queries.newest_ids(session, backlog)
-            last_event_id = recent[0] - 1 if recent else queries.last_id(session)
-        devices = queries.devices(session).devices
     # An id without data sets EventSource's Last-Event-ID without an event: a reconnection resumes from here
     # even when no event came in between (else it would get the backlog again).
-    yield f"id: {last_event_id}\n\n"
+    yield f"id: {cursor}\n\n"
     seen = {d.device_id: (d.state, d.last_seen_ms) for d in devices}
     for device in devices:
         yield _message("device", json.dumps(device.to_json()))
     last_sent_s = time.monotonic()
     while True:
-        with sessions() as session:  # closed before yielding: a slow client holds no database connection
-            arrived = queries.arrived_after(session, last_event_id, timing.batch)
-            states = queries.device_states(session)
-            changed = {d for d, state in states.items() if seen.get(d) != state} | {event.device_id for _, event in arrived}
-            updates = queries.devices(session, changed).devices if changed else []
+        try:
+            with sessions() as session:  # closed before yielding: a slow client holds no database connection
+                arrived = queries.arrived_after(session, cursor, timing.batch)
+                states = queries.device_states(session)
+                changed = {d for d, state in states.items() if seen.get(d) != state} | {event.device_id for _, event in arrived}
+                updates = queries.devices(session, changed).devices if changed else []
+        except DBAPIError as exc:
+            # The stream ends; EventSource reconnects from the last id, and gets a 503 while the outage lasts.
+            log.warning("live feed ends: the database is unavailable (%s)", exc.orig)
+            return
         messages = [_message("event", event.model_dump_json(exclude_none=True), row_id) for row_id, event in arrived]
         messages += [_message("device", json.dumps(device.to_json())) for device in updates]
         if arrived:
-            last_event_id = arrived[-1][0]
+            cursor = arrived[-1][0]
         seen = states
         now_s = time.monotonic()
         if messages:

@@ -14,16 +14,19 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import delete, update
+from sqlalchemy.orm import sessionmaker
 
 from app import create_app
 from emotion_detector.edge.messages import DeviceState, Event, EventType
 from emotion_detector.edge.models import Device, EdgeEvent
 from emotion_detector.labels import EMOTIONS
+from emotion_detector.videos.db import engine_for
 from emotion_detector.web import services
-from emotion_detector.web.dashboard import StreamTiming
+from emotion_detector.web.dashboard import StreamTiming, live_feed
 from tests.videos.conftest import new_postgres_database
 
 T0_MS = 1_789_999_200_000  # a whole hour (and minute): bucket boundaries are easy to name
+UNREACHABLE_DATABASE = "postgresql+psycopg://postgres@127.0.0.1:9/test?connect_timeout=1"  # nothing listens there
 EVENT_KEYS = {"event_id", "seq", "device_id", "type", "timestamp_ms", "track_id", "seen_ms", "face"}
 
 
@@ -359,6 +362,17 @@ def test_bad_stream_parameters_are_a_400(client, query):
 def test_a_bad_last_event_id_header_is_a_400(client):
     answer = client.get("/api/v1/events/stream", headers={"Last-Event-ID": "-3"})
     assert answer.status_code == 400 and "last_event_id" in answer.get_json()["error"]["message"]
+
+
+def test_a_database_outage_is_a_503_before_the_stream_and_ends_a_running_one(client, app, monkeypatch, fast_stream):
+    unreachable = sessionmaker(engine_for(UNREACHABLE_DATABASE))
+    with app.app_context():
+        monkeypatch.setattr(services().videos, "sessions", unreachable)
+    answer = client.get("/api/v1/events/stream")
+    assert answer.status_code == 503 and answer.get_json()["error"]["code"] == "database_unavailable"
+    # Down once the stream runs: it ends (EventSource reconnects) rather than failing the worker.
+    sent = list(live_feed(unreachable, 7, [], fast_stream))
+    assert sent == ["retry: 500\n\n", "id: 7\n\n"]
 
 
 # ---- the page -----------------------------------------------------------------------------------------

@@ -182,7 +182,7 @@ function mixChart(mix) {
     svg("text", { x: x(t), y: height - 6, "text-anchor": anchor, class: "tick x-tick" }, plot).textContent = clock(t);
   }
   if (!totals.some((n) => n)) {
-    svg("text", { x: left + plotWidth / 2, y: top + plotHeight / 2, "text-anchor": "middle", class: "empty" }, plot).textContent =
+    svg("text", { x: left + plotWidth / 2, y: top + plotHeight * 0.75 + 4, "text-anchor": "middle", class: "empty" }, plot).textContent =
       `no events in the last ${mix.window}`;
   }
   return plot;
@@ -222,14 +222,22 @@ function showEvent(event) {
   chartSoon(event.device_id);
 }
 
+let lastEventId = null; // the feed's place, for a reconnection EventSource gives up on
+
 function connect() {
-  const source = new EventSource("/api/v1/events/stream");
+  const query = lastEventId === null ? "" : `?last_event_id=${encodeURIComponent(lastEventId)}`;
+  const source = new EventSource(`/api/v1/events/stream${query}`);
   const status = $("connection");
   source.onopen = () => { status.textContent = "live"; status.className = "pill ok"; };
-  // EventSource reconnects by itself (the server ends each stream after a few minutes), naming the last event.
-  source.onerror = () => { status.textContent = "reconnecting…"; status.className = "pill warn"; };
+  source.onerror = () => {
+    status.textContent = "reconnecting…";
+    status.className = "pill warn";
+    // EventSource reconnects by itself when a stream ends (the server ends each after a few minutes), naming
+    // the last event; after an error answer (a 503 while the database is down) it gives up: start anew.
+    if (source.readyState === EventSource.CLOSED) setTimeout(connect, 5000);
+  };
   source.addEventListener("device", (message) => showDevice(JSON.parse(message.data)));
-  source.addEventListener("event", (message) => showEvent(JSON.parse(message.data)));
+  source.addEventListener("event", (message) => { lastEventId = message.lastEventId; showEvent(JSON.parse(message.data)); });
 }
 
 setInterval(() => devices.forEach(refreshSeen), 1000); // relative times only: no request
