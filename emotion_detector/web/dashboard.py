@@ -63,7 +63,8 @@ class EventsQuery(_Query):
 
 class MixQuery(_Query):
     window: MixWindow = MixWindow.HOUR
-    end_ms: TimeMs | None = None  # the window ends with the bucket holding it (default: now)
+    # The window ends with the bucket holding it (default: now); a bucket past it must still be a BIGINT.
+    end_ms: int | None = Field(None, ge=0, le=MAX_TIME_MS - MixWindow.DAY.bucket_ms)
 
 
 class StreamQuery(_Query):

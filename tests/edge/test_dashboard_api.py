@@ -23,6 +23,7 @@ from emotion_detector.labels import EMOTIONS
 from emotion_detector.videos.db import engine_for
 from emotion_detector.web import services
 from emotion_detector.web.dashboard import StreamTiming, live_feed
+from emotion_detector.web.security import SECURITY_HEADERS
 from tests.videos.conftest import new_postgres_database
 
 T0_MS = 1_789_999_200_000  # a whole hour (and minute): bucket boundaries are easy to name
@@ -221,7 +222,10 @@ def test_mix_defaults_to_the_hour_ending_now(client, store):
     assert sum(sum(b["counts"].values()) for b in mix["buckets"]) == 1
 
 
-@pytest.mark.parametrize(("path", "status"), [("nobody/mix", 404), ("door-1/mix?window=week", 400), ("door-1/mix?end_ms=-1", 400)])
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [("nobody/mix", 404), ("door-1/mix?window=week", 400), ("door-1/mix?end_ms=-1", 400), (f"door-1/mix?end_ms={2**63 - 1}", 400)],
+)
 def test_mix_of_an_unknown_device_or_window_is_a_json_error(client, store, path, status):
     store.device("door-1")
     answer = client.get(f"/api/v1/devices/{path}")
@@ -387,6 +391,13 @@ def test_the_page_loads_its_script_from_a_file_and_every_page_links_to_it(client
     for path in ("/", "/videos", "/dashboard"):
         assert 'href="/dashboard"' in client.get(path).get_data(as_text=True)
     assert client.get("/static/dashboard.js").status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/dashboard", "/api/v1/devices", "/api/v1/events", "/static/dashboard.js", "/api/v1/events?limit=0"])
+def test_the_dashboard_s_responses_carry_the_security_headers(client, path):
+    answer = client.get(path)
+    for name, value in SECURITY_HEADERS.items():
+        assert answer.headers.get(name) == value, (path, name)
 
 
 def test_the_page_builds_no_markup_from_data():
