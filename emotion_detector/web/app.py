@@ -1,7 +1,8 @@
 """The web front end: ``create_app`` is the Flask app factory
 (gunicorn: ``emotion_detector.web.app:create_app()``; in a checkout also ``app:create_app()``).
 
-Pages and the live websocket are in emotion_detector/web/live.py, the REST API in emotion_detector/web/api.py;
+Pages and the live websocket are in emotion_detector/web/live.py, the REST API in emotion_detector/web/api.py,
+the edge devices' dashboard in emotion_detector/web/dashboard.py;
 the analysis itself (decode, detect, track, model server) lives in emotion_detector/pipeline.py. Templates and
 static files are package data beside this module (emotion_detector/web/templates, .../static), so an installed
 package serves them from site-packages.
@@ -21,7 +22,7 @@ from emotion_detector.face_models import FaceModels, create_models
 from emotion_detector.pipeline import FaceAnalyzer
 from emotion_detector.settings import Settings
 from emotion_detector.videos.service import VideoService
-from emotion_detector.web import api, auth, live, security, videos
+from emotion_detector.web import api, auth, dashboard, live, security, videos
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(live.socket_blueprint)
     app.register_blueprint(api.blueprint)
     app.register_blueprint(videos.blueprint)
+    app.register_blueprint(dashboard.blueprint)
     return app
 
 

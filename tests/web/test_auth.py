@@ -87,7 +87,9 @@ def test_production_requires_auth_by_default_and_development_does_not():
 )
 def test_the_api_needs_a_valid_key(app, headers, status, code):
     client = app.test_client()
-    for method, path in [("get", "/api/v1/videos"), ("post", "/api/v1/analyze"), ("delete", "/api/v1/videos/abc")]:
+    paths = [("get", "/api/v1/videos"), ("post", "/api/v1/analyze"), ("delete", "/api/v1/videos/abc"), ("get", "/api/v1/devices")]
+    paths += [("get", "/api/v1/events"), ("get", "/api/v1/events/stream")]
+    for method, path in paths:
         answer = getattr(client, method)(path, headers=headers)
         assert answer.status_code == status and answer.is_json, (method, path)
         assert answer.get_json()["error"]["code"] == code
@@ -142,10 +144,12 @@ def test_pages_sign_in_with_a_key_and_show_only_its_videos(app, video_bytes):
     browser = app.test_client()
     answer = browser.get("/videos")
     assert answer.status_code == 302 and answer.headers["Location"] == "/signin?next=/videos"
+    assert browser.get("/dashboard").headers["Location"] == "/signin?next=/dashboard"
     assert browser.get("/api/v1/videos").status_code == 401  # the page's own API calls too
 
     sign_in(browser, bob)
     assert browser.get("/videos").status_code == 200
+    assert browser.get("/dashboard").status_code == 200 and browser.get("/api/v1/devices").status_code == 200
     assert browser.get(f"/videos/{video_id}").status_code == 404
     assert browser.get("/api/v1/videos").get_json()["videos"] == []
 
