@@ -59,10 +59,9 @@ class TrackEvents:
             if track.missing_frames >= self.end_after_missing_frames:
                 events.append(self._end(track_id))
         for track_id, face in sorted(in_view.items()):
-            track = self._tracks.get(track_id)
-            if track is None:
-                track = self._tracks[track_id] = _Track(timestamp_ms, timestamp_ms, None, face.to_json())
-            track.last_seen_ms, track.face, track.missing_frames = timestamp_ms, face.to_json(), 0
+            face_json = face.to_json()
+            track = self._tracks.setdefault(track_id, _Track(timestamp_ms, timestamp_ms, None, face_json))
+            track.last_seen_ms, track.face, track.missing_frames = timestamp_ms, face_json, 0
             if track.last_update_ms is None or timestamp_ms - track.last_update_ms >= self.interval_ms:
                 track.last_update_ms = timestamp_ms
                 events.append(self._event(EventType.TRACK_UPDATE, track_id, track, timestamp_ms))
