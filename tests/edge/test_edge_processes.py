@@ -4,6 +4,7 @@ unreachable (through a TCP proxy this test closes and reopens). Each test has a 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -113,10 +114,8 @@ class Proxy:
         if listener is not None:
             listener.close()
         for connection in self._connections:
-            try:
+            with contextlib.suppress(OSError):
                 connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             connection.close()
         self._connections.clear()
 
@@ -139,10 +138,8 @@ class Proxy:
         except OSError:
             pass
         for end in (source, sink):  # one side gone: the other goes too, as with a real network cut
-            try:
+            with contextlib.suppress(OSError):
                 end.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 def edge(video: Path, device_id: str, queue: Path, *extra: str, port: int = BROKER[1]) -> subprocess.Popen[str]:
@@ -180,7 +177,7 @@ def test_the_edge_command_publishes_the_contracts_messages_for_a_real_video(shar
     subscriber = Subscriber(device_id)
     try:
         process = edge(shared_dir / "media" / "videos" / "single_face.mp4", device_id, tmp_path / "queue.sqlite3", "--interval-s", "0.5")
-        out, err = process.communicate(timeout=120)
+        _out, err = process.communicate(timeout=120)
         assert process.returncode == 0, err
         subscriber.wait_for(lambda: subscriber.statuses()[-1:] and subscriber.statuses()[-1].state is DeviceState.OFFLINE, 10, "offline")
         events, statuses = subscriber.events(), subscriber.statuses()
