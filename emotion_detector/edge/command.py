@@ -14,6 +14,7 @@ import logging
 import re
 import signal
 import sys
+import time
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -156,15 +157,16 @@ def _publish_events(analyzer: Analyzer, source: Source, fps: float, paced: bool,
     from emotion_detector.edge.publisher import now_ms
     from emotion_detector.sources import SourceError
 
-    code, frames = EXIT_OK, 0
+    code, analysed, played = EXIT_OK, 0, 0
     clock_offset_ms: float | None = None  # source time → wall clock, fixed at the first analysed frame
+    started_s = time.perf_counter()
     try:
         for record in analyzer.run_live(source, paced=paced, fps=fps):
             if clock_offset_ms is None:
                 clock_offset_ms = now_ms() - record.timestamp_ms
             for event in events.update(round(clock_offset_ms + record.timestamp_ms), record.faces):
                 publisher.publish(event)
-            frames += 1
+            analysed, played = analysed + 1, record.frame + 1  # frame: the source's, dropped ones counted
     except SourceError as error:  # a stream that broke off: its tracks end like at the end of a file
         log.error("%s", error)
         code = EXIT_BAD_INPUT
@@ -173,9 +175,10 @@ def _publish_events(analyzer: Analyzer, source: Source, fps: float, paced: bool,
         code = EXIT_INTERRUPTED
     except _Terminated:
         log.info("terminated")
+    elapsed_s = time.perf_counter() - started_s
     for event in events.finish():  # the device stops looking: every open track ends
         publisher.publish(event)
-    log.info("%d frames analysed", frames)
+    log.info("analysed %d of %d frames in %.2f s (%.1f frames/s)", analysed, played, elapsed_s, analysed / max(elapsed_s, 1e-9))
     return code
 
 

@@ -267,3 +267,24 @@ def test_with_a_tiny_queue_the_oldest_are_dropped_and_the_next_status_counts_the
     assert [s.state for s in statuses] == [DeviceState.ONLINE, DeviceState.OFFLINE, DeviceState.ONLINE, DeviceState.OFFLINE]
     assert reconnected.dropped_events and reconnected.dropped_events > 0
     assert statuses[-1].dropped_events == len(missing)
+
+
+def test_sigterm_stops_cleanly_the_open_track_ends_and_the_device_goes_offline(long_video: Path, tmp_path: Path):
+    device_id = device()
+    subscriber = Subscriber(device_id)
+    try:
+        process = edge(long_video, device_id, tmp_path / "queue.sqlite3")
+        try:
+            subscriber.wait_for(lambda: bool(subscriber.events()), 60, "a first event")
+            process.terminate()
+            _, err = process.communicate(timeout=30)
+        finally:
+            process.kill()
+        assert process.returncode == 0, err
+        subscriber.wait_for(lambda: subscriber.statuses()[-1].state is DeviceState.OFFLINE, 10, "offline")
+        events = subscriber.events()
+    finally:
+        subscriber.close()
+    assert [s.state for s in subscriber.statuses()] == [DeviceState.ONLINE, DeviceState.OFFLINE]
+    check_contract(events, interval_ms=1000)
+    assert "terminated" in err and "0 waiting on disk" in err
