@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -148,8 +148,17 @@ def edge(video: Path, device_id: str, queue: Path, *extra: str, port: int = BROK
     return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def device() -> str:
-    return f"test-{uuid.uuid4().hex[:12]}"
+@pytest.fixture
+def device_id() -> Iterator[str]:
+    """A device of the test's own; its retained status is cleared afterwards (the broker is shared)."""
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    yield name
+    cleaner = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    cleaner.connect(*BROKER)
+    cleaner.loop_start()
+    cleaner.publish(status_topic(name), b"", qos=1, retain=True).wait_for_publish(timeout=5)
+    cleaner.disconnect()
+    cleaner.loop_stop()
 
 
 @pytest.fixture(scope="module")
@@ -172,8 +181,7 @@ def check_contract(events: list[Event], interval_ms: int) -> None:
         assert [e.seen_ms for e in track] == sorted(e.seen_ms for e in track)
 
 
-def test_the_edge_command_publishes_the_contracts_messages_for_a_real_video(shared_dir: Path, tmp_path: Path):
-    device_id = device()
+def test_the_edge_command_publishes_the_contracts_messages_for_a_real_video(shared_dir: Path, tmp_path: Path, device_id: str):
     subscriber = Subscriber(device_id)
     try:
         process = edge(shared_dir / "media" / "videos" / "single_face.mp4", device_id, tmp_path / "queue.sqlite3", "--interval-s", "0.5")
@@ -195,8 +203,7 @@ def test_the_edge_command_publishes_the_contracts_messages_for_a_real_video(shar
     assert "0 waiting on disk, 0 dropped" in err
 
 
-def test_a_killed_device_is_reported_offline_by_its_last_will(long_video: Path, tmp_path: Path):
-    device_id = device()
+def test_a_killed_device_is_reported_offline_by_its_last_will(long_video: Path, tmp_path: Path, device_id: str):
     subscriber = Subscriber(device_id)
     try:
         process = edge(long_video, device_id, tmp_path / "queue.sqlite3")
@@ -216,9 +223,8 @@ def test_a_killed_device_is_reported_offline_by_its_last_will(long_video: Path, 
     assert not any(e.type is EventType.TRACK_END for e in subscriber.events())  # killed: no clean end
 
 
-def run_with_an_outage(video: Path, tmp_path: Path, *extra: str) -> tuple[list[Event], list[Status], str]:
+def run_with_an_outage(video: Path, tmp_path: Path, device_id: str, *extra: str) -> tuple[list[Event], list[Status], str]:
     """The edge command through a proxy that is closed for 3 s once the first events have arrived."""
-    device_id = device()
     proxy = Proxy(BROKER)
     subscriber = Subscriber(device_id)
     try:
@@ -247,8 +253,8 @@ def first_of_each(events: list[Event]) -> list[Event]:
     return [e for e in events if not (e.event_id in seen or seen.add(e.event_id))]
 
 
-def test_events_made_while_the_broker_is_unreachable_arrive_afterwards_in_order(long_video: Path, tmp_path: Path):
-    events, statuses, err = run_with_an_outage(long_video, tmp_path)
+def test_events_made_while_the_broker_is_unreachable_arrive_afterwards_in_order(long_video: Path, tmp_path: Path, device_id: str):
+    events, statuses, err = run_with_an_outage(long_video, tmp_path, device_id)
     events = first_of_each(events)
     assert [s.state for s in statuses] == [DeviceState.ONLINE, DeviceState.OFFLINE, DeviceState.ONLINE, DeviceState.OFFLINE]
     assert statuses[1].dropped_events == 0 and statuses[-1].dropped_events == 0
@@ -257,8 +263,8 @@ def test_events_made_while_the_broker_is_unreachable_arrive_afterwards_in_order(
     assert "0 waiting on disk, 0 dropped" in err
 
 
-def test_with_a_tiny_queue_the_oldest_are_dropped_and_the_next_status_counts_them(long_video: Path, tmp_path: Path):
-    events, statuses, _err = run_with_an_outage(long_video, tmp_path, "--queue-max-events", "2")
+def test_with_a_tiny_queue_the_oldest_are_dropped_and_the_next_status_counts_them(long_video: Path, tmp_path: Path, device_id: str):
+    events, statuses, _err = run_with_an_outage(long_video, tmp_path, device_id, "--queue-max-events", "2")
     events = first_of_each(events)
     seqs = [e.seq for e in events]
     assert seqs == sorted(seqs)  # in order, with gaps where events were dropped
@@ -269,8 +275,7 @@ def test_with_a_tiny_queue_the_oldest_are_dropped_and_the_next_status_counts_the
     assert statuses[-1].dropped_events == len(missing)
 
 
-def test_sigterm_stops_cleanly_the_open_track_ends_and_the_device_goes_offline(long_video: Path, tmp_path: Path):
-    device_id = device()
+def test_sigterm_stops_cleanly_the_open_track_ends_and_the_device_goes_offline(long_video: Path, tmp_path: Path, device_id: str):
     subscriber = Subscriber(device_id)
     try:
         process = edge(long_video, device_id, tmp_path / "queue.sqlite3")
