@@ -141,14 +141,12 @@ def _run(args: argparse.Namespace) -> int:
     try:
         return _publish_events(analyzer, source, fps, not args.no_pace, events, publisher)
     finally:
-        publisher.stop()
-        log.info(
-            "%d events delivered, %d waiting on disk, %d dropped; %s offline",
-            publisher.delivered,
-            len(outbox),
-            outbox.dropped,
-            args.device_id,
-        )
+        said_offline = publisher.stop()
+        log.info("%d events delivered, %d waiting on disk, %d dropped", publisher.delivered, len(outbox), outbox.dropped)
+        if len(outbox):
+            log.info("the events waiting on disk go first when %s runs next with %s", args.device_id, outbox.path)
+        if not said_offline:
+            log.warning("the broker was unreachable at the end: %s could not publish its offline status", args.device_id)
         outbox.close()
         analyzer.close()
 

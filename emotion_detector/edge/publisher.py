@@ -52,9 +52,11 @@ class Publisher:
         self.client.on_pre_connect = self._on_pre_connect
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
+        self.client.on_connect_fail = self._on_connect_fail
         self.client.on_publish = self._on_publish
         self._changed = threading.Condition()  # guards everything below and the outbox
         self._connected = False
+        self._unreachable_reported = False  # one warning per outage, not one per retry
         self._stopping = False
         self._in_flight: dict[int, int] = {}  # paho message id → outbox row
         self._acknowledged_early: set[int] = set()  # acknowledged before publish() returned its message id
@@ -96,20 +98,23 @@ class Publisher:
         with self._changed:
             return self._changed.wait_for(lambda: len(self.outbox) == 0, timeout=timeout_s)
 
-    def stop(self, drain_timeout_s: float = 5.0) -> None:
+    def stop(self, drain_timeout_s: float = 5.0) -> bool:
         """Clean stop: give the queue a little time while connected, then the retained ``offline`` status (the
-        will is for deaths only: a clean disconnect does not publish it), then disconnect."""
+        will is for deaths only: a clean disconnect does not publish it), then disconnect. False: the broker was
+        unreachable, so no ``offline`` was published."""
         if self.connected:
             self.wait_until_sent(drain_timeout_s)
         with self._changed:
             self._stopping = True
             self._changed.notify_all()
         self._sender.join(timeout=5)
-        if self.connected:
+        said_offline = self.connected
+        if said_offline:
             info = self.client.publish(status_topic(self.device_id), self._status(DeviceState.OFFLINE), qos=STATUS_QOS, retain=True)
             info.wait_for_publish(timeout=drain_timeout_s)
         self.client.disconnect()
         self.client.loop_stop()
+        return said_offline
 
     # ---- paho's network thread ----------------------------------------------------------------------------
 
@@ -134,9 +139,14 @@ class Publisher:
         with self._changed:
             info = client.publish(status_topic(self.device_id), self._status(DeviceState.ONLINE), qos=STATUS_QOS, retain=True)
             self._status_mids.add(info.mid)
-            self._connected = True
+            self._connected, self._unreachable_reported = True, False
             self._changed.notify_all()
         log.info("connected to %s", self.broker.describe())
+
+    def _on_connect_fail(self, _client: mqtt.Client, _userdata: Any) -> None:
+        if not self._unreachable_reported:
+            self._unreachable_reported = True
+            log.warning("cannot reach the broker %s; events wait on disk, retrying", self.broker.describe())
 
     def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: ReasonCode, _properties: Any) -> None:
         with self._changed:

@@ -25,7 +25,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.video import looped_video
 from emotion_detector.edge.messages import DeviceState, Event, EventType, Status, events_topic, status_topic
-from tests.conftest import ROOT
+from tests.conftest import ROOT, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -293,3 +293,25 @@ def test_sigterm_stops_cleanly_the_open_track_ends_and_the_device_goes_offline(l
     assert [s.state for s in subscriber.statuses()] == [DeviceState.ONLINE, DeviceState.OFFLINE]
     check_contract(events, interval_ms=1000)
     assert "terminated" in err and "0 waiting on disk" in err
+
+
+def test_events_left_on_disk_by_a_run_without_a_broker_go_first_in_the_next_run(shared_dir: Path, tmp_path: Path, device_id: str):
+    video, queue = shared_dir / "media" / "videos" / "single_face.mp4", tmp_path / "queue.sqlite3"
+    offline_run = edge(video, device_id, queue, port=free_port())  # nothing listens there
+    _, err = offline_run.communicate(timeout=120)
+    assert offline_run.returncode == 0, err
+    assert "cannot reach the broker" in err and "0 events delivered" in err and "could not publish its offline status" in err
+    subscriber = Subscriber(device_id)
+    try:
+        online_run = edge(video, device_id, queue)
+        _, err = online_run.communicate(timeout=120)
+        assert online_run.returncode == 0, err
+        subscriber.wait_for(lambda: subscriber.statuses()[-1:] and subscriber.statuses()[-1].state is DeviceState.OFFLINE, 10, "offline")
+        events = subscriber.events()
+    finally:
+        subscriber.close()
+    restart = next(i for i, e in enumerate(events) if i and e.seq == 0)  # the second run's first event
+    assert restart >= 2
+    check_contract(events[:restart], interval_ms=1000)  # the first run's, complete and in order
+    check_contract(events[restart:], interval_ms=1000)
+    assert "0 waiting on disk" in err
