@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +25,18 @@ from emotion_detector.face_models import FaceModels, create_models
 from emotion_detector.pipeline import FaceAnalyzer, FrameAnalysis, RunningMode
 from emotion_detector.records import FrameRecord, PersonRecord, Record
 from emotion_detector.settings import Settings
-from emotion_detector.sources import Source, SourceError, SourceKind, expand, read_image, read_live, read_video, video_fps
+from emotion_detector.sources import (
+    Frame,
+    Source,
+    SourceError,
+    SourceKind,
+    expand,
+    read_image,
+    read_live,
+    read_paced,
+    read_video,
+    video_fps,
+)
 from emotion_detector.videos.analysis import link_first_sightings
 from emotion_detector.videos.summary import PersonFrame, person_stats
 
@@ -92,11 +103,12 @@ class Analyzer:
             analysis = self.faces.pipeline(RunningMode.IMAGE).process_image(picture, 0)
             yield FrameRecord(source.name, 0, 0.0, analysis.width, analysis.height, analysis.faces), picture
             return
-        fps = video_fps(source) if source.kind is SourceKind.VIDEO else LIVE_NOMINAL_FPS  # the header, read once
+        fps = nominal_fps(source)  # a video's header, read once
+        reader = read_video(source) if source.kind is SourceKind.VIDEO else read_live(source)
         people = _People() if summary else None
         broke_off: SourceError | None = None
         try:
-            for record, image in self._tracked(source, fps, every_n_frames, keep_images):
+            for record, image in self._tracked(source, reader, source.kind.mode, fps, every_n_frames, keep_images):
                 if people is not None:
                     people.add(record)
                 yield record, image
@@ -109,11 +121,26 @@ class Analyzer:
         if broke_off is not None:
             raise broke_off
 
+    def run_live(self, source: Source, paced: bool = True, fps: float | None = None) -> Iterator[FrameRecord]:
+        """A video file, camera or stream in live mode, as an edge device runs it: cameras and streams at their
+        own pace, a video file played at its frame rate (``read_paced``; with ``paced=False`` every frame, as
+        fast as they are analysed: for benchmarks). Frames that come while one is analysed are dropped.
+        ``fps``: the tracker's nominal rate (default: ``nominal_fps(source)``)."""
+        if not source.kind.tracked:
+            raise SourceError(source.name, "is a single picture; live mode needs a video file, a camera or a stream")
+        if source.kind is not SourceKind.VIDEO:
+            reader = read_live(source)
+        elif paced:
+            reader = read_paced(source)
+        else:
+            reader = read_video(source)
+        for record, _image in self._tracked(source, reader, RunningMode.LIVE, fps or nominal_fps(source), 1, keep_images=False):
+            yield record
+
     def _tracked(
-        self, source: Source, fps: float, every_n_frames: int, keep_images: bool
+        self, source: Source, frames: Generator[Frame], mode: RunningMode, fps: float, every_n_frames: int, keep_images: bool
     ) -> Iterator[tuple[FrameRecord, np.ndarray | None]]:
-        frames = read_video(source) if source.kind is SourceKind.VIDEO else read_live(source)
-        pipeline = self.faces.pipeline(source.kind.mode, nominal_fps=fps / every_n_frames)
+        pipeline = self.faces.pipeline(mode, nominal_fps=fps / every_n_frames)
         # Frames between reading and their record: a few in video mode (detection ahead, one batch in flight,
         # one frame held to link first sightings), so nothing grows with the length of the source.
         pending: dict[int, tuple[float, np.ndarray | None]] = {}
@@ -126,7 +153,7 @@ class Analyzer:
 
         with contextlib.closing(frames):
             analysed: Iterable[FrameAnalysis]
-            if source.kind is SourceKind.VIDEO:
+            if mode is RunningMode.VIDEO:
                 analysed = pipeline.run(wanted())
             else:
                 analysed = (pipeline.process_image(image, index) for index, image in wanted())
@@ -134,6 +161,12 @@ class Analyzer:
                 index = analysis.frame_index or 0
                 timestamp_ms, image = pending.pop(index)
                 yield FrameRecord(source.name, index, timestamp_ms, analysis.width, analysis.height, analysis.faces), image
+
+
+def nominal_fps(source: Source) -> float:
+    """The frame rate the tracker counts a source's frames at: a video file's, from its header; a camera's or
+    a stream's, nominally (live, frames are dropped when the analysis is behind)."""
+    return video_fps(source) if source.kind is SourceKind.VIDEO else LIVE_NOMINAL_FPS
 
 
 def analyze(

@@ -9,7 +9,7 @@ import contextlib
 import sys
 import threading
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -126,6 +126,40 @@ def video_frame_count(source: Source) -> int | None:
 
 def read_video(source: Source) -> Generator[Frame]:
     """Every frame of a video file, in display order."""
+    for index, timestamp_ms, frame in _decode(source):
+        yield Frame(index, timestamp_ms, frame_to_bgr(frame))
+
+
+def read_paced(
+    source: Source, clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep
+) -> Generator[Frame]:
+    """A video file played at its own frame rate, as a camera would show it (edge mode, live mode): each frame
+    is due at the start plus its timestamp. A consumer that keeps up gets every frame at its time; one that
+    is behind gets the newest due frame, and the frames it missed are dropped (counted by the gaps in
+    ``index``), never queued. Ends with the file. Frames are decoded in this thread: decoding one costs far
+    less than analysing one, and only the frames handed out are converted to BGR."""
+    decoded = _decode(source)
+    with contextlib.closing(decoded):
+        upcoming = next(decoded, None)
+        # Frame times are counted from the first frame (a file's first timestamp need not be 0).
+        first_ms, started_s = (upcoming[1] if upcoming else 0.0), clock()
+
+        def late_s(timestamp_ms: float) -> float:
+            return clock() - started_s - (timestamp_ms - first_ms) / 1000
+
+        while upcoming is not None:
+            due, upcoming = upcoming, next(decoded, None)
+            while upcoming is not None and late_s(upcoming[1]) >= 0:  # a newer frame is due as well
+                due, upcoming = upcoming, next(decoded, None)
+            index, timestamp_ms, frame = due
+            wait_s = -late_s(timestamp_ms)
+            if wait_s > 0:
+                sleep(wait_s)
+            yield Frame(index, timestamp_ms, frame_to_bgr(frame))
+
+
+def _decode(source: Source) -> Generator[tuple[int, float, av.VideoFrame]]:
+    """A video file's frames in display order as (index, timestamp_ms, frame), not converted yet."""
     try:
         container = av.open(source.location)
     except av.FFmpegError as error:
@@ -138,7 +172,7 @@ def read_video(source: Source) -> Generator[Frame]:
         index = 0
         try:
             for frame in container.decode(stream):
-                yield Frame(index, round((frame.time or 0.0) * 1000, 1), frame_to_bgr(frame))
+                yield index, round((frame.time or 0.0) * 1000, 1), frame
                 index += 1
         except av.FFmpegError as error:
             raise SourceError(source.name, f"broke off after {index} frames ({_reason(error)})") from None

@@ -23,12 +23,17 @@ class FaceAttributes:
         return cls(np.zeros((0, 7), np.float32), np.zeros(0, np.float32), np.zeros((0, 2), np.float32))
 
 
+def lost_after_frames(nominal_fps: float, lost_after_s: float) -> int:
+    """Frames (at the nominal rate) that a lost face's track is kept for: it can be found again until then."""
+    return max(1, round(nominal_fps * lost_after_s))
+
+
 class FaceTracker:
     """ByteTrack over face boxes. Returns a track id per detection, in detection order, or -1 for a face
     seen for the first time mid-stream (ByteTrack confirms a new track on its second matching frame)."""
 
     def __init__(self, nominal_fps: float, lost_after_s: float):
-        self.lost_after_frames = max(1, round(nominal_fps * lost_after_s))
+        self.lost_after_frames = lost_after_frames(nominal_fps, lost_after_s)
         # ByteTrack keeps a lost track for frame_rate / 30 * lost_track_buffer frames. supervision 0.30 marks
         # its ByteTrack deprecated in favour of the separate `trackers` package, which requires the
         # non-headless opencv-python; the pinned supervision keeps working, so we stay on it for now.
