@@ -56,6 +56,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--annotate", type=Path, metavar="OUT.mp4", help="write the video with the faces drawn (one video, camera or stream)"
     )
+    parser.add_argument("--blur-faces", action="store_true", help="pixelate the faces in the --annotate video (the labels stay)")
     parser.add_argument("--summary", action="store_true", help="add one record per person after each video, camera or stream")
     parser.add_argument("--model-server", metavar="HOST:PORT", help="use this model server (gRPC) instead of in-process models")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
@@ -217,7 +218,7 @@ def _run(args: argparse.Namespace) -> int:
         if args.annotate:
             from emotion_detector.videos.render import AnnotatedVideoWriter
 
-            annotated = AnnotatedVideoWriter(args.annotate)
+            annotated = AnnotatedVideoWriter(args.annotate, blur_faces=args.blur_faces)
             stack.callback(annotated.close)
         try:
             for source in sources:

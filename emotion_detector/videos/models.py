@@ -70,6 +70,7 @@ class Video(Base):
     # The API key that uploaded it (accounts/keys.py); None when auth is off. No foreign key: keys are revoked,
     # never deleted, and a laptop's videos from before auth was turned on stay visible to no key but the admin.
     owner_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    blur_faces: Mapped[bool] = mapped_column(Boolean, default=False)  # pixelated in the annotated video
 
     # Segments 0 .. segments_joined-1 have their tracks joined into people, and their observations carry the
     # final person ids (a segment's ids never change once it is joined; see TrackJoiner).

@@ -90,7 +90,13 @@ class OverlayTimeline:
 
 
 def render_part(
-    source: Path, target: Path, timeline: OverlayTimeline, fps: float, frames: range, on_frame: Callable[[int], None] | None = None
+    source: Path,
+    target: Path,
+    timeline: OverlayTimeline,
+    fps: float,
+    frames: range,
+    on_frame: Callable[[int], None] | None = None,
+    blur_faces: bool = False,
 ) -> None:
     """Frames ``frames`` of the source with their labels drawn, as an H.264 MP4 of its own (join_parts puts
     the parts together). Every part is encoded with the same settings, so the parts share one H.264 header."""
@@ -101,7 +107,7 @@ def render_part(
             if stream is None:
                 stream = h264_stream(output, rate, image.shape[1], image.shape[0])
             for label in timeline.labels_at(index):
-                draw_face(image, label.observation.face(label.person), uncertain=label.uncertain)
+                draw_face(image, label.observation.face(label.person), uncertain=label.uncertain, blur=blur_faces)
             output.mux(stream.encode(bgr_to_frame(image[: stream.height, : stream.width])))
             if on_frame:
                 on_frame(index)
@@ -161,8 +167,31 @@ def h264_stream(output: av.container.OutputContainer, rate: Fraction | int, widt
     return stream
 
 
-def draw_face(image: np.ndarray, face: Face, uncertain: bool | None = None) -> None:
-    """A face's box, id and labels drawn onto ``image`` (BGR, in place); ``uncertain`` defaults to the face's own."""
+BLUR_MARGIN = 0.15  # of the box's size on every side: hair, ears and a box that lags a moving face
+BLUR_BLOCKS = 8  # the face is shown as this many coarse blocks across: no identity is left to recover
+
+
+def blur_face(image: np.ndarray, box_xyxy: tuple[float, float, float, float]) -> None:
+    """Pixelate the face (and a margin around it) in ``image``, in place: it is brought down to a few blocks
+    (nothing finer survives) and back up smoothly."""
+    x1, y1, x2, y2 = box_xyxy
+    margin_x, margin_y = (x2 - x1) * BLUR_MARGIN, (y2 - y1) * BLUR_MARGIN
+    height, width = image.shape[:2]
+    left, top = max(0, int(x1 - margin_x)), max(0, int(y1 - margin_y))
+    right, bottom = min(width, int(np.ceil(x2 + margin_x))), min(height, int(np.ceil(y2 + margin_y)))
+    if right - left < 2 or bottom - top < 2:
+        return
+    region = image[top:bottom, left:right]
+    blocks = cv2.resize(region, (BLUR_BLOCKS, max(1, round(BLUR_BLOCKS * (bottom - top) / (right - left)))), interpolation=cv2.INTER_AREA)
+    # Smoothly up again: the blocks' edges would draw a grid (and a face-like pattern) of their own.
+    region[:] = cv2.resize(blocks, (right - left, bottom - top), interpolation=cv2.INTER_CUBIC)
+
+
+def draw_face(image: np.ndarray, face: Face, uncertain: bool | None = None, blur: bool = False) -> None:
+    """A face's box, id and labels drawn onto ``image`` (BGR, in place); ``uncertain`` defaults to the face's own;
+    ``blur`` pixelates the face first (the labels stay readable)."""
+    if blur:
+        blur_face(image, face.box_xyxy)
     person = face.track_id or 0
     colour = PALETTE[(person - 1) % len(PALETTE)][::-1]  # RGB → BGR
     x1, y1, x2, y2 = (round(v) for v in face.box_xyxy)
@@ -185,8 +214,9 @@ class AnnotatedVideoWriter:
     """Frames with their faces drawn, encoded as they come into an H.264 MP4 (the index at the front, so it
     plays in browsers); frame times from the source's timestamps, so dropped frames keep the pace."""
 
-    def __init__(self, target: Path):
+    def __init__(self, target: Path, blur_faces: bool = False):
         self.target = target
+        self.blur_faces = blur_faces
         self._output = av.open(str(target), mode="w", format="mp4", options={"movflags": "+faststart"})
         self._stream: av.VideoStream | None = None
         self._last_pts = -1
@@ -197,7 +227,7 @@ class AnnotatedVideoWriter:
             self._stream = h264_stream(self._output, 30, image_bgr.shape[1], image_bgr.shape[0])
             self._stream.codec_context.time_base = Fraction(1, 1000)
         for face in faces:
-            draw_face(image_bgr, face)
+            draw_face(image_bgr, face, blur=self.blur_faces)
         frame = bgr_to_frame(image_bgr[: self._stream.height, : self._stream.width])
         frame.pts, frame.time_base = max(round(timestamp_ms), self._last_pts + 1), Fraction(1, 1000)
         self._last_pts = frame.pts

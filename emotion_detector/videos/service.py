@@ -95,6 +95,7 @@ class VideoService:
         every_n_frames: int | None = None,
         *,
         owner: Owner,
+        blur_faces: bool = False,
         run_cpu_bound: CpuBoundRunner = run_here,
     ) -> Video:
         """Store the upload (chunks as they arrive), prove it is a video, record the job and queue it. On any
@@ -124,6 +125,7 @@ class VideoService:
                 duration_s=info.duration_s,
                 every_n_frames=every_n_frames or self.settings.analyse_every_n_frames,
                 owner_id=owner,
+                blur_faces=blur_faces,
             )
             with self.sessions.begin() as session:
                 session.add(video)

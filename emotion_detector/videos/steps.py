@@ -111,6 +111,7 @@ class PartPlan:
     frames: range
     fps: float
     timeline: OverlayTimeline
+    blur_faces: bool = False
 
 
 def plan_part(db: Database, lease: Lease, uncertain_below: float) -> PartPlan | None:
@@ -126,7 +127,8 @@ def plan_part(db: Database, lease: Lease, uncertain_below: float) -> PartPlan | 
         people = stored_people(session, lease.video_id, nearby)
         source = Path(video.source_path)
         target = part_path(parts_dir(source, lease.job_attempt), lease.index)
-        return PartPlan(source, target, frames, video.fps, OverlayTimeline(people, video.every_n_frames, uncertain_below))
+        timeline = OverlayTimeline(people, video.every_n_frames, uncertain_below)
+        return PartPlan(source, target, frames, video.fps, timeline, video.blur_faces)
 
 
 def draw_part(plan: PartPlan, on_frame: Callable[[int], None]) -> None:
@@ -135,7 +137,7 @@ def draw_part(plan: PartPlan, on_frame: Callable[[int], None]) -> None:
     FileNotFoundError when the job's parts folder is gone (cancelled, retried or deleted meanwhile)."""
     scratch = unique_scratch_path(plan.target)
     try:
-        render_part(plan.source, scratch, plan.timeline, plan.fps, plan.frames, on_frame=on_frame)
+        render_part(plan.source, scratch, plan.timeline, plan.fps, plan.frames, on_frame=on_frame, blur_faces=plan.blur_faces)
         os.replace(scratch, plan.target)
     finally:
         scratch.unlink(missing_ok=True)

@@ -6,12 +6,14 @@ from __future__ import annotations
 import itertools
 
 import av
+import cv2
 import numpy as np
 import pytest
 
+from emotion_detector.detection import DetectorOptions, create_detector
 from emotion_detector.labels import EMOTIONS
 from emotion_detector.videos.analysis import decode_frames
-from emotion_detector.videos.render import OverlayTimeline, join_parts, render_part
+from emotion_detector.videos.render import OverlayTimeline, blur_face, join_parts, render_part
 from emotion_detector.videos.summary import PersonFrame
 
 FPS = 30.0
@@ -131,3 +133,35 @@ def test_a_part_of_another_size_is_refused(shared_dir, tmp_path, people):
         output.mux(stream.encode(None))
     with pytest.raises(ValueError, match="other settings"):
         join_parts([(tmp_path / "a.mp4", 0), (other, 10)], tmp_path / "joined.mp4", FPS)
+
+
+def sharpness(image: np.ndarray) -> float:
+    return float(cv2.Laplacian(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), cv2.CV_64F).var())
+
+
+def test_blurred_faces_are_pixelated_in_the_annotated_video_and_the_rest_is_not(shared_dir, tmp_path):
+    source = shared_dir / "media" / "videos" / "single_face.mp4"
+    first = next(decode_frames(source, 0, 1))[1]
+    found = create_detector(DetectorOptions()).detect(first)  # the real face of the clip's first frame
+    box = tuple(float(v) for v in found.xyxy[0])
+    x1, y1, x2, y2 = (round(v) for v in box)
+    people = {1: [PersonFrame(0, box, (0.05, 0.05, 0.05, 0.7, 0.05, 0.05, 0.05), 31.0, 0.3, 0.9)]}
+    timeline = OverlayTimeline(people, hold_frames=1)
+    drawn = {}
+    for blur in (False, True):
+        render_part(source, tmp_path / f"{blur}.mp4", timeline, FPS, range(0, 1), blur_faces=blur)
+        drawn[blur] = next(decode_frames(tmp_path / f"{blur}.mp4", 0, 1))[1]
+    inside = (slice(y1 + 4, y2 - 4), slice(x1 + 4, x2 - 4))  # within the drawn box's edges
+    assert sharpness(drawn[True][inside]) < sharpness(drawn[False][inside]) / 10
+    # Far from the face (below the box and its margin), the frame is the same (up to H.264).
+    below = (slice(min(first.shape[0] - 1, y2 + (y2 - y1) // 2), None), slice(None))
+    assert np.abs(drawn[True][below].astype(int) - drawn[False][below].astype(int)).mean() < 2
+
+
+def test_blurring_a_box_at_the_frame_edge_stays_inside_the_frame():
+    image = np.random.default_rng(1).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    original = image.copy()
+    blur_face(image, (-20.0, -10.0, 40.0, 50.0))
+    assert not np.array_equal(image[:50, :40], original[:50, :40])
+    np.testing.assert_array_equal(image[70:, 60:], original[70:, 60:])
+    blur_face(image, (150.0, 110.0, 151.0, 111.0))  # a sliver: nothing to pixelate, no error
