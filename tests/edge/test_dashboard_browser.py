@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
@@ -105,7 +106,8 @@ def test_the_dashboard_shows_devices_and_events_as_they_are_stored(web, db, tmp_
     try:
         browser.set_window_size(1280, 800)
         browser.get(f"{web.url}/dashboard")
-        wait = WebDriverWait(browser, 10)
+        # The page redraws a chart or the feed as events arrive: an element found just before is replaced.
+        wait = WebDriverWait(browser, 10, ignored_exceptions=[StaleElementReferenceException])
         state = wait.until(lambda b: (s := card_state(b, "door-1")) and s["bars"] and s)
         assert state["badge"] == "offline" and "ago" in state["seen"]
         assert state["legend"] == list(EMOTIONS)
@@ -125,7 +127,9 @@ def test_the_dashboard_shows_devices_and_events_as_they_are_stored(web, db, tmp_
             session.add(new_device("kiosk-2", DeviceState.ONLINE, now_ms()))
         wait.until(lambda b: card_state(b, "kiosk-2") is not None)
         # The chart is fetched again after its device's events (within its few seconds' throttle).
-        WebDriverWait(browser, 15).until(lambda b: card_state(b, "door-1")["bars"] > bars_before)
+        WebDriverWait(browser, 15, ignored_exceptions=[StaleElementReferenceException]).until(
+            lambda b: card_state(b, "door-1")["bars"] > bars_before
+        )
         assert browser.execute_script("return document.querySelectorAll('#feed li').length") >= 3
         feed_text = browser.find_element(By.ID, "feed").text
         assert "door-1" in feed_text and "surprise 71%" in feed_text
