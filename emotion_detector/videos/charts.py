@@ -12,6 +12,7 @@ Only what both a browser and fpdf2's SVG reader draw alike is used: ``line``, ``
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from xml.sax.saxutils import escape, quoteattr
@@ -79,7 +80,7 @@ def nice_step(span: float, target_ticks: int = 8) -> float:
     if span <= 0:
         return 1.0
     raw = span / max(1, target_ticks)
-    power = 10 ** math.floor(math.log10(raw))
+    power = 10.0 ** math.floor(math.log10(raw))
     return next((m * power for m in (1, 2, 5, 10) if m * power >= raw), 10 * power)
 
 
@@ -89,9 +90,7 @@ def time_ticks(duration_s: float, target_ticks: int = 8) -> list[float]:
 
 
 def tick_label(seconds: float) -> str:
-    """``12 s``, ``0.5 s``, ``1:30`` from a minute on (what a time axis in seconds shows)."""
-    if seconds >= 60 and float(seconds).is_integer():
-        return f"{int(seconds) // 60}:{int(seconds) % 60:02d}"
+    """``12 s``, ``0.5 s``, ``1200 s``: the axis is in seconds however long the video."""
     return f"{seconds:g} s"
 
 
@@ -164,13 +163,16 @@ def expression_timeline(
     svg = _Svg(WIDTH, height, title)
     top, bottom = 28.0, height - 40.0
     _legend(svg, list(probabilities), 14)
-    y = lambda p: bottom - (bottom - top) * p  # noqa: E731 - the chart's own scale
+
+    def y(p: float) -> float:
+        return bottom - (bottom - top) * p
+
     for p in (0.0, 0.25, 0.5, 0.75, 1.0):
         svg.add("line", x1=LEFT, x2=WIDTH - RIGHT, y1=y(p), y2=y(p), stroke=GRID_COLOUR, stroke_width=1)
         svg.text(LEFT - 6, y(p) + 4, f"{p:g}", anchor="end")
     _time_axis(svg, duration_s, top, bottom, cuts_s)
     x = _x_scale(WIDTH, duration_s)
-    steps = sorted(b - a for a, b in zip(times_s, times_s[1:], strict=False))
+    steps = sorted(b - a for a, b in itertools.pairwise(times_s))
     max_gap_s = max(1.0, 3 * steps[len(steps) // 2]) if steps else 1.0
     for run in _runs(times_s, max_gap_s):
         run_times = [times_s[i] for i in run]

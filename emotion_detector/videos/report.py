@@ -135,7 +135,11 @@ def _counted(person: PersonResult) -> bool:
 def _shares(person: PersonResult) -> dict[str, float]:
     total = max(1, sum(person.expression_counts.values()))
     labels = [*EMOTIONS, *(label for label in person.expression_counts if label not in EMOTIONS)]
-    return {label: person.expression_counts.get(label, 0) / total for label in labels if label != UNCERTAIN or person.expression_counts.get(label)}
+    return {
+        label: person.expression_counts.get(label, 0) / total
+        for label in labels
+        if label != UNCERTAIN or person.expression_counts.get(label)
+    }
 
 
 def _person_row(person: PersonResult, with_affect: bool) -> list[str]:
@@ -225,7 +229,10 @@ def _person_rule(results: VideoResults) -> str:
             f"score of at least {rule.get('min_mean_score', 0):g}. Shorter or weaker tracks are brief detections: "
             "listed apart, never counted as people."
         )
-    return "People are the tracks seen long enough to matter (the results' main people); the other tracks are listed apart as brief detections."
+    return (
+        "People are the tracks seen long enough to matter (the results' main people); "
+        "the other tracks are listed apart as brief detections."
+    )
 
 
 def build_report(results: VideoResults, models_dir: Path = SHIPPED_MODELS, now: dt.datetime | None = None) -> Report:
@@ -417,7 +424,13 @@ class _PdfWriter:
         self.heading("Video")
         self.table(Table(["", ""], [[name, value] for name, value in report.facts], [1, 3], headings=False))
         self.heading("Models")
-        self.table(Table(["Model", "Version", "Held-out evaluation (model card)"], [[m.name, str(m.version), m.held_out] for m in report.models], [1, 0.7, 5]))
+        self.table(
+            Table(
+                ["Model", "Version", "Held-out evaluation (model card)"],
+                [[m.name, str(m.version), m.held_out] for m in report.models],
+                [1, 0.7, 5],
+            )
+        )
         self.heading("People")
         self.paragraph(report.person_rule)
         if report.people.rows:
@@ -436,4 +449,3 @@ class _PdfWriter:
             self.chart(section.timeline)
             self.chart(section.shares)
             self.table(section.statistics)
-

@@ -28,7 +28,9 @@ blueprint.register_error_handler(Conflict, conflict)
 
 # The report is a document, not a page of this app: it needs its inline styles and drawings, and nothing else
 # (no script, no request to anywhere), also when opened from this server.
-REPORT_CONTENT_SECURITY_POLICY = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+REPORT_CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
 
 
 def _report(video_id: str) -> tuple[Report, str]:
