@@ -225,6 +225,16 @@ def test_a_video_without_people_still_makes_both_reports(analysed):
     assert len(pages) == 1 and "No person was found" in pages[0][1]
 
 
+def test_names_outside_latin1_are_escaped_in_html_and_spelled_in_the_pdf(analysed):
+    data = analysed.results.to_json()
+    data["video"]["filename"] = "Gespräch – 東京 <b>.mp4"
+    report = build_report(VideoResults.model_validate(data))
+    page = report_html(report)
+    assert "Gespräch – 東京 &lt;b&gt;.mp4" in page and "<b>" not in page
+    text = " ".join(page_text for _, page_text in rendered(report_pdf(report)))
+    assert "Gespräch - ?? <b>.mp4" in text
+
+
 # ---- model cards ---------------------------------------------------------------------------------------
 
 
