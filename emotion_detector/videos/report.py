@@ -246,14 +246,18 @@ def build_report(results: VideoResults, models_dir: Path = SHIPPED_MODELS, now: 
     sections = []
     for person in people:
         times, probabilities = _timeline(person)
+        summary = (
+            f"In view {person.first_seen_s:.1f}-{person.last_seen_s:.1f} s on {person.frames_seen} analysed frames; "
+            f"most often {person.most_common_expression}; apparent age {person.age.mean_years:.0f} years, "
+            f"apparent gender {person.gender.label}."
+        )
+        valence, arousal = _extra(person, "valence_mean"), _extra(person, "arousal_mean")
+        if valence is not None and arousal is not None:
+            summary += f" Mean valence {valence:+.2f}, arousal {arousal:+.2f} (-1..1, derived from the expression probabilities)."
         sections.append(
             PersonSection(
                 title=f"Person {person.id}",
-                summary=(
-                    f"In view {person.first_seen_s:.1f}-{person.last_seen_s:.1f} s on {person.frames_seen} analysed frames; "
-                    f"most often {person.most_common_expression}; apparent age {person.age.mean_years:.0f} years, "
-                    f"apparent gender {person.gender.label}."
-                ),
+                summary=summary,
                 timeline=Chart(
                     charts.expression_timeline(times, probabilities, duration_s, cuts, title=f"Person {person.id}: expression over time"),
                     "Expression over time: the probability of each expression on every analysed frame (smoothed over time).",

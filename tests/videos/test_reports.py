@@ -185,6 +185,7 @@ def test_fields_added_to_the_results_later_are_shown_when_present(analysed):
     assert len(report.sections) == 1 and report.brief is not None and len(report.brief.rows) == 1
     assert "stroke-dasharray" in report.sections[0].timeline.svg and "dashed: shot cut" in text
     assert "Valence / arousal" in report.people.header
+    assert "+0.25 / -0.10" in report.people.rows[0] and "Mean valence +0.25, arousal -0.10" in report.sections[0].summary
 
 
 # ---- PDF ---------------------------------------------------------------------------------------------
