@@ -37,6 +37,7 @@ NOTICE = (
     "It does not say what anyone feels: a smile is not happiness and a neutral face is not calm. "
     "Age and gender are apparent estimates from appearance, not facts about a person."
 )
+MAX_CUTS_LISTED = 20  # a video cut every few seconds would fill a page with them; the charts mark them all
 EVALUATION_HEADING = "## Evaluation (held-out data)"
 UNKNOWN_EVALUATION = "not known: no model card for this version is shipped with this installation"
 
@@ -123,6 +124,10 @@ def _extra(model: Any, name: str) -> Any:
     return value
 
 
+def _every(n: int) -> str:
+    return "every frame" if n == 1 else f"every {n}{'nd' if n == 2 else 'rd' if n == 3 else 'th'} frame"
+
+
 def _seconds(value: float) -> str:
     return f"{value:.1f} s" if value < 60 else f"{int(value // 60)} min {value % 60:04.1f} s"
 
@@ -203,12 +208,16 @@ def _facts(results: VideoResults, counted: int, brief: int, cuts: Sequence[float
         ("File", results.video.filename),
         ("Video", f"{results.video.width} x {results.video.height} pixels, {results.video.fps:g} frames/s"),
         ("Duration", _seconds(video.get("duration_s", 0.0))),
-        ("Frames analysed", f"{video.get('frames_analysed', '?')} of {video.get('frames', '?')} (every {video.get('every_n_frames', 1)})"),
+        (
+            "Frames analysed",
+            f"{video.get('frames_analysed', '?')} of {video.get('frames', '?')} ({_every(int(video.get('every_n_frames') or 1))})",
+        ),
         ("People", f"{counted}"),
         ("Brief detections", f"{brief} (not counted as people)"),
     ]
     if cuts:
-        facts.append(("Shot cuts", ", ".join(f"{cut:.1f} s" for cut in cuts)))
+        listed = ", ".join(f"{cut:.1f} s" for cut in cuts[:MAX_CUTS_LISTED])
+        facts.append(("Shot cuts", f"{len(cuts)}: {listed}{', ...' if len(cuts) > MAX_CUTS_LISTED else ''}"))
     if "processing_s" in video:
         facts.append(("Analysed in", f"{_seconds(video['processing_s'])} ({video.get('speed_x_realtime', 0):.1f}x real time)"))
     if "detector" in video:

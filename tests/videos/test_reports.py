@@ -181,7 +181,7 @@ def test_fields_added_to_the_results_later_are_shown_when_present(analysed):
     text = visible(report_html(report))
     assert "at least 1.5 s with a mean detection score of at least 0.6" in text
     assert "Brief detections (not counted as people)" in text
-    assert ("People", "1") in report.facts and ("Shot cuts", "2.2 s") in report.facts
+    assert ("People", "1") in report.facts and ("Shot cuts", "1: 2.2 s") in report.facts
     assert len(report.sections) == 1 and report.brief is not None and len(report.brief.rows) == 1
     assert "stroke-dasharray" in report.sections[0].timeline.svg and "dashed: shot cut" in text
     assert "Valence / arousal" in report.people.header
@@ -201,9 +201,11 @@ def test_the_pdf_report_renders_every_page_with_the_notice_and_the_people(pdf_pa
     text = " ".join(page_text for _, page_text in pdf_pages)
     flat = " ".join(text.split())
     assert " ".join(NOTICE.split()) in flat
-    assert "Person Frames seen" in flat.replace("In view ", "")  # the people's table and its columns
-    for person in analysed.results.people:
-        assert f"Person {person.id}" in flat
+    assert "Person In view Frames seen Most common expression Apparent age Apparent gender" in flat  # the people's table
+    for person in analysed.results.people:  # a row each, and a section each
+        row = f"{person.id} {person.first_seen_s:.1f}-{person.last_seen_s:.1f} s {person.frames_seen} ("
+        assert row in flat and f"{person.most_common_expression} {person.age.mean_years:.0f} +/- " in flat, row
+        assert f"Person {person.id} In view" in flat
     for tick in ("0 s", "2 s", "4 s", "time (s)", "neutral", "happy"):
         assert tick in flat
     assert "age_gender" in flat and "emotion" in flat and "On FER2013 PublicTest" in flat
