@@ -125,7 +125,7 @@ def _extra(model: Any, name: str) -> Any:
 
 
 def _every(n: int) -> str:
-    return "every frame" if n == 1 else f"every {n}{'nd' if n == 2 else 'rd' if n == 3 else 'th'} frame"
+    return "every frame" if n == 1 else f"one frame in {n}"
 
 
 def _seconds(value: float) -> str:
