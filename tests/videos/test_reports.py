@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +41,8 @@ class Analysed:
     bob: dict[str, str]
     video_id: str
     results: VideoResults
-    run_queued: Callable[[], None]
+    queued: list[tuple[Any, tuple[Any, ...]]]  # the tasks queued and not yet run
+    video_bytes: bytes
 
 
 def bearer(secret: str) -> dict[str, str]:
@@ -79,17 +80,14 @@ def analysed(tmp_path_factory, shared_dir) -> Iterator[Analysed]:
         patch.setattr(jobs, "database", lambda: Database(built.settings, built.videos.sessions))
         patch.setattr(jobs, "context", lambda: jobs.WorkerContext(built.settings, built.videos.sessions, built.analyzer))
         client = app.test_client()
-        with open(shared_dir / "media" / "videos" / TWO_PEOPLE, "rb") as video:
-            answer = client.post(f"{API}?filename=two people.mp4", data=video.read(), headers=alice)
+        video_bytes = (shared_dir / "media" / "videos" / TWO_PEOPLE).read_bytes()
+        answer = client.post(f"{API}?filename=two people.mp4", data=video_bytes, headers=alice)
         assert answer.status_code == 202, answer.get_json()
         video_id = answer.get_json()["id"]
-        pending = client.get(f"{API}/{video_id}/report.html", headers=alice)  # queued, not analysed yet
-        assert pending.status_code == 409 and pending.get_json()["error"]["code"] == "conflict"
-        assert client.get(f"{API}/{video_id}/report.pdf", headers=alice).status_code == 409
         run_queued()
         assert client.get(f"{API}/{video_id}", headers=alice).get_json()["status"] == "done"
         results = built.videos.results(video_id, owner=None)
-        yield Analysed(app, alice, bob, video_id, results, run_queued)
+        yield Analysed(app, alice, bob, video_id, results, queued, video_bytes)
 
 
 @pytest.fixture(scope="module")
@@ -306,3 +304,16 @@ def test_the_routes_answer_the_reports_to_their_owner_only(analysed):
         assert other.status_code == 404 and other.get_json()["error"]["code"] == "not_found", path
         assert client.get(f"{base}/{path}").status_code == 401  # no key at all
     assert client.get(f"{API}/no-such-video/report.pdf", headers=analysed.alice).status_code == 404
+
+
+def test_a_job_not_done_yet_has_no_report(analysed):
+    client = analysed.app.test_client()
+    answer = client.post(f"{API}?filename=later.mp4", data=analysed.video_bytes, headers=analysed.alice)
+    video_id = answer.get_json()["id"]
+    assert analysed.queued  # its start waits in the queue: no worker has taken it
+    for path in ("report.html", "report.pdf"):
+        pending = client.get(f"{API}/{video_id}/{path}", headers=analysed.alice)
+        assert pending.status_code == 409 and pending.get_json()["error"]["code"] == "conflict", path
+        assert "queued" in pending.get_json()["error"]["message"]
+        assert client.get(f"{API}/{video_id}/{path}", headers=analysed.bob).status_code == 404  # and not another key's 409
+    analysed.queued.clear()
