@@ -199,10 +199,12 @@ def test_the_pdf_report_renders_every_page_with_the_notice_and_the_people(pdf_pa
     text = " ".join(page_text for _, page_text in pdf_pages)
     flat = " ".join(text.split())
     assert " ".join(NOTICE.split()) in flat
-    assert "Person In view Frames seen Most common expression Apparent age Apparent gender" in flat  # the people's table
+    header = " ".join(build_report(analysed.results).people.header)  # with valence / arousal once the results carry them
+    assert header.startswith("Person In view Frames seen Most common expression") and header.endswith("Apparent age Apparent gender")
+    assert header in flat  # the people's table
     for person in analysed.results.people:  # a row each, and a section each
         row = f"{person.id} {person.first_seen_s:.1f}-{person.last_seen_s:.1f} s {person.frames_seen} ("
-        assert row in flat and f"{person.most_common_expression} {person.age.mean_years:.0f} +/- " in flat, row
+        assert row in flat and f"{person.age.mean_years:.0f} +/- {person.age.std_years:.0f} years" in flat, row
         assert f"Person {person.id} In view" in flat
     for tick in ("0 s", "2 s", "4 s", "time (s)", "neutral", "happy"):
         assert tick in flat
