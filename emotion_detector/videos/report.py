@@ -377,13 +377,13 @@ class _PdfWriter:
             self.pdf.add_page()
         self.pdf.set_font("helvetica", "B", size)
         self.pdf.set_text_color(29, 35, 48)
-        self.pdf.multi_cell(0, size * 0.5, latin1(text), new_x="LMARGIN", new_y="NEXT")
+        self.pdf.multi_cell(0, size * 0.5, latin1(text), align="L", new_x="LMARGIN", new_y="NEXT")
         self.pdf.ln(1)
 
     def paragraph(self, text: str, size: float = 9.5, colour: tuple[int, int, int] = (29, 35, 48)) -> None:
         self.pdf.set_font("helvetica", size=size)
         self.pdf.set_text_color(*colour)
-        self.pdf.multi_cell(0, size * 0.5, latin1(text), new_x="LMARGIN", new_y="NEXT")
+        self.pdf.multi_cell(0, size * 0.5, latin1(text), align="L", new_x="LMARGIN", new_y="NEXT")
         self.pdf.ln(1.5)
 
     def notice(self, text: str) -> None:
@@ -429,7 +429,7 @@ class _PdfWriter:
         pdf = self.pdf
         pdf.set_font("helvetica", "B", 17)
         pdf.set_text_color(29, 35, 48)
-        pdf.multi_cell(0, 8, latin1(report.title), new_x="LMARGIN", new_y="NEXT")
+        pdf.multi_cell(0, 8, latin1(report.title), align="L", new_x="LMARGIN", new_y="NEXT")
         self.paragraph(f"Generated {report.generated_at} from video job {report.video_id}.", size=8.5, colour=(91, 101, 119))
         self.notice(report.notice)
         self.paragraph(report.uncertain_note)
