@@ -24,7 +24,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from emotion_detector.edge import queries
-from emotion_detector.edge.messages import DEVICE_ID_PATTERN
+from emotion_detector.edge.messages import DEVICE_ID_PATTERN, Event
 from emotion_detector.edge.queries import MAX_EVENTS_LIMIT, DeviceList, DeviceSummary, EventList, ExpressionMix, MixWindow
 from emotion_detector.web import services
 from emotion_detector.web.openapi import Content, operation, parse_query, parsed
@@ -134,7 +134,10 @@ def mix(device_id: str) -> ResponseReturnValue:
     tag="dashboard",
     query=StreamQuery,
     responses={
-        200: ("The feed; it ends after a few minutes and EventSource reconnects", Content({"text/event-stream": {"type": "string"}}))
+        200: (
+            "The feed; it ends after a few minutes and EventSource reconnects",
+            Content.event_stream({"event": Event, "device": DeviceSummary}),
+        )
     },
     errors=(503,),
 )

@@ -45,10 +45,21 @@ class Content:
     """A response or request body that is not a JSON model (a file, a stream, an upload): media type → schema."""
 
     schemas: Mapping[str, Mapping[str, Any]]
+    models: tuple[type[BaseModel], ...] = ()  # the schemas' $refs (in components)
 
     @classmethod
     def binary(cls, *media_types: str) -> Content:
         return cls({media_type: BINARY for media_type in media_types})
+
+    @classmethod
+    def event_stream(cls, events: Mapping[str, type[BaseModel]]) -> Content:
+        """Server-sent events, each named (``event:``) with a JSON ``data`` line of the given model."""
+        data = {"type": "string", "contentMediaType": "application/json", "contentSchema": {"oneOf": [_ref(m) for m in events.values()]}}
+        item = {
+            "type": "object",
+            "properties": {"event": {"enum": list(events)}, "id": {"type": "string"}, "data": data, "retry": {"type": "integer"}},
+        }
+        return cls({"text/event-stream": item}, tuple(events.values()))
 
     @classmethod
     def upload(cls, multipart_field: str, *raw_media_types: str) -> Content:
@@ -183,7 +194,11 @@ def _content(body: Body) -> dict[str, Any] | None:
         return None
     if isinstance(body, Content):
         return {media_type: {"schema": dict(schema)} for media_type, schema in body.schemas.items()}
-    return {"application/json": {"schema": {"$ref": REF_TEMPLATE.format(model=body.__name__)}}}
+    return {"application/json": {"schema": _ref(body)}}
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": REF_TEMPLATE.format(model=model.__name__)}
 
 
 def _models(operations: Iterable[Operation]) -> list[type[BaseModel]]:
@@ -192,6 +207,8 @@ def _models(operations: Iterable[Operation]) -> list[type[BaseModel]]:
         for _, body in op.responses.values():
             if isinstance(body, type):
                 found[body.__name__] = body
+            elif isinstance(body, Content):
+                found.update((model.__name__, model) for model in body.models)
     return list(found.values())
 
 
