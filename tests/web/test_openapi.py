@@ -5,8 +5,10 @@ every operation with a real API key: no server error, every answer as the descri
 from __future__ import annotations
 
 import re
+import threading
 from pathlib import Path
 
+import jsonschema
 import pytest
 import schemathesis
 from flask import Flask
@@ -16,6 +18,9 @@ from openapi_spec_validator import validate
 from schemathesis import Case, GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance, status_code_conformance
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+from werkzeug.serving import make_server
 
 from app import create_app
 from emotion_detector.edge.messages import DeviceState, EventType
@@ -23,6 +28,8 @@ from emotion_detector.edge.models import Device, EdgeEvent
 from emotion_detector.web import services
 from emotion_detector.web.dashboard import StreamTiming
 from emotion_detector.web.openapi import api_rules, described
+from tests.browser import ARTIFACTS, chromium
+from tests.conftest import free_port
 
 SPEC_URL = "/api/v1/openapi.json"
 HIGH_LIMIT = "100000/minute"  # schemathesis sends many requests from one address and key
@@ -189,3 +196,36 @@ def test_the_api_answers_as_described(app, bearer, mode):
         except Exception as exc:  # every operation runs; all failures are reported together
             failures[operation.label] = f"{type(exc).__name__}: {exc}"[:3000]
     assert failures == {}
+
+
+def test_an_analysed_face_is_what_the_description_says(app, bearer, spec, shared_dir):
+    image = next((shared_dir / "media" / "images").glob("*.jpg")).read_bytes()
+    answer = app.test_client().post("/api/v1/analyze?detect=false", data=image, headers=bearer)
+    assert answer.status_code == 200
+    body = answer.get_json()
+    schema = {"$ref": "#/components/schemas/ImageAnalysis", "components": spec["components"]}
+    jsonschema.Draft202012Validator(schema).validate(body)  # raises on a mismatch
+    (face,) = body["faces"]
+    assert set(face) == {"box", "score", "emotion", "age", "gender"}  # the wire format of DESIGN.md §2 (no id for images)
+
+
+@pytest.mark.slow
+def test_the_docs_page_renders_in_a_browser_under_the_content_security_policy(tmp_path):
+    app = create_app(
+        {"model_server": "inprocess", "environment": "test", "auth": "off", "database_url": f"sqlite:///{tmp_path / 'db.sqlite'}"}
+    )
+    server = make_server("127.0.0.1", free_port(), app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    browser = chromium(tmp_path, camera=None, allow_camera=False)
+    try:
+        browser.get(f"http://127.0.0.1:{server.server_port}/api/docs")
+        WebDriverWait(browser, 20).until(lambda b: len(b.find_elements(By.CSS_SELECTOR, ".opblock")) >= 14)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        browser.save_screenshot(str(ARTIFACTS / "api-docs-chromium.png"))
+        problems = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE" and "favicon.ico" not in e["message"]]
+        assert problems == []  # a CSP violation is logged as SEVERE
+    finally:
+        browser.quit()
+        server.shutdown()
+        thread.join()
