@@ -229,3 +229,33 @@ def test_the_docs_page_renders_in_a_browser_under_the_content_security_policy(tm
         browser.quit()
         server.shutdown()
         thread.join()
+
+
+def test_a_video_job_answers_as_described_through_its_life(app, bearer, shared_dir):
+    """Random ids only reach the 404s: one real job (never run: no worker here) reaches the rest."""
+    api = schemathesis.openapi.from_wsgi(SPEC_URL, app, headers=dict(bearer))
+
+    def call(method: str, path: str, status: int, **case: object) -> dict | None:
+        answer = api[path][method].Case(headers=dict(bearer), **case).call_and_validate(checks=CHECKS)
+        assert answer.status_code == status, (method, path, answer.text)
+        return answer.json() if answer.content else None
+
+    video = (shared_dir / "media" / "videos" / "single_face.mp4").read_bytes()
+    created = call(
+        "POST",
+        "/api/v1/videos",
+        202,
+        body=video,
+        media_type="application/octet-stream",
+        query={"filename": "clip.mp4", "every_n_frames": 5},
+    )
+    job = {"video_id": created["id"]}
+    assert call("GET", "/api/v1/videos/{video_id}", 200, path_parameters=job)["status"] == "queued"
+    assert created["id"] in [v["id"] for v in call("GET", "/api/v1/videos", 200)["videos"]]
+    for path in ("/results", "/results.csv", "/annotated"):
+        assert call("GET", f"/api/v1/videos/{{video_id}}{path}", 409, path_parameters=job)["error"]["code"] == "conflict"
+    assert call("POST", "/api/v1/videos/{video_id}/retry", 409, path_parameters=job)["error"]["code"] == "conflict"
+    assert call("POST", "/api/v1/videos/{video_id}/cancel", 200, path_parameters=job)["status"] == "cancelled"
+    assert call("POST", "/api/v1/videos/{video_id}/retry", 202, path_parameters=job)["status"] == "queued"
+    call("DELETE", "/api/v1/videos/{video_id}", 204, path_parameters=job)
+    assert call("GET", "/api/v1/videos/{video_id}", 404, path_parameters=job)["error"]["code"] == "not_found"
