@@ -5,6 +5,7 @@ every operation with a real API key: no server error, every answer as the descri
 from __future__ import annotations
 
 import re
+import tempfile
 import threading
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 import schemathesis
 from flask import Flask
 from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis.configuration import set_hypothesis_home_dir
 from hypothesis.errors import Unsatisfiable
 from openapi_spec_validator import validate
 from schemathesis import Case, GenerationMode
@@ -32,6 +34,8 @@ from emotion_detector.web.security import CONTENT_SECURITY_POLICY
 from tests.browser import ARTIFACTS, chromium
 from tests.conftest import free_port
 
+# Hypothesis keeps caches (constants, unicode data) in ./.hypothesis even without an example database: not in the checkout.
+set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "emotion-detector-hypothesis")
 SPEC_URL = "/api/v1/openapi.json"
 HIGH_LIMIT = "100000/minute"  # schemathesis sends many requests from one address and key
 T0_MS = 1_789_999_200_000
