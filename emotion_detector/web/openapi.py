@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -86,6 +86,9 @@ ERROR_DESCRIPTIONS = {
 }
 
 
+RETRY_AFTER = {"Retry-After": "seconds to wait before trying again"}
+
+
 @dataclass(frozen=True)
 class Operation:
     summary: str
@@ -96,6 +99,7 @@ class Operation:
     body: Content | None = None
     body_description: str = ""
     public: bool = False  # no API key needed (the health check)
+    headers: Mapping[int, Mapping[str, str]] = field(default_factory=dict)  # status → response header → description
 
 
 def operation(
@@ -108,11 +112,12 @@ def operation(
     body: Content | None = None,
     body_description: str = "",
     public: bool = False,
+    headers: Mapping[int, Mapping[str, str]] | None = None,
 ) -> Callable[[F], F]:
     """Declare a view for the OpenAPI description, and validate its query with ``query`` (read it back with
     ``parsed(Model)``). 401/403 are added unless ``public``; 400 with a query; 404 on paths with parameters."""
     implied = {400} if query else set()
-    described = Operation(summary, tag, responses, frozenset(errors) | implied, query, body, body_description, public)
+    described = Operation(summary, tag, responses, frozenset(errors) | implied, query, body, body_description, public, headers or {})
 
     def decorate(view: F) -> F:
         @functools.wraps(view)
@@ -231,6 +236,11 @@ def build_spec(app: Flask) -> dict[str, Any]:
         errors = set(op.errors) | ({404} if rule.arguments else set()) | (set() if op.public else {401, 403})
         for status in sorted(errors - set(op.responses)):
             responses[str(status)] = {"description": ERROR_DESCRIPTIONS[status], "content": _content(ErrorBody)}
+        for status, named in ({429: RETRY_AFTER, 503: RETRY_AFTER} | dict(op.headers)).items():
+            if str(status) in responses:
+                responses[str(status)]["headers"] = {
+                    name: {"description": text, "schema": {"type": "string"}} for name, text in named.items()
+                }
         entry: dict[str, Any] = {
             "operationId": rule.endpoint.replace(".", "_"),
             "summary": op.summary,

@@ -105,8 +105,9 @@ def video_page(video_id: str) -> ResponseReturnValue:
     query=UploadQuery,
     body=Content.upload("video", "video/mp4", "application/octet-stream"),
     body_description="The video: the multipart field 'video', or the raw body (then ?filename= names it). Read as it arrives.",
-    responses={202: ("Queued; Location is its status URL", VideoCreated)},
+    responses={202: ("Queued", VideoCreated)},
     errors=(413, 415, 429, 503),
+    headers={202: {"Location": "the job's status URL (status_url)"}},
 )
 @limiter.limit(lambda: service().settings.rate_limit_upload, key_func=by_key)
 @limiter.limit(lambda: service().settings.rate_limit_upload, key_func=by_address)
