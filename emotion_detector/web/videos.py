@@ -34,6 +34,7 @@ class UploadQuery(BaseModel):
 
     every_n_frames: int | None = Field(None, ge=1, le=MAX_EVERY_N_FRAMES)  # analyse every n-th frame (default: the server's)
     filename: str = "video"  # the video's name, for a raw body (multipart bodies carry their own)
+    blur_faces: bool = False  # pixelate the faces in the annotated video (the labels stay)
 
 
 class AnnotatedQuery(BaseModel):
@@ -124,7 +125,9 @@ def upload() -> ResponseReturnValue:
             return error("missing_video", "send the video as the multipart field 'video'", 400)
     else:
         filename, chunks = query.filename, uploads.raw_body(request.stream)
-    video = service().create(chunks, filename or "video", query.every_n_frames, owner=owner(), run_cpu_bound=run_on_native_thread)
+    video = service().create(
+        chunks, filename or "video", query.every_n_frames, owner=owner(), blur_faces=query.blur_faces, run_cpu_bound=run_on_native_thread
+    )
     created = VideoCreated(id=video.id, status=video.status, status_url=url_for("videos.status", video_id=video.id))
     return jsonify(created.to_json()), 202, {"Location": created.status_url}
 
