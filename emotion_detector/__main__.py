@@ -1,5 +1,5 @@
-"""Command line: ``emotion-detector analyze SOURCE...``, ``emotion-detector run`` and ``emotion-detector models
-download|list`` (the console script ``pip install .`` installs; ``python -m emotion_detector`` is the same)."""
+"""Command line: ``emotion-detector analyze SOURCE...``, ``emotion-detector run``, ``emotion-detector forward`` and
+``emotion-detector models download|list`` (the console script ``pip install .`` installs; ``python -m emotion_detector`` is the same)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from emotion_detector import analyze_cli
+from emotion_detector.edge import forward_cli
 from emotion_detector.models import MODEL_FILES, ChecksumMismatch, download
 from emotion_detector.settings import Settings
 from serving import SHIPPED_MODELS
@@ -32,9 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     fetch.add_argument("--url", help="download from a mirror instead (the checksum is still enforced)")
     models.add_parser("list", help="show the shipped models and the known model files, and whether they are present")
     analyze_cli.add_parser(commands)
+    forward_cli.add_parser(commands)
     args = parser.parse_args(argv)
     if args.command == "analyze":
         return analyze_cli.run(args)
+    if args.command == "forward":
+        return forward_cli.run(args)
     if args.command == "run":
         from emotion_detector.local_run import run
 
