@@ -187,15 +187,17 @@ class Forwarder:
         self.broker = broker
         self.store = store
         self.options = options or ForwarderOptions()
-        self.stored_events = 0  # messages stored (and acknowledged) since the start, for logs and tests
+        self.stored_events = 0  # since the start, for the log and tests
+        self.stored_statuses = 0
         self._received: queue.Queue[Received] = queue.Queue()
         self._connection = 0  # changes on every connect and disconnect
-        self.connected = threading.Event()
+        self.subscribed = threading.Event()  # connected, and the broker confirmed the subscriptions
         self._client = broker.client(self.options.client_id)
         self._client.manual_ack_set(True)  # acknowledged in _acknowledge, after the commit
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+        self._client.on_subscribe = self._on_subscribe
 
     # ---- paho's network thread ---------------------------------------------------------------------------
 
@@ -212,13 +214,19 @@ class Forwarder:
         )
         # Also on a resumed session: subscribing again is harmless and repairs a session the broker lost.
         client.subscribe([(f"$share/{self.options.group}/{ALL_EVENTS}", EVENTS_QOS), (ALL_STATUS, STATUS_QOS)])
-        self.connected.set()
+
+    def _on_subscribe(self, _client: mqtt.Client, _userdata: Any, _mid: int, reasons: list[ReasonCode], _properties: Any) -> None:
+        refused = [str(reason) for reason in reasons if reason.is_failure]
+        if refused:  # e.g. a broker without shared subscriptions, or an ACL: nothing would ever arrive
+            log.error("the broker %s refused the subscriptions: %s", self.broker.describe(), ", ".join(refused))
+            return
+        self.subscribed.set()
 
     def _on_disconnect(
         self, _client: mqtt.Client, _userdata: Any, _flags: mqtt.DisconnectFlags, reason: ReasonCode, _properties: Any
     ) -> None:
         self._connection += 1  # what is still queued will come again: never acknowledge it on the new connection
-        self.connected.clear()
+        self.subscribed.clear()
         if reason.is_failure:
             log.warning("lost the broker %s (%s); reconnecting", self.broker.describe(), reason)
 
@@ -242,6 +250,7 @@ class Forwarder:
                 if batch and self._store(batch, stop):
                     self._acknowledge(batch)
         finally:
+            log.info("stored %d events and %d statuses", self.stored_events, self.stored_statuses)
             self._client.disconnect()  # the session stays for session_expiry_s: unacknowledged messages come again
             self._client.loop_stop()
 
@@ -268,7 +277,7 @@ class Forwarder:
         while True:
             try:
                 self.store.store(parsed)
-                self.stored_events += len(parsed)
+                self._count(parsed)
                 return True
             except exc.DBAPIError as error:
                 if not _transient(error):
@@ -286,11 +295,16 @@ class Forwarder:
         for message, received_ms in parsed:
             try:
                 self.store.store([(message, received_ms)])
-                self.stored_events += 1
+                self._count([(message, received_ms)])
             except exc.DBAPIError as error:
                 if _transient(error):
                     raise
                 log.error("the database refused a message from %s: %s", message.device_id, str(error.orig)[:300])
+
+    def _count(self, stored: Sequence[tuple[Event | Status, int]]) -> None:
+        events = sum(isinstance(message, Event) for message, _ in stored)
+        self.stored_events += events
+        self.stored_statuses += len(stored) - events
 
     def _acknowledge(self, batch: list[Received]) -> None:
         for item in batch:
