@@ -220,6 +220,7 @@ class Forwarder:
         if refused:  # e.g. a broker without shared subscriptions, or an ACL: nothing would ever arrive
             log.error("the broker %s refused the subscriptions: %s", self.broker.describe(), ", ".join(refused))
             return
+        log.info("subscribed to %s's events (shared by group %s) and every status", self.broker.describe(), self.options.group)
         self.subscribed.set()
 
     def _on_disconnect(
