@@ -129,7 +129,7 @@ class EventStore:
         with self.engine.begin() as connection:
             if events:
                 rows = [events[event_id] for event_id in sorted(events)]  # one lock order for every forwarder
-                connection.execute(self._insert(EdgeEvent).values(rows).on_conflict_do_nothing(index_elements=["event_id"]))
+                connection.execute(self._insert(EdgeEvent).on_conflict_do_nothing(index_elements=["event_id"]), rows)
             for device_id in sorted(devices):
                 connection.execute(self._device_upsert(device_id, devices[device_id]))
 
