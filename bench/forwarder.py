@@ -36,6 +36,7 @@ from emotion_detector.edge.models import EdgeEvent
 from emotion_detector.edge.mqtt import Broker
 from emotion_detector.videos.db import migrate
 from tests.conftest import ROOT, free_port, start_python, stop, wait_until
+from tests.edge.conftest import mosquitto
 from tests.videos.conftest import new_postgres_database
 
 PUBLISH_INFLIGHT = 1000  # unacknowledged publishes at once (paho's default, 20, would time the publisher)
@@ -64,22 +65,11 @@ def database(kind: str) -> Iterator[str]:
 
 @contextlib.contextmanager
 def own_broker(folder: Path) -> Iterator[str]:
-    """Mosquitto with deploy/mosquitto.conf's settings, on a free local port, without persistence."""
+    """Mosquitto with deploy/mosquitto.conf's limits, on a free local port, without persistence."""
+    limits = [line for line in (ROOT / "deploy" / "mosquitto.conf").read_text().splitlines() if line.startswith("max_")]
     port = free_port()
-    settings = [
-        line
-        for line in (ROOT / "deploy" / "mosquitto.conf").read_text().splitlines()
-        if line.split(" ", 1)[0] in ("allow_anonymous", "max_queued_messages", "max_inflight_messages")
-    ]
-    config = folder / "mosquitto.conf"
-    config.write_text("\n".join([f"listener {port} 127.0.0.1", *settings, ""]))
-    with open(folder / "mosquitto.log", "w") as log:
-        broker = subprocess.Popen(["mosquitto", "-c", str(config)], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_until(lambda: "running" in (folder / "mosquitto.log").read_text(), 10, "mosquitto", broker)
+    with mosquitto(folder, port, *limits):
         yield f"mqtt://127.0.0.1:{port}"
-    finally:
-        stop(broker)
 
 
 def stored(url: str, device_id: str) -> int:

@@ -285,7 +285,10 @@ class Forwarder:
                     self._store_one_by_one(parsed)
                     return True
                 log.warning(
-                    "database unavailable (%s); %d messages wait, retrying in %.1f s", type(error.orig).__name__, len(parsed), delay_s
+                    "database unavailable (%s): holding %d messages unacknowledged, retrying in %.1f s",
+                    type(error.orig).__name__,
+                    len(parsed),
+                    delay_s,
                 )
             if stop.wait(delay_s):
                 return False

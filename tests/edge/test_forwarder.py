@@ -8,6 +8,7 @@ made, so tests never see each other's messages (nor leave queues behind in the b
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import signal
 import threading
@@ -28,7 +29,8 @@ from emotion_detector.edge.mqtt import Broker
 from emotion_detector.local_run import read_procfile, wanted_processes
 from emotion_detector.settings import Settings
 from emotion_detector.videos.db import migrate
-from tests.conftest import ROOT, start_python, stop, wait_until
+from tests.conftest import ROOT, free_port, start_python, stop, wait_until
+from tests.edge.conftest import mosquitto
 from tests.videos.conftest import POSTGRES_ADMIN, new_postgres_database
 
 BROKER = Broker.from_url("mqtt://127.0.0.1:1883")
@@ -45,11 +47,11 @@ def database_url(request, tmp_path) -> Iterator[str]:
         yield url
 
 
-def end_sessions(*client_ids: str) -> None:
+def end_sessions(*client_ids: str, broker: Broker = BROKER) -> None:
     """Connecting with a clean start and no session expiry drops a client's session and its queued messages."""
     for client_id in client_ids:
-        client = BROKER.client(client_id)
-        client.connect(BROKER.host, BROKER.port, clean_start=True)
+        client = broker.client(client_id)
+        client.connect(broker.host, broker.port, clean_start=True)
         client.loop_start()
         client.disconnect()
         client.loop_stop()
@@ -65,9 +67,9 @@ def publisher() -> Iterator[Publisher]:
 class Publisher:
     """A device's side: QoS 1 publishes, confirmed by the broker; clears the retained statuses it left."""
 
-    def __init__(self) -> None:
-        self.client = BROKER.client(unique("test-publisher"))
-        self.client.connect(BROKER.host, BROKER.port)
+    def __init__(self, broker: Broker = BROKER) -> None:
+        self.client = broker.client(unique("test-publisher"))
+        self.client.connect(broker.host, broker.port)
         self.client.loop_start()
         self.status_topics: set[str] = set()
 
@@ -100,9 +102,9 @@ def event(device_id: str, seq: int, timestamp_ms: int) -> Event:
 
 
 @contextlib.contextmanager
-def forwarder(database_url: str, client_id: str, group: str) -> Iterator[Forwarder]:
+def forwarder(database_url: str, client_id: str, group: str, broker: Broker = BROKER) -> Iterator[Forwarder]:
     """A forwarder on a thread of this process, subscribed when this yields."""
-    running = Forwarder(BROKER, EventStore(database_url), ForwarderOptions(group=group, client_id=client_id, session_expiry_s=120))
+    running = Forwarder(broker, EventStore(database_url), ForwarderOptions(group=group, client_id=client_id, session_expiry_s=120))
     stop_event = threading.Event()
     thread = threading.Thread(target=running.run, args=(stop_event,), daemon=True)
     thread.start()
@@ -243,6 +245,38 @@ def test_events_wait_unacknowledged_while_the_database_is_down(publisher, caplog
         assert {item.event_id for item in sent} <= {row.event_id for row in stored_events(url, device_id)}
 
 
+@pytest.mark.slow  # a broker of its own, restarted
+def test_the_forwarder_reconnects_after_a_broker_restart_and_loses_nothing(tmp_path, caplog):
+    """Events the forwarder held unacknowledged (the database was down) when the broker went away are
+    stored; the session survives the broker's restart (its persistence file), and new events flow again."""
+    caplog.set_level(logging.INFO, logger="emotion_detector.edge.forwarder")
+    port, device_id, client_id = free_port(), unique("dev"), unique("fwd")
+    broker = Broker.from_url(f"mqtt://127.0.0.1:{port}")
+    persistence = ["persistence true", f"persistence_location {tmp_path}/"]
+    with new_postgres_database() as url, contextlib.ExitStack() as stack:
+        migrate(url)
+        first_broker = stack.enter_context(mosquitto(tmp_path, port, *persistence))
+        running = stack.enter_context(forwarder(url, client_id, "group", broker))
+        publisher = Publisher(broker)
+        sent = publisher.events(device_id, 10)
+        wait_for_events(url, device_id, 10)
+        allow_connections(url, False)
+        sent += publisher.events(device_id, 10, start_ms=5_000)
+        publisher.close()
+        time.sleep(0.5)  # delivered; the forwarder cannot store them yet
+        stop(first_broker)
+        wait_until(lambda: not running.subscribed.is_set(), 10, "the forwarder to notice")
+        stack.enter_context(mosquitto(tmp_path, port, *persistence))
+        allow_connections(url, True)
+        assert running.subscribed.wait(30), "the forwarder did not reconnect"
+        publisher = Publisher(broker)
+        sent += publisher.events(device_id, 10, start_ms=9_000)
+        publisher.close()
+        wait_for_events(url, device_id, 30)
+        assert "session resumed" in caplog.text
+        assert {row.event_id for row in stored_events(url, device_id)} == {item.event_id for item in sent}
+
+
 @pytest.mark.slow  # two forwarder processes
 def test_two_forwarders_split_the_events_and_store_each_once(tmp_path, publisher):
     device_id, group = unique("dev"), unique("group")
@@ -260,9 +294,9 @@ def test_two_forwarders_split_the_events_and_store_each_once(tmp_path, publisher
             wait_for_events(url, device_id, 400, timeout_s=60)
         finally:
             for process in processes:
-                process.send_signal(signal.SIGTERM)
+                process.send_signal(signal.SIGTERM)  # once: a second one during the interpreter's exit would kill it
             for process in processes:
-                stop(process)
+                process.wait(timeout=20)
             end_sessions(*client_ids)
         assert [process.returncode for process in processes] == [0, 0]
         shares = [int(re.findall(r"stored (\d+) events", log.read_text())[-1]) for log in logs]
