@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, request_stop)
     if not migrate_when_up(settings.database_url, stop):
         return 0
-    options = ForwarderOptions(group=args.group, client_id=args.client_id or default_client_id(args.group))
+    options = ForwarderOptions(group=args.group, client_id=args.client_id)
     Forwarder(broker, EventStore(settings.database_url), options).run(stop)
     log.info("stopped")
     return 0

@@ -20,8 +20,8 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -61,7 +61,7 @@ VERSION_MAX_CHARS = 64  # the edge_devices.version column
 @dataclass(frozen=True)
 class ForwarderOptions:
     group: str = DEFAULT_GROUP
-    client_id: str = field(default_factory=default_client_id)
+    client_id: str | None = None  # None: default_client_id(group)
     session_expiry_s: int = SESSION_EXPIRY_S
     max_batch: int = MAX_BATCH
 
@@ -192,7 +192,8 @@ class Forwarder:
         self._received: queue.Queue[Received] = queue.Queue()
         self._connection = 0  # changes on every connect and disconnect
         self.subscribed = threading.Event()  # connected, and the broker confirmed the subscriptions
-        self._client = broker.client(self.options.client_id)
+        self.client_id = self.options.client_id or default_client_id(self.options.group)
+        self._client = broker.client(self.client_id)
         self._client.manual_ack_set(True)  # acknowledged in _acknowledge, after the commit
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
@@ -209,7 +210,7 @@ class Forwarder:
         log.info(
             "connected to %s as %s (session %s)",
             self.broker.describe(),
-            self.options.client_id,
+            self.client_id,
             "resumed" if flags.session_present else "new",
         )
         # Also on a resumed session: subscribing again is harmless and repairs a session the broker lost.
@@ -272,18 +273,12 @@ class Forwarder:
     def _store(self, batch: list[Received], stop: threading.Event) -> bool:
         """True once stored (or refused for good); False if stopped first (then nothing is acknowledged)."""
         parsed = [(message, item.received_ms) for item in batch if (message := parse(item.topic, item.payload)) is not None]
-        if not parsed:
-            return True
         delay_s = DATABASE_RETRY_S[0]
-        while True:
+        while parsed:
             try:
-                self.store.store(parsed)
-                self._count(parsed)
-                return True
-            except exc.DBAPIError as error:
-                if not _transient(error):
-                    self._store_one_by_one(parsed)
-                    return True
+                self._write(parsed)
+                break
+            except exc.DBAPIError as error:  # only a transient one comes here
                 log.warning(
                     "database unavailable (%s): holding %d messages unacknowledged, retrying in %.1f s",
                     type(error.orig).__name__,
@@ -293,17 +288,26 @@ class Forwarder:
             if stop.wait(delay_s):
                 return False
             delay_s = min(delay_s * 2, DATABASE_RETRY_S[1])
+        return True
 
-    def _store_one_by_one(self, parsed: Iterable[tuple[Event | Status, int]]) -> None:
-        """A batch the database refused: store what it accepts; a message it refuses would be refused forever."""
-        for message, received_ms in parsed:
+    def _write(self, parsed: Sequence[tuple[Event | Status, int]]) -> None:
+        """The batch in one transaction; one the database refuses (not a transient error), message by message:
+        a message it refuses is logged and dropped, as it would be refused forever."""
+        try:
+            self.store.store(parsed)
+            self._count(parsed)
+            return
+        except exc.DBAPIError as error:
+            if _transient(error):
+                raise
+        for one in parsed:
             try:
-                self.store.store([(message, received_ms)])
-                self._count([(message, received_ms)])
+                self.store.store([one])
+                self._count([one])
             except exc.DBAPIError as error:
                 if _transient(error):
                     raise
-                log.error("the database refused a message from %s: %s", message.device_id, str(error.orig)[:300])
+                log.error("the database refused a message from %s: %s", one[0].device_id, str(error.orig)[:300])
 
     def _count(self, stored: Sequence[tuple[Event | Status, int]]) -> None:
         events = sum(isinstance(message, Event) for message, _ in stored)

@@ -321,3 +321,23 @@ def test_compose_runs_a_broker_and_a_forwarder_on_the_app_image():
     assert forwarder_service["environment"]["EMOTION_DATABASE_URL"] == web["environment"]["EMOTION_DATABASE_URL"]
     config = ROOT / Path(services["mosquitto"]["volumes"][0].split(":")[0])
     assert "listener 1883" in config.read_text()
+
+
+def test_a_message_the_database_refuses_is_dropped_and_the_rest_of_its_batch_stored(publisher, caplog):
+    """PostgreSQL refuses a NUL character in text (valid JSON and a valid event otherwise): retrying would
+    never succeed, so it is logged and acknowledged; the events around it are stored."""
+    device_id, client_id = unique("dev"), unique("fwd")
+    with new_postgres_database() as url:
+        migrate(url)
+        try:
+            with forwarder(url, client_id, unique("group")):
+                refused = event(device_id, 1, 1_001).model_copy(update={"event_id": "nul\x00byte"})
+                good = [event(device_id, 0, 1_000), event(device_id, 2, 1_002)]
+                for payload in (good[0].payload(), refused.payload(), good[1].payload()):
+                    publisher.publish(events_topic(device_id), payload)
+                wait_for_events(url, device_id, 2)
+                time.sleep(0.3)
+        finally:
+            end_sessions(client_id)
+        assert [row.event_id for row in stored_events(url, device_id)] == [item.event_id for item in good]
+        assert "the database refused a message from" in caplog.text
