@@ -21,9 +21,9 @@ def procfile() -> dict[str, str]:
     return dict(line.split(": ", 1) for line in lines if line.strip())
 
 
-def test_procfile_lists_web_model_and_worker():
+def test_procfile_lists_web_model_worker_and_forwarder():
     processes = procfile()
-    assert set(processes) == {"web", "model", "worker"}
+    assert set(processes) == {"web", "model", "worker", "forwarder"}  # make run: a forwarder only with EMOTION_MQTT_URL
     assert processes["worker"].startswith("celery -A emotion_detector.videos.jobs worker ")
     assert processes["web"] == 'gunicorn -c gunicorn.conf.py "app:create_app()"'
     assert processes["model"].startswith("python -m serving ")
@@ -104,10 +104,11 @@ def test_compose_wires_the_web_app_to_the_model_server():
     assert compose["web"]["depends_on"]["model"]["condition"] == "service_healthy"
 
 
-def test_compose_publishes_only_the_web_port_and_restarts_what_dies():
+def test_compose_publishes_only_the_web_and_mqtt_ports_and_restarts_what_dies():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
-    assert {name for name, service in compose.items() if "ports" in service} == {"web"}
+    assert {name for name, service in compose.items() if "ports" in service} == {"web", "mosquitto"}  # mosquitto: edge devices
     assert compose["web"]["ports"] == ["5000:5000"]
+    assert compose["mosquitto"]["ports"] == ["1883:1883"]
     assert {name: service.get("restart") for name, service in compose.items()} == dict.fromkeys(compose, "unless-stopped")
 
 

@@ -22,6 +22,7 @@ import pytest
 import yaml
 from sqlalchemy import select
 
+from emotion_detector.__main__ import main
 from emotion_detector.edge.forwarder import EventStore, Forwarder, ForwarderOptions
 from emotion_detector.edge.messages import DeviceState, Event, EventType, Status, events_topic, status_topic
 from emotion_detector.edge.models import Device, EdgeEvent
@@ -341,3 +342,13 @@ def test_a_message_the_database_refuses_is_dropped_and_the_rest_of_its_batch_sto
             end_sessions(client_id)
         assert [row.event_id for row in stored_events(url, device_id)] == [item.event_id for item in good]
         assert "the database refused a message from" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [([], "no MQTT broker: pass --mqtt"), (["--mqtt", "http://broker"], "mqtt:// or mqtts://")],
+)
+def test_forward_without_a_usable_broker_says_why(monkeypatch, capsys, args, message):
+    monkeypatch.delenv("EMOTION_MQTT_URL", raising=False)
+    assert main(["forward", *args]) == 2
+    assert message in capsys.readouterr().err
