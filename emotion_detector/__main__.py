@@ -1,5 +1,5 @@
-"""Command line: ``emotion-detector analyze SOURCE...``, ``edge``, ``keys create|list|revoke``, ``run`` and
-``models download|list`` (the console script ``pip install .`` installs; ``python -m emotion_detector`` is the same)."""
+"""Command line: ``emotion-detector analyze SOURCE...``, ``edge``, ``forward``, ``keys create|list|revoke``, ``run``
+and ``models download|list`` (the console script ``pip install .`` installs; ``python -m emotion_detector`` is the same)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 from emotion_detector import analyze_cli
 from emotion_detector.accounts import cli as keys_cli
 from emotion_detector.edge import command as edge_command
+from emotion_detector.edge import forward_cli
 from emotion_detector.models import MODEL_FILES, ChecksumMismatch, download
 from emotion_detector.settings import Settings
 from serving import SHIPPED_MODELS
@@ -36,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     analyze_cli.add_parser(commands)
     keys_cli.add_parser(commands)
     edge_command.add_parser(commands)
+    forward_cli.add_parser(commands)
     args = parser.parse_args(argv)
     if args.command == "analyze":
         return analyze_cli.run(args)
@@ -43,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         return keys_cli.run(args)
     if args.command == "edge":
         return edge_command.run(args)
+    if args.command == "forward":
+        return forward_cli.run(args)
     if args.command == "run":
         from emotion_detector.local_run import run
 

@@ -13,6 +13,8 @@ import os
 import sys
 from pathlib import Path
 
+from emotion_detector.settings import Settings
+
 # supervisord gives up on a process that dies within START_SECONDS of starting this many times in a row (a
 # port taken, a broken setting): a crash loop stops with a clear FATAL line instead of spinning forever. A
 # process that ran longer than that is restarted however often it dies.
@@ -31,6 +33,13 @@ def read_procfile(path: Path) -> dict[str, str]:
             raise ValueError(f"{path}:{number}: expected 'name: command', got {line!r}")
         processes[name.strip()] = command.strip()
     return processes
+
+
+def wanted_processes(processes: dict[str, str], settings: Settings) -> dict[str, str]:
+    """The Procfile's processes this machine's settings call for: no forwarder without a broker to read (edge
+    mode is optional; a laptop without a broker runs the rest)."""
+    needed = {"forwarder": bool(settings.mqtt_url)}
+    return {name: command for name, command in processes.items() if needed.get(name, True)}
 
 
 def supervisord_config(processes: dict[str, str], state_dir: Path, root: Path) -> str:
@@ -69,7 +78,7 @@ def supervisord_config(processes: dict[str, str], state_dir: Path, root: Path) -
 def run(state_dir: Path, procfile: Path) -> None:
     """Write the configuration and become supervisord (it stops every process on Ctrl-C / SIGTERM)."""
     procfile = procfile.resolve()
-    processes = read_procfile(procfile)
+    processes = wanted_processes(read_procfile(procfile), Settings())
     state_dir.mkdir(parents=True, exist_ok=True)
     config = state_dir / "supervisord.conf"
     config.write_text(supervisord_config(processes, state_dir, procfile.parent))

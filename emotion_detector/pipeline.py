@@ -38,6 +38,7 @@ from emotion_detector.face_models import FaceModels, PendingOutputs
 from emotion_detector.frames import ImageLimits, decode_image, image_size
 from emotion_detector.labels import EMOTIONS, GENDERS
 from emotion_detector.model_client import ModelServerError
+from emotion_detector.schemas import AgeResult, EmotionResult, FaceResult, GenderResult, ImageAnalysis
 from emotion_detector.settings import Settings
 from emotion_detector.tracking import AgeGenderSchedule, AttributeSmoother, FaceAttributes, FaceTracker
 
@@ -83,22 +84,25 @@ class Face:
     def female_probability(self) -> float:
         return float(self.gender_probabilities[GENDERS.index("female")])
 
-    def to_json(self) -> dict[str, Any]:
+    def to_schema(self) -> FaceResult:
         emotion = int(np.argmax(self.emotion_probabilities))
         gender = int(np.argmax(self.gender_probabilities))
-        face = {
-            "box": [round(float(v), 1) for v in self.box_xyxy],
-            "score": round(self.score, 4),
-            "emotion": {
-                "label": EMOTIONS[emotion],
-                "confidence": round(float(self.emotion_probabilities[emotion]), 4),
-                "uncertain": self.emotion_uncertain,
-                "probabilities": {label: round(float(p), 4) for label, p in zip(EMOTIONS, self.emotion_probabilities, strict=True)},
-            },
-            "age": {"years": round(float(self.age_years), 1)},
-            "gender": {"label": GENDERS[gender], "confidence": round(float(self.gender_probabilities[gender]), 4)},
-        }
-        return {"id": self.track_id, **face} if self.track_id is not None else face
+        return FaceResult(
+            id=self.track_id,
+            box=[round(float(v), 1) for v in self.box_xyxy],
+            score=round(self.score, 4),
+            emotion=EmotionResult(
+                label=EMOTIONS[emotion],
+                confidence=round(float(self.emotion_probabilities[emotion]), 4),
+                uncertain=self.emotion_uncertain,
+                probabilities={label: round(float(p), 4) for label, p in zip(EMOTIONS, self.emotion_probabilities, strict=True)},
+            ),
+            age=AgeResult(years=round(float(self.age_years), 1)),
+            gender=GenderResult(label=GENDERS[gender], confidence=round(float(self.gender_probabilities[gender]), 4)),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return self.to_schema().to_json()
 
 
 def gender_probabilities(female_probability: float) -> np.ndarray:
@@ -135,8 +139,13 @@ class FrameAnalysis:
             raise ValueError("this frame was not analysed as a frame of a video: it has no frame index")
         return self.frame_index
 
+    def to_schema(self) -> ImageAnalysis:
+        return ImageAnalysis(
+            faces=[face.to_schema() for face in self.faces], width=self.width, height=self.height, timing_ms=self.timing_ms
+        )
+
     def to_json(self) -> dict[str, Any]:
-        return {"faces": [face.to_json() for face in self.faces], "width": self.width, "height": self.height, "timing_ms": self.timing_ms}
+        return self.to_schema().to_json()
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from emotion_detector.edge.mqtt import Broker
 from emotion_detector.settings import Settings
 from tests.conftest import ROOT
 
@@ -22,9 +23,9 @@ def procfile() -> dict[str, str]:
     return dict(line.split(": ", 1) for line in lines if line.strip())
 
 
-def test_procfile_lists_web_model_and_worker():
+def test_procfile_lists_web_model_worker_and_forwarder():
     processes = procfile()
-    assert set(processes) == {"web", "model", "worker"}
+    assert set(processes) == {"web", "model", "worker", "forwarder"}  # make run: a forwarder only with EMOTION_MQTT_URL
     assert processes["worker"].startswith("celery -A emotion_detector.videos.jobs worker ")
     assert processes["web"] == 'gunicorn -c gunicorn.conf.py "app:create_app()"'
     assert processes["model"].startswith("python -m serving ")
@@ -105,10 +106,11 @@ def test_compose_wires_the_web_app_to_the_model_server():
     assert compose["web"]["depends_on"]["model"]["condition"] == "service_healthy"
 
 
-def test_compose_publishes_only_the_web_port_and_restarts_what_dies():
+def test_compose_publishes_only_the_web_and_mqtt_ports_and_restarts_what_dies():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
-    assert {name for name, service in compose.items() if "ports" in service} == {"web"}
+    assert {name for name, service in compose.items() if "ports" in service} == {"web", "mosquitto"}  # mosquitto: edge devices
     assert compose["web"]["ports"] == ["5000:5000"]
+    assert compose["mosquitto"]["ports"] == ["1883:1883"]
     assert {name: service.get("restart") for name, service in compose.items()} == dict.fromkeys(compose, "unless-stopped")
 
 
@@ -167,8 +169,13 @@ def test_compose_takes_secrets_from_the_environment_without_defaults(monkeypatch
     assert ":-" not in text  # no ${NAME:-default}: a missing secret stops compose instead
     compose = yaml.safe_load(text)["services"]
     assert compose["postgres"]["environment"]["POSTGRES_PASSWORD"] == "${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD}"
-    secrets = {"EMOTION_SECRET_KEY": "k" * 40, "POSTGRES_PASSWORD": "p4ss"}
-    for name in ("web", "worker"):
+    assert "allow_anonymous false" in (ROOT / "deploy" / "mosquitto.conf").read_text()  # the broker wants the account
+    assert set(compose["mosquitto"]["environment"]) == {"MQTT_USERNAME", "MQTT_PASSWORD"}
+    secrets = {"EMOTION_SECRET_KEY": "k" * 40, "POSTGRES_PASSWORD": "p4ss", "MQTT_USERNAME": "edge", "MQTT_PASSWORD": "m-pass"}
+    forwarder = _compose_value(compose["forwarder"]["environment"]["EMOTION_MQTT_URL"], secrets)
+    assert forwarder == "mqtt://edge:m-pass@mosquitto:1883"
+    assert Broker.from_url(forwarder).username == "edge"
+    for name in ("web", "worker", "forwarder"):
         environment = {key: _compose_value(str(value), secrets) for key, value in compose[name]["environment"].items()}
         assert environment["EMOTION_ENVIRONMENT"] == "production"
         for key, value in environment.items():

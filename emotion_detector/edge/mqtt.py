@@ -61,7 +61,7 @@ class Broker:
                 raise BrokerUrlError(f"cannot read the MQTT password file: {error}") from None
         tls = parts.scheme == "mqtts" or ca_file is not None or cert_file is not None
         if (cert_file is None) != (key_file is None):
-            raise BrokerUrlError("a client certificate needs both --mqtt-cert and --mqtt-key")
+            raise BrokerUrlError("a client certificate needs both --cert-file and --key-file")
         return cls(
             parts.hostname,
             port,

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import logging
+from typing import Literal
 
 from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
 
 from emotion_detector.frames import FrameError
 from emotion_detector.model_client import ModelServerError, ModelUnavailable
+from emotion_detector.schemas import ImageAnalysis
 from emotion_detector.web import services
 from emotion_detector.web.auth import by_address, by_key, limiter
-from emotion_detector.web.security import database_unavailable, json_error
+from emotion_detector.web.openapi import Content, operation, parsed
+from emotion_detector.web.security import api_error, database_unavailable, json_error
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -21,8 +25,31 @@ blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
 STATUS_FOR_CODE = {"frame_too_large": 413, "image_too_large": 413, "unsupported_format": 415}
 
 
-def error(code: str, message: str, status: int) -> ResponseReturnValue:
-    return jsonify({"error": {"code": code, "message": message}}), status
+error = api_error
+
+
+class AnalyzeQuery(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    detect: bool = True  # false: the whole image is one face crop (one face, box = the whole image)
+
+
+class DetectorInfo(BaseModel):
+    name: str
+    model: str  # the model file in use
+    degraded: bool  # detection runs on the Haar cascade fallback
+
+
+class Health(BaseModel):
+    """GET /api/v1/health: 200 (ok or degraded) or 503 (unavailable, naming what is ``down``)."""
+
+    status: Literal["ok", "degraded", "unavailable"]
+    down: list[Literal["models", "database", "queue"]] | None = None  # only when unavailable
+    detector: DetectorInfo
+    models: dict[str, int]  # model name → version served
+    database: str  # "ok" or "down: <why>"
+    queue: str
+    problems: list[str]
 
 
 @blueprint.errorhandler(HTTPException)
@@ -41,7 +68,19 @@ def unexpected_error(exc: Exception) -> ResponseReturnValue:
     return error("internal_error", "the server could not process this request", 500)
 
 
+IMAGE_BODY = Content.upload("image", "image/jpeg", "image/png", "application/octet-stream")
+
+
 @blueprint.post("/analyze")
+@operation(
+    "Faces in one image: expression, apparent age and apparent gender",
+    tag="images",
+    query=AnalyzeQuery,
+    body=IMAGE_BODY,
+    body_description="A JPEG or PNG image: the raw body, or the multipart field 'image'",
+    responses={200: ("The faces found (none is an empty list)", ImageAnalysis)},
+    errors=(413, 415, 429, 502, 503),
+)
 @limiter.limit(lambda: services().settings.rate_limit_analyze, key_func=by_key)
 @limiter.limit(lambda: services().settings.rate_limit_analyze, key_func=by_address)
 def analyze() -> ResponseReturnValue:
@@ -52,9 +91,8 @@ def analyze() -> ResponseReturnValue:
         data = upload.read()
     else:
         data = request.get_data()  # the raw body, whatever Content-Type the client claimed
-    detect = request.args.get("detect", "true").lower() not in ("false", "0", "no")
     try:
-        analysis = services().analyzer.analyze_image(data, detect=detect)
+        analysis = services().analyzer.analyze_image(data, detect=parsed(AnalyzeQuery).detect)
     except FrameError as exc:
         return error(exc.code, exc.message, STATUS_FOR_CODE.get(exc.code, 400))
     except ModelUnavailable:
@@ -65,13 +103,19 @@ def analyze() -> ResponseReturnValue:
 
 
 @blueprint.get("/health")
+@operation(
+    "Whether the app can analyse faces and take video jobs (no API key needed)",
+    tag="health",
+    public=True,
+    responses={200: ("ok, or degraded (see problems)", Health), 503: ("unavailable: see down and problems", Health)},
+)
 def health() -> ResponseReturnValue:
     """200 while the app can analyse faces and take video jobs (``degraded`` when only the Haar fallback
     detects faces), 503 naming what is down: the model server, the database or the job queue."""
     found = services()
-    detector = {"name": found.detector.name, "model": found.detector.model, "degraded": found.detector.degraded}
+    detector = DetectorInfo(name=found.detector.name, model=found.detector.model, degraded=found.detector.degraded)
     problems = [f"face detection runs on the fallback {found.detector.name} detector"] if found.detector.degraded else []
-    down: list[str] = []
+    down: list[Literal["models", "database", "queue"]] = []
     models: dict[str, int] = {}
     try:
         found.client.check()
@@ -80,11 +124,18 @@ def health() -> ResponseReturnValue:
         down.append("models")
         problems.append(str(exc))
     checks = found.videos.check()
-    for name, state in checks.items():
-        if state != "ok":
+    for name in ("database", "queue"):
+        if checks[name] != "ok":
             down.append(name)
-            problems.append(f"the {name} is {state}")
-    body = {"detector": detector, "models": models, "database": checks["database"], "queue": checks["queue"], "problems": problems}
-    if down:
-        return jsonify({"status": "unavailable", "down": down, **body}), 503
-    return jsonify({"status": "degraded" if problems else "ok", **body})
+            problems.append(f"the {name} is {checks[name]}")
+    status = "unavailable" if down else "degraded" if problems else "ok"
+    report = Health(
+        status=status,
+        down=down or None,
+        detector=detector,
+        models=models,
+        database=checks["database"],
+        queue=checks["queue"],
+        problems=problems,
+    )
+    return jsonify(report.model_dump(mode="json", exclude_none=True)), 503 if down else 200

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Flask, g, jsonify, redirect, render_template, request, session, url_for
+from flask import Blueprint, Flask, g, redirect, render_template, request, session, url_for
 from flask.typing import ResponseReturnValue
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
@@ -27,6 +27,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from emotion_detector.accounts.keys import Keys
 from emotion_detector.settings import Settings
 from emotion_detector.web import services
+from emotion_detector.web.security import ErrorBody
 
 blueprint = Blueprint("auth", __name__)
 csrf = CSRFProtect()
@@ -95,7 +96,7 @@ def install(app: Flask, settings: Settings) -> None:
 
 
 def _refuse(code: str, message: str, status: int, headers: dict[str, str] | None = None) -> ResponseReturnValue:
-    return jsonify({"error": {"code": code, "message": message}}), status, headers or {}
+    return ErrorBody.of(code, message), status, headers or {}
 
 
 def _origin_allowed(origin: str) -> bool:
@@ -107,7 +108,8 @@ def _origin_allowed(origin: str) -> bool:
 
 
 def _wants_json() -> bool:
-    return request.path.startswith(("/api/", "/ws/"))
+    # /api/docs is a page: it redirects to /signin like the others.
+    return request.path.startswith(("/api/", "/ws/")) and not request.path.startswith("/api/docs")
 
 
 def check() -> ResponseReturnValue | None:

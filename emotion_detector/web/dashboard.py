@@ -15,23 +15,23 @@ import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 from flask import Blueprint, Response, current_app, render_template, request
 from flask.typing import ResponseReturnValue
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from emotion_detector.edge import queries
-from emotion_detector.edge.messages import DEVICE_ID_PATTERN
-from emotion_detector.edge.queries import MAX_EVENTS_LIMIT, DeviceSummary, MixWindow
+from emotion_detector.edge.messages import DEVICE_ID_PATTERN, Event
+from emotion_detector.edge.queries import MAX_EVENTS_LIMIT, DeviceList, DeviceSummary, EventList, ExpressionMix, MixWindow
 from emotion_detector.web import services
+from emotion_detector.web.openapi import Content, operation, parse_query, parsed
 from emotion_detector.web.security import api_error
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("dashboard", __name__)
-Q = TypeVar("Q", bound=BaseModel)
 MAX_TIME_MS = 2**63 - 1  # a BIGINT: past it PostgreSQL would refuse the statement
 MAX_BACKLOG = 100
 TimeMs = Annotated[int, Field(ge=0, le=MAX_TIME_MS)]
@@ -72,29 +72,6 @@ class StreamQuery(_Query):
     last_event_id: int | None = Field(None, ge=0, le=MAX_TIME_MS)  # the header, or this for clients that cannot set it
 
 
-class BadParameters(ValueError):
-    pass
-
-
-def _parse(schema: type[Q], values: dict[str, str]) -> Q:
-    try:
-        return schema.model_validate(values)
-    except ValidationError as exc:
-        # "limit: Input should be less than or equal to 1000 (got '5000')"
-        problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']} (got {e['input']!r})" for e in exc.errors()]
-        raise BadParameters("; ".join(problems)) from None
-
-
-def _args(*names: str) -> dict[str, str]:
-    """The named query parameters that were given (an empty one counts as given: ``limit=`` is a mistake)."""
-    return {name: request.args[name] for name in names if name in request.args}
-
-
-@blueprint.errorhandler(BadParameters)
-def bad_parameters(exc: BadParameters) -> ResponseReturnValue:
-    return api_error("bad_request", str(exc), 400)
-
-
 def _sessions() -> sessionmaker[Session]:
     return services().videos.sessions  # the edge tables live in the video jobs' database
 
@@ -108,21 +85,38 @@ def page() -> ResponseReturnValue:
 
 
 @blueprint.get("/api/v1/devices")
+@operation(
+    "The edge devices: state, last seen, events stored", tag="dashboard", responses={200: ("The devices", DeviceList)}, errors=(503,)
+)
 def devices() -> ResponseReturnValue:
     with _sessions()() as session:
         return queries.devices(session).to_json()
 
 
 @blueprint.get("/api/v1/events")
+@operation(
+    "Stored events, newest last (optionally of one device, after a time)",
+    tag="dashboard",
+    query=EventsQuery,
+    responses={200: ("The events", EventList)},
+    errors=(503,),
+)
 def events() -> ResponseReturnValue:
-    query = _parse(EventsQuery, _args("device_id", "since_ms", "limit"))
+    query = parsed(EventsQuery)
     with _sessions()() as session:
         return queries.events(session, query.device_id, query.since_ms, query.limit).to_json()
 
 
 @blueprint.get("/api/v1/devices/<device_id>/mix")
+@operation(
+    "A device's expression mix: events per expression per minute (hour) or half hour (day)",
+    tag="dashboard",
+    query=MixQuery,
+    responses={200: ("The mix", ExpressionMix)},
+    errors=(503,),
+)
 def mix(device_id: str) -> ResponseReturnValue:
-    query = _parse(MixQuery, _args("window", "end_ms"))
+    query = parsed(MixQuery)
     end_ms = query.end_ms if query.end_ms is not None else int(time.time() * 1000)
     with _sessions()() as session:
         if not queries.device_exists(session, device_id):
@@ -134,11 +128,23 @@ def mix(device_id: str) -> ResponseReturnValue:
 
 
 @blueprint.get("/api/v1/events/stream")
+@operation(
+    "Live feed (server-sent events): 'event' (an event, its row id as the SSE id) and 'device' (a device changed); "
+    "the Last-Event-ID header resumes after that id",
+    tag="dashboard",
+    query=StreamQuery,
+    responses={
+        200: (
+            "The feed; it ends after a few minutes and EventSource reconnects",
+            Content.event_stream({"event": Event, "device": DeviceSummary}),
+        )
+    },
+    errors=(503,),
+)
 def stream() -> ResponseReturnValue:
-    values = _args("backlog", "last_event_id")
+    query = parsed(StreamQuery)
     if "Last-Event-ID" in request.headers:  # EventSource's reconnection names the last id it received
-        values["last_event_id"] = request.headers["Last-Event-ID"]
-    query = _parse(StreamQuery, values)
+        query = parse_query(StreamQuery, request.args.to_dict() | {"last_event_id": request.headers["Last-Event-ID"]})
     timing = current_app.config.get("DASHBOARD_STREAM", StreamTiming())
     # The first look happens here, before the 200: a database that is down is a 503, not an empty stream.
     with _sessions()() as session:

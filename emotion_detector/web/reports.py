@@ -13,13 +13,15 @@ from __future__ import annotations
 import functools
 import io
 
-from flask import Blueprint, request, send_file
+from flask import Blueprint, send_file
 from flask.typing import ResponseReturnValue
+from pydantic import BaseModel, ConfigDict
 
 from emotion_detector.videos.report import Report, build_report, report_html, report_pdf
 from emotion_detector.videos.service import Conflict, NotFound
 from emotion_detector.web.auth import owner
 from emotion_detector.web.live import run_on_native_thread
+from emotion_detector.web.openapi import Content, operation, parsed
 from emotion_detector.web.videos import conflict, not_found, service
 
 blueprint = Blueprint("reports", __name__)
@@ -33,6 +35,12 @@ REPORT_CONTENT_SECURITY_POLICY = (
 )
 
 
+class ReportQuery(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    download: bool = False  # true: as an attachment named after the video
+
+
 def _report(video_id: str) -> tuple[Report, str]:
     results = service().results(video_id, owner=owner())  # NotFound (404) for another key, Conflict (409) until done
     stem = results.video.filename.rsplit(".", 1)[0] or "video"
@@ -40,19 +48,33 @@ def _report(video_id: str) -> tuple[Report, str]:
 
 
 def _answer(content: bytes, mimetype: str, name: str) -> ResponseReturnValue:
-    response = send_file(io.BytesIO(content), mimetype=mimetype, as_attachment=request.args.get("download") == "1", download_name=name)
+    response = send_file(io.BytesIO(content), mimetype=mimetype, as_attachment=parsed(ReportQuery).download, download_name=name)
     response.headers["Content-Security-Policy"] = REPORT_CONTENT_SECURITY_POLICY
     response.headers["Cache-Control"] = "no-store"  # a private document: not kept by shared caches
     return response
 
 
 @blueprint.get("/api/v1/videos/<video_id>/report.html")
+@operation(
+    "A finished video's report as one self-contained HTML page (charts inline, no scripts, nothing fetched)",
+    tag="videos",
+    query=ReportQuery,
+    responses={200: ("The report", Content.binary("text/html"))},
+    errors=(409, 503),
+)
 def html(video_id: str) -> ResponseReturnValue:
     report, stem = _report(video_id)
     return _answer(report_html(report).encode("utf-8"), "text/html", f"{stem}.html")
 
 
 @blueprint.get("/api/v1/videos/<video_id>/report.pdf")
+@operation(
+    "A finished video's report as a PDF (the same content as report.html)",
+    tag="videos",
+    query=ReportQuery,
+    responses={200: ("The report", Content.binary("application/pdf"))},
+    errors=(409, 503),
+)
 def pdf(video_id: str) -> ResponseReturnValue:
     report, stem = _report(video_id)
     # Laying out the PDF takes CPU for a while (long videos, many people): off the gevent loop, like uploads.

@@ -7,6 +7,7 @@ import logging
 
 from flask import Flask, Response, jsonify, request
 from flask.typing import ResponseReturnValue
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
 
@@ -50,8 +51,27 @@ ERROR_CODES = {
 }
 
 
+class ErrorDetail(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    code: str  # stable, for programs: "not_found", "unsupported_format", "rate_limited", ...
+    message: str  # for people
+
+
+class ErrorBody(BaseModel):
+    """Every error under /api: ``{"error": {"code", "message"}}`` (DESIGN.md §2)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    error: ErrorDetail
+
+    @classmethod
+    def of(cls, code: str, message: str) -> Response:
+        return jsonify(cls(error=ErrorDetail(code=code, message=message)).model_dump(mode="json"))
+
+
 def api_error(code: str, message: str, status: int) -> ResponseReturnValue:
-    return jsonify({"error": {"code": code, "message": message}}), status
+    return ErrorBody.of(code, message), status
 
 
 def install(app: Flask) -> None:
@@ -76,7 +96,7 @@ def database_unavailable(exc: DBAPIError) -> ResponseReturnValue:
     log.error("database error on %s: %s", request.path, exc.orig)
     message = "the database is unavailable; try again shortly"
     if request.path.startswith("/api/"):
-        return jsonify({"error": {"code": "database_unavailable", "message": message}}), 503, {"Retry-After": "5"}
+        return ErrorBody.of("database_unavailable", message), 503, {"Retry-After": "5"}
     return message, 503, {"Content-Type": "text/plain; charset=utf-8", "Retry-After": "5"}
 
 
@@ -84,7 +104,7 @@ def json_error(exc: HTTPException) -> Response:
     """An HTTP error as the API's JSON error, keeping its headers (Allow on a 405, Retry-After on a 429)."""
     status = exc.code or 500
     code = ERROR_CODES.get(status, "bad_request" if status < 500 else "internal_error")
-    response = jsonify({"error": {"code": code, "message": exc.description or exc.name}})
+    response = ErrorBody.of(code, exc.description or exc.name)
     response.status_code = status
     for name, value in exc.get_headers():
         if name.lower() != "content-type":

@@ -296,6 +296,7 @@ def test_the_routes_answer_the_reports_to_their_owner_only(analysed):
     download = client.get(f"{base}/report.html?download=1", headers=analysed.alice)
     assert download.headers["Content-Disposition"].startswith("attachment") and "report.html" in download.headers["Content-Disposition"]
 
+    assert client.get(f"{base}/report.html?download=maybe", headers=analysed.alice).status_code == 400
     document = client.get(f"{base}/report.pdf?download=1", headers=analysed.alice)
     assert document.status_code == 200 and document.mimetype == "application/pdf"
     assert document.data.startswith(b"%PDF-") and "report.pdf" in document.headers["Content-Disposition"]

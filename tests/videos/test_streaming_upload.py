@@ -10,6 +10,7 @@ import pytest
 from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 from app import create_app
+from emotion_detector.web import services
 
 MAX_BYTES = 2_000_000
 BOUNDARY = "----emotion-detector-test"
@@ -109,3 +110,17 @@ def test_a_multipart_body_without_the_video_field_is_a_400(client, body):
 def test_a_multipart_body_without_a_boundary_is_a_400(client):
     answer = client.post("/api/v1/videos", data=b"x", content_type="multipart/form-data")
     assert answer.status_code == 400
+
+
+def test_an_upload_can_ask_for_blurred_faces(client, shared_dir):
+    video = (shared_dir / "media" / "videos" / "single_face.mp4").read_bytes()
+    created = {}
+    for blur in ("true", "false"):
+        answer = client.post(f"/api/v1/videos?filename=clip.mp4&blur_faces={blur}", data=video, content_type="video/mp4")
+        assert answer.status_code == 202, answer.get_json()
+        created[blur] = answer.get_json()["id"]
+    with client.application.app_context():
+        found = services().videos
+        assert found.get(created["true"], owner=None).blur_faces is True
+        assert found.get(created["false"], owner=None).blur_faces is False
+    assert client.post("/api/v1/videos?blur_faces=perhaps", data=video, content_type="video/mp4").status_code == 400

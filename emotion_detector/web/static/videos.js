@@ -10,7 +10,7 @@ function upload(file, name) {
   const form = new FormData();
   form.append("video", file, name);
   const request = new XMLHttpRequest();
-  request.open("POST", "/api/v1/videos");
+  request.open("POST", `/api/v1/videos?blur_faces=${$("blur-faces").checked}`);
   request.setRequestHeader("X-CSRFToken", CSRF_TOKEN);
   $("upload-progress").hidden = false;
   $("upload-progress").value = 0;
