@@ -132,6 +132,7 @@ def test_the_html_report_fetches_nothing_and_runs_no_script(page):
     assert not re.search(r"""(src|href|xlink:href)\s*=\s*["']?\s*(https?:)?//""", page, re.IGNORECASE)
     assert not re.search(r"https?://", page)  # not even the SVG namespace: inline SVG needs none
     assert not re.search(r"url\(|@import|<link|<iframe|<object|<embed|<img", page, re.IGNORECASE)
+    assert """<meta http-equiv="Content-Security-Policy" content="default-src 'none';""" in page  # opened from disk too
     assert page.count("<svg") == 1 + 2 * 2  # the group mix, and per person the timeline and the shares
 
 
