@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+from xml.etree import ElementTree
 
 import numpy as np
 import pypdfium2 as pdfium
@@ -271,6 +272,15 @@ def test_time_ticks_fall_on_round_seconds(duration_s, ticks):
 @pytest.mark.parametrize(("seconds", "label"), [(0, "0 s"), (2.5, "2.5 s"), (0.05, "0.05 s"), (90, "90 s"), (1200, "1200 s")])
 def test_tick_labels(seconds, label):
     assert charts.tick_label(seconds) == label
+
+
+def test_every_chart_is_well_formed_svg_of_the_charts_width(analysed):
+    report = build_report(analysed.results)
+    drawings = [report.group_mix, *(c for section in report.sections for c in (section.timeline, section.shares))]
+    for chart in drawings:
+        root = ElementTree.fromstring(chart.svg)
+        assert root.tag == "{http://www.w3.org/2000/svg}svg" and root.get("width") == str(charts.WIDTH)
+        assert {element.tag.split("}")[1] for element in root.iter()} <= {"svg", "title", "line", "polyline", "rect", "text"}
 
 
 def test_a_timeline_leaves_gaps_open_and_keeps_long_videos_small():
