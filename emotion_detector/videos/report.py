@@ -196,7 +196,7 @@ def _timeline(person: PersonResult) -> tuple[list[float], dict[str, list[float]]
     times = [entry.time_s for entry in person.timeline]
     probabilities: dict[str, list[float]] = {e: [] for e in EMOTIONS}
     for entry in person.timeline:
-        shown = (entry.model_extra or {}).get("emotion", {}).get("probabilities", {})
+        shown = ((entry.model_extra or {}).get("emotion") or {}).get("probabilities") or {}
         for expression in EMOTIONS:
             probabilities[expression].append(float(shown.get(expression, 0.0)))
     return times, probabilities
