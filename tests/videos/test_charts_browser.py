@@ -69,6 +69,19 @@ def js(browser, script: str, *args):
     return browser.execute_script(script, *args)
 
 
+def pointer(browser, element, kind: str, x: float, y: float) -> None:
+    """A mouse event at (x, y), as fractions of the element's box."""
+    js(
+        browser,
+        "const [c, kind, x, y] = arguments, r = c.getBoundingClientRect();"
+        "c.dispatchEvent(new MouseEvent(kind, {clientX: r.left + r.width * x, clientY: r.top + r.height * y, bubbles: true}));",
+        element,
+        kind,
+        x,
+        y,
+    )
+
+
 def wait_for_file(folder: Path, suffix: str, timeout_s: float = 20) -> Path:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -105,8 +118,11 @@ def test_the_results_charts_are_readable_and_interactive(stack, shared_dir, tmp_
         assert [t.text for t in chart.find_elements(By.CSS_SELECTOR, ".y-tick")] == ["0 %", "25 %", "50 %", "75 %", "100 %"]
         legend = [item.get_attribute("data-label") for item in chart.find_elements(By.CSS_SELECTOR, ".legend-item")]
         assert legend[:7] == EMOTIONS
-        cuts = js(browser, "return window.fetch('/api/v1/videos/' + document.getElementById('job').dataset.id + '/results')"
-                           ".then(r => r.json()).then(r => r.video.shot_cuts_s);")
+        cuts = js(
+            browser,
+            "return window.fetch('/api/v1/videos/' + document.getElementById('job').dataset.id + '/results')"
+            ".then(r => r.json()).then(r => r.video.shot_cuts_s);",
+        )
         assert len(chart.find_elements(By.CSS_SELECTOR, ".shot-cut")) == len(cuts)
         if cuts:
             assert "shot cut" in legend
@@ -126,16 +142,14 @@ def test_the_results_charts_are_readable_and_interactive(stack, shared_dir, tmp_
 
         # Hover: the values under the pointer.
         chart = people[0].find_element(By.CSS_SELECTOR, "svg.expressions")
-        js(browser, "const c = arguments[0], r = c.getBoundingClientRect();"
-                    "c.dispatchEvent(new MouseEvent('mousemove', {clientX: r.left + r.width * 0.3, clientY: r.top + r.height * 0.6, bubbles: true}));", chart)
+        pointer(browser, chart, "mousemove", 0.3, 0.6)
         tooltip = people[0].find_element(By.CSS_SELECTOR, ".chart-tooltip")
         assert tooltip.is_displayed()
         assert re.search(r"\d+\.\d+ s", tooltip.text) and "%" in tooltip.text, tooltip.text
 
         # Click to seek: the video jumps there, and the cursor of every time chart follows it.
         WebDriverWait(browser, 20).until(lambda b: js(b, "return document.getElementById('annotated').readyState") >= 1)
-        js(browser, "const c = arguments[0], r = c.getBoundingClientRect();"
-                    "c.dispatchEvent(new MouseEvent('click', {clientX: r.left + r.width * 0.75, clientY: r.top + r.height * 0.6, bubbles: true}));", chart)
+        pointer(browser, chart, "click", 0.75, 0.6)
         WebDriverWait(browser, 10).until(lambda b: js(b, "return document.getElementById('annotated').currentTime") > duration * 0.5)
         WebDriverWait(browser, 10).until(
             lambda b: all(float(c.get_attribute("x1")) > 100 for c in b.find_elements(By.CSS_SELECTOR, "svg .cursor"))
@@ -167,7 +181,8 @@ def test_the_results_charts_are_readable_and_interactive(stack, shared_dir, tmp_
         assert on_screen.find_element(By.CSS_SELECTOR, "path[data-series='people']").get_attribute("d").startswith("M")
 
         # People counted by the stated rule, brief detections apart; links to the reports.
-        assert re.search(r"seen for at least [\d.]+ s with a mean detection score of at least [\d.]+", browser.find_element(By.ID, "person-rule").text)
+        rule = browser.find_element(By.ID, "person-rule").text
+        assert re.search(r"seen for at least [\d.]+ s with a mean detection score of at least [\d.]+", rule)
         assert re.match(r"\d+ (person|people)", browser.find_element(By.ID, "people-count").text)
         assert browser.find_element(By.ID, "report-html").get_attribute("href").endswith("/report.html")
         assert browser.find_element(By.ID, "report-pdf").get_attribute("href").endswith("/report.pdf")
@@ -181,7 +196,7 @@ def test_the_results_charts_are_readable_and_interactive(stack, shared_dir, tmp_
         people[0].find_element(By.CSS_SELECTOR, "button.export-png").click()
         png = wait_for_file(downloads, ".png")
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
-        browser.find_element(By.CSS_SELECTOR, "#group svg.mix").find_element(By.XPATH, "..").find_element(By.CSS_SELECTOR, "button.export-svg").click()
+        browser.find_element(By.CSS_SELECTOR, "#group .chart-figure:first-child button.export-svg").click()
         WebDriverWait(browser, 10).until(lambda b: any("group-mix" in p.name for p in downloads.glob("*.svg")))
 
         # Legible at 1280×800 and on a 390 px phone: nothing wider than the screen, text at its real size.
@@ -191,7 +206,9 @@ def test_the_results_charts_are_readable_and_interactive(stack, shared_dir, tmp_
         js(browser, "document.querySelector('#group').scrollIntoView()")
         browser.save_screenshot(str(ARTIFACTS / "video-charts-group-1280.png"))
         browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True})
-        WebDriverWait(browser, 10).until(lambda b: all(int(s.get_attribute("width")) <= 390 for s in b.find_elements(By.CSS_SELECTOR, "svg.chart")))
+        WebDriverWait(browser, 10).until(
+            lambda b: all(int(s.get_attribute("width")) <= 390 for s in b.find_elements(By.CSS_SELECTOR, "svg.chart"))
+        )
         assert js(browser, "return document.documentElement.scrollWidth") <= 390
         font = js(browser, "const t = document.querySelector('svg.expressions .time-tick'); return t.getBoundingClientRect().height;")
         assert font >= 10  # drawn at the shown width, so the tick labels are not scaled down
