@@ -114,7 +114,7 @@ def test_the_results_charts_are_readable_and_interactive(stack, shared_dir, tmp_
         assert len(people) == 2
         chart = people[0].find_element(By.CSS_SELECTOR, "svg.expressions")
         ticks = [t.text for t in chart.find_elements(By.CSS_SELECTOR, ".time-tick")]
-        assert len(ticks) >= 4 and ticks[0] == "0 s" and all(re.fullmatch(r"\d+(\.\d)? s", t) for t in ticks), ticks
+        assert len(ticks) >= 4 and ticks[0] == "0 s" and all(re.fullmatch(r"\d+(\.\d+)? s", t) for t in ticks), ticks
         assert [t.text for t in chart.find_elements(By.CSS_SELECTOR, ".y-tick")] == ["0 %", "25 %", "50 %", "75 %", "100 %"]
         legend = [item.get_attribute("data-label") for item in chart.find_elements(By.CSS_SELECTOR, ".legend-item")]
         assert legend[:7] == EMOTIONS

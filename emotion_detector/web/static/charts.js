@@ -37,8 +37,10 @@ const Charts = (() => {
     return steps.find((s) => span / s <= Math.max(1, maxTicks)) || Math.ceil(span / Math.max(1, maxTicks));
   }
 
+  // "0 s", "2.5 s": as many decimals as the step needs, no trailing zeros.
   function seconds(t, step) {
-    return `${t.toFixed(step !== undefined && step < 1 ? 1 : 0)} s`;
+    const decimals = step === undefined || step >= 1 ? 0 : step >= 0.5 ? 1 : 2;
+    return `${Number(t.toFixed(decimals))} s`;
   }
 
   const percent = (share) => `${Math.round(share * 100)} %`;
