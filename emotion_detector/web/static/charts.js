@@ -24,6 +24,23 @@ const Charts = (() => {
     return t;
   }
 
+  // A chart's title, wrapped into lines that fit `width` (about 7.6 px a character at 14 px, bold); returns
+  // the height it used.
+  function title(parent, x, y, content, width) {
+    const lines = [];
+    content.split(" ").forEach((word) => {
+      const last = lines[lines.length - 1];
+      if (last !== undefined && (last + " " + word).length * 7.6 <= width) lines[lines.length - 1] = `${last} ${word}`;
+      else lines.push(word);
+    });
+    const t = label(parent, x, y, "", { "font-size": 14, "font-weight": 600, fill: INK, class: "chart-title" });
+    lines.forEach((line, i) => {
+      const span = el("tspan", { x, dy: i ? 18 : 0 }, t);
+      span.textContent = line;
+    });
+    return (lines.length - 1) * 18;
+  }
+
   function html(tag, className, content) {
     const element = document.createElement(tag);
     if (className) element.className = className;
@@ -127,6 +144,7 @@ const Charts = (() => {
       const shown = Math.floor(box.clientWidth || 0);
       width = Math.max(300, shown || 900);
       svg.replaceChildren();
+      box.querySelectorAll(".chart-tooltip").forEach((tip) => { tip.hidden = true; });
       el("rect", { x: 0, y: 0, width, height: "100%", fill: "#fff" }, svg);
       const height = Math.ceil(draw(svg, width));
       svg.firstChild.setAttribute("height", height);
@@ -154,10 +172,11 @@ const Charts = (() => {
       filename: options.filename, controls: options.controls, ariaLabel: options.ariaLabel, className: options.className,
       draw(svg, width) {
         const plotW = width - PAD.left - PAD.right;
-        label(svg, PAD.left, 16, options.title(), { "font-size": 14, "font-weight": 600, fill: INK, class: "chart-title" });
+        const titleX = width < 500 ? 8 : PAD.left;
+        const below = TITLE_H + 14 + title(svg, titleX, 16, options.title(), width - titleX - PAD.right);
         const items = [...options.legend()];
         if ((options.cuts || []).length) items.push({ label: "shot cut", colour: CUT, dashed: true });
-        const top = TITLE_H + 14 + legend(svg, items, PAD.left, TITLE_H + 14, plotW) + 4;
+        const top = below + legend(svg, items, titleX, below, width - titleX - PAD.right) + 4;
         const h = options.plotHeight;
         const duration = Math.max(options.duration, 1e-6);
         const x = (t) => PAD.left + (Math.max(0, Math.min(duration, t)) / duration) * plotW;
@@ -184,7 +203,7 @@ const Charts = (() => {
           el("title", {}, line).textContent = `shot cut at ${cut.toFixed(1)} s`;
         });
         const cursor = el("line", { x1: -10, x2: -10, y1: top - 2, y2: top + h + 2, stroke: "#e5484d", "stroke-width": 1.5, class: "transient cursor" }, svg);
-        const guide = el("line", { x1: -10, x2: -10, y1: top, y2: top + h, stroke: INK, "stroke-width": 1, "stroke-dasharray": "2 2", class: "transient guide", visibility: "hidden" }, svg);
+        const guide = el("line", { x1: -10, x2: -10, y1: top, y2: top + h, stroke: INK, "stroke-opacity": 0.35, "stroke-width": 1, class: "transient guide", visibility: "hidden" }, svg);
         Object.assign(state, { guide, x, plotW, width, duration });
         state.moveCursor = (t) => { cursor.setAttribute("x1", x(t)); cursor.setAttribute("x2", x(t)); };
         if (state.cursor !== null) state.moveCursor(state.cursor);
@@ -219,9 +238,11 @@ const Charts = (() => {
       tooltip.hidden = false;
       const box = chart.element.getBoundingClientRect();
       const left = event.clientX - box.left, room = box.width - left;
+      // Beside the pointer, on the side with room, and never past the chart's edges.
+      const wide = tooltip.offsetWidth || 160;
+      const x = room > wide + 16 ? left + 12 : left - wide - 12;
       tooltip.style.top = `${Math.max(0, event.clientY - box.top + 14)}px`;
-      tooltip.style.left = room < 200 ? "" : `${left + 12}px`;
-      tooltip.style.right = room < 200 ? `${Math.max(0, room + 12)}px` : "";
+      tooltip.style.left = `${Math.max(0, Math.min(box.width - wide, x))}px`;
     }
     function hideTooltip() { if (tooltip) tooltip.hidden = true; }
     chart.moveCursor = (t) => { state.cursor = t; if (state.moveCursor) state.moveCursor(t); };
@@ -229,22 +250,23 @@ const Charts = (() => {
   }
 
   // Horizontal bars, one per row ({label, colour, value in 0..1, text}), each with its value written beside it.
-  function barChart({ title, rows, filename, ariaLabel, className }) {
+  function barChart({ title: heading, rows, filename, ariaLabel, className }) {
     return figure({
       filename, ariaLabel, className,
       draw(svg, width) {
-        label(svg, PAD.left, 16, title, { "font-size": 14, "font-weight": 600, fill: INK, class: "chart-title" });
-        const labelW = Math.max(...rows.map((r) => r.label.length)) * 7 + 12, textW = 118;
-        const barW = Math.max(60, width - PAD.left - labelW - textW - PAD.right);
+        const left = width < 500 ? 8 : PAD.left;
+        const top = TITLE_H + 12 + title(svg, left, 16, heading, width - left - PAD.right);
+        const labelW = Math.max(...rows.map((r) => r.label.length)) * 7 + 12, textW = 116;
+        const barW = Math.max(40, width - left - labelW - textW - 8);
         rows.forEach((row, i) => {
-          const y = TITLE_H + 12 + i * 22;
+          const y = top + i * 22;
           const g = el("g", { class: "bar", "data-label": row.label }, svg);
-          label(g, PAD.left + labelW - 8, y + 13, row.label, { "text-anchor": "end", fill: INK });
-          el("rect", { x: PAD.left + labelW, y, width: barW, height: 16, fill: "#f1f3f7" }, g);
-          el("rect", { x: PAD.left + labelW, y, width: Math.max(row.value > 0 ? 1 : 0, row.value * barW), height: 16, fill: row.colour, class: "bar-value" }, g);
-          label(g, PAD.left + labelW + barW + 6, y + 13, row.text, { fill: INK, class: "bar-text" });
+          label(g, left + labelW - 8, y + 13, row.label, { "text-anchor": "end", fill: INK });
+          el("rect", { x: left + labelW, y, width: barW, height: 16, fill: "#f1f3f7" }, g);
+          el("rect", { x: left + labelW, y, width: Math.max(row.value > 0 ? 1 : 0, row.value * barW), height: 16, fill: row.colour, class: "bar-value" }, g);
+          label(g, left + labelW + barW + 6, y + 13, row.text, { fill: INK, class: "bar-text" });
         });
-        return TITLE_H + 12 + rows.length * 22 + 6;
+        return top + rows.length * 22 + 6;
       },
     });
   }
