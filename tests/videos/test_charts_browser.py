@@ -201,6 +201,8 @@ def test_the_results_charts_are_readable_and_interactive(stack, shared_dir, tmp_
 
         # Legible at 1280×800 and on a 390 px phone: nothing wider than the screen, text at its real size.
         ARTIFACTS.mkdir(exist_ok=True)
+        js(browser, "document.querySelector('#summary').scrollIntoView()")
+        browser.save_screenshot(str(ARTIFACTS / "video-people-1280.png"))
         js(browser, "document.querySelector('#charts').scrollIntoView()")
         browser.save_screenshot(str(ARTIFACTS / "video-charts-1280.png"))
         js(browser, "document.querySelector('#group').scrollIntoView()")
@@ -218,6 +220,8 @@ def test_the_results_charts_are_readable_and_interactive(stack, shared_dir, tmp_
         assert js(browser, "return document.documentElement.scrollWidth") <= 390, wide
         font = js(browser, "const t = document.querySelector('svg.expressions .time-tick'); return t.getBoundingClientRect().height;")
         assert font >= 10  # drawn at the shown width, so the tick labels are not scaled down
+        js(browser, "document.querySelector('#summary').scrollIntoView()")
+        browser.save_screenshot(str(ARTIFACTS / "video-people-390.png"))
         js(browser, "document.querySelector('#charts').scrollIntoView()")
         browser.save_screenshot(str(ARTIFACTS / "video-charts-390.png"))
         js(browser, "document.querySelector('#group').scrollIntoView()")

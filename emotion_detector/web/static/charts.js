@@ -24,13 +24,13 @@ const Charts = (() => {
     return t;
   }
 
-  // A chart's title, wrapped into lines that fit `width` (about 7.6 px a character at 14 px, bold); returns
+  // A chart's title, wrapped into lines that fit `width` (about 8.2 px a character at 14 px, bold); returns
   // the height it used.
   function title(parent, x, y, content, width) {
     const lines = [];
     content.split(" ").forEach((word) => {
       const last = lines[lines.length - 1];
-      if (last !== undefined && (last + " " + word).length * 7.6 <= width) lines[lines.length - 1] = `${last} ${word}`;
+      if (last !== undefined && (last + " " + word).length * 8.2 <= width) lines[lines.length - 1] = `${last} ${word}`;
       else lines.push(word);
     });
     const t = label(parent, x, y, "", { "font-size": 14, "font-weight": 600, fill: INK, class: "chart-title" });

@@ -45,9 +45,20 @@ function timeShare(person) {
   return Object.fromEntries(SHOWN.map((e) => [e, (person.expression_counts[e] || 0) / total]));
 }
 
+// The expressions by share of the time, most frequent first (uncertain frames included, as they are counted).
+function byShare(person) {
+  const share = timeShare(person);
+  return SHOWN.filter((e) => share[e] > 0).sort((a, b) => share[b] - share[a]).map((e) => ({ expression: e, share: share[e] }));
+}
+
+// "happy 41 % of the time"; where the most frequent is uncertain, also the expression most often clear.
 function mostOften(person) {
-  const e = person.most_common_expression, share = percent(timeShare(person)[e] || 0);
-  return e === "uncertain" ? `uncertain ${share} of the time (no expression clear enough)` : `${e} ${share} of the time`;
+  const [top, ...rest] = byShare(person);
+  if (!top) return "no frames";
+  const text = `${top.expression} ${percent(top.share)} of the time`;
+  if (top.expression !== "uncertain") return text;
+  const named = rest.find((r) => r.expression !== "uncertain");
+  return `${text} (no expression clear enough)` + (named ? `, then ${named.expression} ${percent(named.share)}` : "");
 }
 
 async function showResults() {
@@ -97,15 +108,10 @@ async function showResults() {
 
 function personRow(person) {
   const row = document.createElement("tr");
-  const share = timeShare(person);
-  const shares = SHOWN.filter((e) => person.expression_counts[e]).sort((a, b) => share[b] - share[a])
-    .map((e) => `${e} ${percent(share[e])}`).join(", ");
   [
     `#${person.id}`,
-    `${person.first_seen_s.toFixed(1)}–${person.last_seen_s.toFixed(1)} s`,
-    person.frames_seen,
-    mostOften(person),
-    shares,
+    `${person.first_seen_s.toFixed(1)}–${person.last_seen_s.toFixed(1)} s (${person.frames_seen} frames)`,
+    byShare(person).map((r) => `${r.expression} ${percent(r.share)}`).join(", "),
     `~${person.age.mean_years.toFixed(0)} y`,
     `${person.gender.label} (${(person.gender.confidence * 100).toFixed(0)}%)`,
   ].forEach((text) => row.append(html("td", "", String(text))));
