@@ -50,7 +50,7 @@ const Charts = (() => {
 
   // A round step so that [0, span] gets at most maxTicks ticks.
   function niceStep(span, maxTicks) {
-    const steps = [0.1, 0.2, 0.25, 0.5, 1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200];
+    const steps = [0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200];
     return steps.find((s) => span / s <= Math.max(1, maxTicks)) || Math.ceil(span / Math.max(1, maxTicks));
   }
 
@@ -198,6 +198,7 @@ const Charts = (() => {
         }
         const g = el("g", { class: "data" }, svg);
         options.plot({ g, x, y, el, top, height: h, duration });
+        if (options.empty) label(svg, PAD.left + plotW / 2, top + h / 2 + 4, options.empty, { "text-anchor": "middle", "font-size": 13, class: "empty" });
         (options.cuts || []).forEach((cut) => {
           const line = el("line", { x1: x(cut), x2: x(cut), y1: top, y2: top + h, stroke: CUT, "stroke-width": 1.2, "stroke-dasharray": "4 3", class: "shot-cut" }, svg);
           el("title", {}, line).textContent = `shot cut at ${cut.toFixed(1)} s`;

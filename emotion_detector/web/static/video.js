@@ -87,6 +87,7 @@ async function showResults() {
       `${rule.min_mean_score}. Shorter or weaker face tracks are brief detections.`;
   }
   $("people").replaceChildren(...counted.map(personRow));
+  $("people-table").hidden = !counted.length;
   $("brief-section").hidden = !brief.length;
   $("brief").replaceChildren(...brief.map(personRow));
 
@@ -96,6 +97,7 @@ async function showResults() {
   };
   const shown = counted.length ? counted : results.people;
   $("charts").replaceChildren(...shown.map((person) => personCharts(person, context)));
+  if (!shown.length) $("charts").replaceChildren(html("p", "muted", "No faces found in this video."));
   const group = [mixChart(results.group_mix, context), onScreenChart(results, counted, context)];
   timeCharts.push(...group);
   allCharts.push(...group);
@@ -144,7 +146,8 @@ const PERCENT_AXIS = { min: 0, max: 1, ticks: [0, 0.25, 0.5, 0.75, 1].map((value
 function personCharts(person, context) {
   const box = html("section", "person-charts");
   box.dataset.person = person.id;
-  box.append(html("h3", "", `#${person.id}: ${mostOften(person)}; seen ${person.first_seen_s.toFixed(1)}–${person.last_seen_s.toFixed(1)} s`));
+  const brief = isCounted(person) ? "" : " (a brief detection, not counted as a person)";
+  box.append(html("h3", "", `#${person.id}${brief}: ${mostOften(person)}; seen ${person.first_seen_s.toFixed(1)}–${person.last_seen_s.toFixed(1)} s`));
   const timeline = person.timeline;
   const hasRaw = timeline.length > 0 && timeline.every((f) => f.raw_probabilities);
   let mode = "smoothed";
@@ -286,6 +289,7 @@ function mixChart(mix, context) {
     title: () => "Group: expression mix over time (share of the faces on screen)",
     legend: () => used.map((e) => ({ label: e, colour: COLOURS[e] })),
     duration: context.duration, cuts: context.cuts, plotHeight: 130, y: PERCENT_AXIS, onSeek: context.seek,
+    empty: used.length ? "" : "no faces in this video",
     plot({ g, x, y, el }) {
       bins.forEach((bin) => {
         let bottom = 0;
