@@ -199,6 +199,10 @@ def test_the_results_charts_are_readable_and_interactive(stack, shared_dir, tmp_
         browser.find_element(By.CSS_SELECTOR, "#group .chart-figure:first-child button.export-svg").click()
         WebDriverWait(browser, 10).until(lambda b: any("group-mix" in p.name for p in downloads.glob("*.svg")))
 
+        # Nothing the page's Content-Security-Policy refused, no script errors.
+        problems = [entry["message"] for entry in browser.get_log("browser") if "favicon" not in entry["message"]]
+        assert not [m for m in problems if "Content Security Policy" in m or "Uncaught" in m], problems
+
         # Legible at 1280×800 and on a 390 px phone: nothing wider than the screen, text at its real size.
         ARTIFACTS.mkdir(exist_ok=True)
         js(browser, "document.querySelector('#summary').scrollIntoView()")
