@@ -66,7 +66,7 @@ const Charts = (() => {
   function legend(svg, items, x0, y0, width) {
     let x = x0, y = y0;
     items.forEach((item) => {
-      const w = 26 + item.label.length * 7;
+      const w = 30 + item.label.length * 7.4;
       if (x > x0 && x + w > x0 + width) { x = x0; y += LEGEND_ROW; }
       const g = el("g", { class: "legend-item", "data-label": item.label }, svg);
       if (item.dashed) el("line", { x1: x, x2: x + 14, y1: y - 4, y2: y - 4, stroke: item.colour, "stroke-width": 1.5, "stroke-dasharray": "4 3" }, g);

@@ -105,6 +105,9 @@ async function showResults() {
   allCharts.forEach((chart) => chart.redraw());
   const follow = () => timeCharts.forEach((chart) => chart.moveCursor(player.currentTime));
   ["timeupdate", "seeked", "loadedmetadata"].forEach((event) => player.addEventListener(event, follow));
+  // While the video plays, the cursors move every frame ("timeupdate" alone comes a few times a second).
+  const animate = () => { follow(); if (!player.paused && !player.ended) requestAnimationFrame(animate); };
+  player.addEventListener("play", () => requestAnimationFrame(animate));
   follow();
 }
 
