@@ -93,7 +93,8 @@ def link_first_sightings(frames: Iterable[FrameAnalysis]) -> Iterator[FrameAnaly
     """ByteTrack confirms a face that appears mid-stream on its second frame, so its first frame has no
     id. Give that sighting the id of the track that starts in the next analysed frame at the same place; a
     face never confirmed gets an id of its own (from FIRST_UNCONFIRMED_ID). Nothing is dropped, and every
-    face of the result has a track id. A sighting just before a shot cut is never linked across it. Streams: each frame comes out as soon as the next one is in."""
+    face of the result has a track id. A sighting just before a shot cut is never linked across it.
+    Streams: each frame comes out as soon as the next one is in."""
     seen: set[int] = set()
     next_own_id = FIRST_UNCONFIRMED_ID
     previous: FrameAnalysis | None = None
