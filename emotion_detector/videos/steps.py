@@ -143,7 +143,7 @@ def plan_part(db: Database, lease: Lease, uncertain_below: float) -> PartPlan | 
         people = stored_people(session, lease.video_id, nearby)
         source = Path(video.source_path)
         target = part_path(parts_dir(source, lease.job_attempt), lease.index)
-        timeline = OverlayTimeline(people, video.every_n_frames, uncertain_below)
+        timeline = OverlayTimeline(people, video.every_n_frames, uncertain_below, stored_shot_cuts(session, lease.video_id))
         return PartPlan(source, target, frames, video.fps, timeline, video.blur_faces)
 
 
