@@ -121,6 +121,7 @@ function handleMessage(message) {
   while (state.resultTimes.length && now - state.resultTimes[0] > 2000) state.resultTimes.shift();
   $("fps").textContent = (state.resultTimes.length / 2).toFixed(1);
   renderFaceList(message.faces);
+  record(message.faces);
 }
 
 function acknowledge(frame) {
@@ -234,6 +235,136 @@ function renderFaceList(faces) {
     return item;
   }));
 }
+
+// ---- recording ---------------------------------------------------------------------------------------
+// With "Record results" on, every result is kept in this tab (faces only: boxes, labels, numbers — never
+// frames) and summed up per track id; it downloads as CSV (one row per face per result, the CLI's columns with
+// the time since the recording started) or JSON (the summary and every result).
+
+const TRACK_GAP_MS = 1000;  // a track unseen for longer than this is not counted as seen in between
+const CSV_COLUMNS = ["time_ms", "frame", "id", "x1", "y1", "x2", "y2", "score", "emotion", "emotion_confidence",
+  ...EMOTIONS.map((e) => `p_${e}`), "age_years", "gender", "gender_confidence"];
+
+const recording = { on: false, startedAt: null, startedMs: 0, results: [], tracks: new Map(), renderedAt: 0 };
+
+function record(faces) {
+  if (!recording.on) return;
+  const now = performance.now();
+  if (recording.startedAt === null) { recording.startedAt = new Date(); recording.startedMs = now; }
+  const timeMs = Math.round(now - recording.startedMs);
+  recording.results.push({ time_ms: timeMs, frame: recording.results.length, faces });
+  faces.forEach((face) => {
+    const key = face.id !== undefined ? String(face.id) : "untracked";
+    let track = recording.tracks.get(key);
+    if (!track) {
+      track = { id: face.id !== undefined ? face.id : null, firstMs: timeMs, lastMs: timeMs, seenMs: 0, results: 0, expressions: {}, ageSum: 0, genders: {} };
+      recording.tracks.set(key, track);
+    }
+    const gap = timeMs - track.lastMs;
+    if (gap <= TRACK_GAP_MS) track.seenMs += gap;
+    track.lastMs = timeMs; track.results += 1;
+    const expression = face.emotion.uncertain ? "uncertain" : face.emotion.label;
+    track.expressions[expression] = (track.expressions[expression] || 0) + 1;
+    track.ageSum += face.age.years;
+    track.genders[face.gender.label] = (track.genders[face.gender.label] || 0) + 1;
+  });
+  if (now - recording.renderedAt > 500) renderRecording();  // the table need not change on every result
+}
+
+function summary() {
+  return [...recording.tracks.values()].map((t) => ({
+    id: t.id,
+    first_ms: t.firstMs,
+    last_ms: t.lastMs,
+    seen_s: Math.round(t.seenMs / 100) / 10,
+    results: t.results,
+    expressions: Object.fromEntries(Object.entries(t.expressions).sort((a, b) => b[1] - a[1])
+      .map(([label, n]) => [label, Math.round(1000 * n / t.results) / 1000])),
+    age_years_mean: Math.round(10 * t.ageSum / t.results) / 10,
+    gender: Object.entries(t.genders).sort((a, b) => b[1] - a[1])[0][0],
+  }));
+}
+
+function renderRecording() {
+  recording.renderedAt = performance.now();
+  const n = recording.results.length, rows = recording.results.reduce((sum, r) => sum + r.faces.length, 0);
+  const last = n ? recording.results[n - 1].time_ms : 0;
+  $("record-status").textContent = n || recording.on
+    ? `${recording.on ? "Recording" : "Recorded"}: ${n} result${n === 1 ? "" : "s"}, ${rows} face row${rows === 1 ? "" : "s"}, ` +
+      `${(last / 1000).toFixed(1)} s — results only, no frames.`
+    : "Not recording. A recording keeps only the results (boxes, labels, numbers) in this browser tab, never the camera's frames, until you download or clear it.";
+  $("download-csv").disabled = $("download-json").disabled = $("clear-recording").disabled = n === 0;
+  const tracks = summary();
+  $("summary").hidden = tracks.length === 0;
+  $("summary-rows").replaceChildren(...tracks.map((t) => {
+    const row = document.createElement("tr");
+    row.dataset.id = t.id === null ? "" : String(t.id);
+    const cell = (text) => { const td = document.createElement("td"); td.textContent = text; return td; };
+    const shares = document.createElement("td");
+    const list = document.createElement("span");
+    list.className = "shares";
+    Object.entries(t.expressions).forEach(([label, share]) => {
+      const item = document.createElement("span"), swatch = document.createElement("i");
+      swatch.className = "swatch"; swatch.style.background = COLOURS[label] || UNCERTAIN_COLOUR;
+      item.append(swatch, `${label} ${(share * 100).toFixed(0)}%`);
+      list.append(item);
+    });
+    shares.append(list);
+    row.append(cell(t.id === null ? "untracked" : `#${t.id}`), cell(`${t.seen_s.toFixed(1)} s`), shares,
+      cell(`~${t.age_years_mean.toFixed(0)}, ${t.gender}`));
+    return row;
+  }));
+}
+
+function csvCell(value) {
+  const text = value === undefined || value === null ? "" : String(value);
+  return /[",\n\r]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
+}
+
+function recordingCsv() {
+  const lines = [CSV_COLUMNS.join(",")];
+  recording.results.forEach((result) => result.faces.forEach((face) => {
+    lines.push([result.time_ms, result.frame, face.id, ...face.box, face.score, face.emotion.label, face.emotion.confidence,
+      ...EMOTIONS.map((e) => face.emotion.probabilities[e] || 0), face.age.years, face.gender.label, face.gender.confidence]
+      .map(csvCell).join(","));
+  }));
+  return lines.join("\r\n") + "\r\n";
+}
+
+function recordingJson() {
+  const n = recording.results.length;
+  return {
+    started_at: recording.startedAt ? recording.startedAt.toISOString() : null,
+    duration_ms: n ? recording.results[n - 1].time_ms : 0,
+    note: "Expressions as a model sees them, not what anyone feels; age and gender are rough apparent estimates. No frames are included.",
+    summary: summary(),
+    results: recording.results,
+  };
+}
+
+function download(name, text, type) {
+  const url = URL.createObjectURL(new Blob([text], { type }));
+  const link = document.createElement("a");
+  link.href = url; link.download = name;
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+}
+
+function downloadName(extension) {
+  const at = (recording.startedAt || new Date()).toISOString().slice(0, 19).replace(/[:T]/g, "-");
+  return `emotion-detector-live-${at}.${extension}`;
+}
+
+$("record").addEventListener("change", () => { recording.on = $("record").checked; renderRecording(); });
+$("download-csv").addEventListener("click", () => download(downloadName("csv"), recordingCsv(), "text/csv"));
+$("download-json").addEventListener("click", () => download(downloadName("json"), JSON.stringify(recordingJson(), null, 2), "application/json"));
+$("clear-recording").addEventListener("click", () => {
+  recording.startedAt = null; recording.results = []; recording.tracks.clear();
+  renderRecording();
+});
+window.emotionLive = { recordingCsv, recordingJson };  // for tests and the console: what the downloads would contain
 
 $("start").addEventListener("click", start);
 $("stop").addEventListener("click", stop);
