@@ -9,6 +9,7 @@ const UNCERTAIN_COLOUR = "#d9d9de";  // a face whose top expression is below the
 const CSRF_TOKEN = document.querySelector('meta[name="csrf-token"]').content;
 
 const $ = (id) => document.getElementById(id);
+const MAX_BYTES = Number($("drop").dataset.maxBytes);  // the server's limit per image
 const results = [];   // one entry per image, in the order they were added: {file, status, answer | error}
 let queue = Promise.resolve();
 
@@ -24,6 +25,8 @@ function expressionText(emotion) {
   const named = `${emotion.label} ${(emotion.confidence * 100).toFixed(0)}%`;
   return emotion.uncertain ? `uncertain (maybe ${named})` : named;
 }
+
+function megabytes(bytes) { return `${(bytes / 1024 / 1024).toFixed(1)} MB`; }
 
 function faceColour(face) { return face.emotion.uncertain ? UNCERTAIN_COLOUR : COLOURS[face.emotion.label] || "#fff"; }
 
@@ -41,7 +44,11 @@ async function analyze(file) {
   let json = null;
   try { json = await answer.json(); } catch (error) { /* a proxy's HTML error page, say */ }
   if (answer.ok && json && Array.isArray(json.faces)) return { answer: json };
-  if (json && json.error) return { error: json.error };
+  if (json && json.error) {
+    // The server's words for an oversized body are generic; say by how much this file is over.
+    const tooLarge = answer.status === 413 && file.size > MAX_BYTES;
+    return { error: tooLarge ? { ...json.error, message: `${json.error.message} (${megabytes(file.size)}; the limit is ${megabytes(MAX_BYTES)})` } : json.error };
+  }
   return { error: { code: `http_${answer.status}`, message: `The server answered ${answer.status} ${answer.statusText}`.trim() } };
 }
 
