@@ -92,7 +92,9 @@ function renderEntry(file) {
   problem.setAttribute("role", "alert");
   problem.hidden = true;
   const list = element("ol", "faces image-faces");
-  article.append(head, problem, picture, list);
+  const body = element("div", "image-body");
+  body.append(picture, list);
+  article.append(head, problem, body);
   $("images").append(article);
   if (file.type.startsWith("image/")) {
     img.src = URL.createObjectURL(file);
@@ -159,6 +161,15 @@ function draw(view) {
     const detail = `age ~${face.age.years.toFixed(0)} · ${face.gender.label}`;
     context.font = "600 13px system-ui, sans-serif";
     const labelWidth = Math.max(context.measureText(title).width, context.measureText("age ~00 · female").width) + 10;
+    // A label much wider than its face would hide the faces beside it (a group, a phone screen): then only
+    // the face's number, which the list below explains.
+    if (labelWidth > Math.max(1.6 * w, 90)) {
+      const badge = `${index + 1}`, badgeWidth = context.measureText(badge).width + 10;
+      const top = y >= 20 ? y - 20 : y + 2;
+      context.fillStyle = "rgba(0,0,0,.7)"; context.fillRect(x, top, badgeWidth, 19);
+      context.fillStyle = "#fff"; context.fillText(badge, x + 5, top + 14);
+      return;
+    }
     // Above the box when there is room, else inside its top; never off the picture's right edge.
     const top = y >= 36 ? y - 36 : Math.min(y + 2, rect.height - 34);
     const left = Math.max(0, Math.min(x, rect.width - labelWidth));
