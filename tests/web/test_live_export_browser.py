@@ -79,6 +79,10 @@ def test_live_page_records_results_and_downloads_them_as_csv_and_json(web, two_p
     try:
         assert browser.find_element(By.ID, "download-csv").get_attribute("disabled")  # nothing recorded yet
         record_for_a_while(browser, 2.0)
+        ARTIFACTS.mkdir(exist_ok=True)
+        browser.save_screenshot(str(ARTIFACTS / "live-record-1280x800-top.png"))
+        browser.execute_script("window.scrollTo(0, document.body.scrollHeight);")
+        browser.save_screenshot(str(ARTIFACTS / "live-record-1280x800.png"))
         browser.find_element(By.ID, "record").click()  # recording off: the results stay for the downloads
         browser.find_element(By.ID, "stop").click()
         status = browser.find_element(By.ID, "record-status").text
@@ -86,9 +90,6 @@ def test_live_page_records_results_and_downloads_them_as_csv_and_json(web, two_p
         rows = summary_rows(browser)
         assert rows and all(row["id"] and row["cells"][0] == f"#{row['id']}" for row in rows)
         assert all("%" in row["cells"][2] and "~" in row["cells"][3] for row in rows)
-        browser.execute_script("window.scrollTo(0, document.body.scrollHeight);")
-        ARTIFACTS.mkdir(exist_ok=True)
-        browser.save_screenshot(str(ARTIFACTS / "live-record-1280x800.png"))
 
         browser.find_element(By.ID, "download-json").click()
         json_file = downloaded(tmp_path / "downloads", ".json")

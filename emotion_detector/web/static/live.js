@@ -211,10 +211,22 @@ function drawFace(face, x, y, w, h) {
   const detail = `age ~${face.age.years.toFixed(0)} · ${face.gender.label}`;
   context.font = "600 15px system-ui, sans-serif";
   const labelWidth = Math.max(context.measureText(title).width, context.measureText(detail).width) + 12;
-  const top = Math.max(0, y - 42);
-  context.fillStyle = "rgba(0,0,0,.65)"; context.fillRect(x, top, labelWidth, 40);
-  context.fillStyle = "#fff"; context.fillText(title, x + 6, top + 16);
-  context.font = "13px system-ui, sans-serif"; context.fillText(detail, x + 6, top + 34);
+  if (labelWidth > Math.max(1.6 * w, 120)) {
+    // On a small screen a full label would cover the faces beside it: the track's number and expression
+    // only (or just the number); the list under the video has the rest.
+    const short = face.id !== undefined ? `#${face.id}` : "?";
+    const named = `${short} ${face.emotion.uncertain ? "uncertain" : emotion}`;
+    const text = context.measureText(named).width + 12 <= Math.max(1.6 * w, 120) ? named : short;
+    const width = context.measureText(text).width + 12, top = Math.max(0, y - 24);
+    const left = Math.max(0, Math.min(x, overlay.width - width));
+    context.fillStyle = "rgba(0,0,0,.65)"; context.fillRect(left, top, width, 22);
+    context.fillStyle = "#fff"; context.fillText(text, left + 6, top + 16);
+  } else {
+    const top = Math.max(0, y - 42), left = Math.max(0, Math.min(x, overlay.width - labelWidth));
+    context.fillStyle = "rgba(0,0,0,.65)"; context.fillRect(left, top, labelWidth, 40);
+    context.fillStyle = "#fff"; context.fillText(title, left + 6, top + 16);
+    context.font = "13px system-ui, sans-serif"; context.fillText(detail, left + 6, top + 34);
+  }
   // A small bar chart of all seven expressions under the box.
   const barWidth = Math.max(60, Math.min(w, 140)), rowHeight = 7;
   EMOTIONS.forEach((name, i) => {
@@ -245,7 +257,7 @@ const TRACK_GAP_MS = 1000;  // a track unseen for longer than this is not counte
 const CSV_COLUMNS = ["time_ms", "frame", "id", "x1", "y1", "x2", "y2", "score", "emotion", "emotion_confidence",
   ...EMOTIONS.map((e) => `p_${e}`), "age_years", "gender", "gender_confidence"];
 
-const recording = { on: false, startedAt: null, startedMs: 0, results: [], tracks: new Map(), renderedAt: 0 };
+const recording = { on: false, startedAt: null, startedMs: 0, results: [], tracks: new Map(), renderedAt: 0, renderPending: false };
 
 function record(faces) {
   if (!recording.on) return;
@@ -268,7 +280,12 @@ function record(faces) {
     track.ageSum += face.age.years;
     track.genders[face.gender.label] = (track.genders[face.gender.label] || 0) + 1;
   });
-  if (now - recording.renderedAt > 500) renderRecording();  // the table need not change on every result
+  // The table need not change on every result: at most twice a second, and once more after the last one.
+  if (now - recording.renderedAt > 500) renderRecording();
+  else if (!recording.renderPending) {
+    recording.renderPending = true;
+    setTimeout(() => { recording.renderPending = false; renderRecording(); }, 500);
+  }
 }
 
 function summary() {
