@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import cv2
 import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -86,13 +87,23 @@ def screenshot(browser: WebDriver, name: str, tmp_path: Path, scroll_to: str | N
 
 
 @pytest.fixture
+def no_face(shared_dir, tmp_path) -> Path:
+    """The first frame of a real video of an empty room."""
+    ok, frame = cv2.VideoCapture(str(shared_dir / "media" / "videos" / "no_face.mp4")).read()
+    assert ok
+    path = tmp_path / "empty_room.jpg"
+    cv2.imwrite(str(path), frame)
+    return path
+
+
+@pytest.fixture
 def not_an_image(tmp_path) -> Path:
     path = tmp_path / "notes.jpg"  # named like an image; the server looks at the bytes
     path.write_text("shopping list: eggs, milk\n")
     return path
 
 
-def test_image_page_boxes_labels_and_lists_every_face_and_downloads_them_as_json(web, shared_dir, not_an_image, tmp_path):
+def test_image_page_boxes_labels_and_lists_every_face_and_downloads_them_as_json(web, shared_dir, no_face, not_an_image, tmp_path):
     images = shared_dir / "media" / "images"
     too_large = images / "BWPictureHuman.jpg"
     assert too_large.stat().st_size > MAX_IMAGE_BYTES
@@ -100,7 +111,8 @@ def test_image_page_boxes_labels_and_lists_every_face_and_downloads_them_as_json
     try:
         assert "expressions" in browser.find_element(By.TAG_NAME, "footer").text  # not inner feelings
         assert "1 MB" in browser.find_element(By.ID, "drop").text
-        shown = add_images(browser, [images / "obama.jpg", images / "two_people.jpg", images / "astronaut.png", not_an_image, too_large])
+        photos = [images / "obama.jpg", images / "two_people.jpg", images / "astronaut.png"]
+        shown = add_images(browser, [*photos, no_face, not_an_image, too_large])
         by_name = {a["name"]: a for a in shown}
 
         found = {name: len(by_name[name]["faces"]) for name in ("obama.jpg", "two_people.jpg", "astronaut.png")}
@@ -111,32 +123,38 @@ def test_image_page_boxes_labels_and_lists_every_face_and_downloads_them_as_json
             for face in by_name[name]["faces"]:
                 assert face["emotion"] in EMOTIONS and "age ~" in face["text"]
 
+        empty = by_name["empty_room.jpg"]
+        assert empty["status"] == "done" and empty["faces"] == [] and empty["painted"] == 0
+        assert browser.find_element(By.CSS_SELECTOR, "article.image-result:nth-of-type(4) .no-face").text == "No face found in this image."
         bad = by_name["notes.jpg"]
         assert bad["status"] == "failed" and "JPEG or PNG" in bad["problem"]  # the API's own message
         big = by_name["BWPictureHuman.jpg"]
         assert big["status"] == "failed" and big["problem"].startswith("The data value transmitted exceeds the capacity limit.")
         assert "(1.3 MB; the limit is 1.0 MB)" in big["problem"]  # the page adds by how much
         status = browser.find_element(By.ID, "image-status").text
-        assert status == "5 images · 4 faces · 2 failed", status
+        assert status == "6 images · 4 faces · 2 failed", status
 
         screenshot(browser, "images-1280x800.png", tmp_path)
         screenshot(browser, "images-1280x800-group.png", tmp_path, "article.image-result:nth-of-type(2)")
-        screenshot(browser, "images-1280x800-errors.png", tmp_path, "article.image-result:nth-of-type(4)")
+        screenshot(browser, "images-1280x800-errors.png", tmp_path, "article.image-result:nth-of-type(4)")  # no face, then errors
 
         browser.find_element(By.ID, "download-json").click()
         saved = json.loads(downloaded(tmp_path / "downloads", ".json").read_text())
-        names = ["obama.jpg", "two_people.jpg", "astronaut.png", "notes.jpg", "BWPictureHuman.jpg"]
+        names = ["obama.jpg", "two_people.jpg", "astronaut.png", "empty_room.jpg", "notes.jpg", "BWPictureHuman.jpg"]
         assert [image["file"] for image in saved["images"]] == names
-        obama, pair, astronaut, third, fourth = saved["images"]
+        obama, pair, astronaut, empty_room, third, fourth = saved["images"]
+        assert empty_room["faces"] == [] and empty_room["width"] > 0
         assert (obama["width"], obama["height"], len(obama["faces"])) == (910, 1137, 1)
         assert len(pair["faces"]) == 2 and len(astronaut["faces"]) == 1
-        for face in obama["faces"] + pair["faces"] + astronaut["faces"]:
-            assert 0 <= face["box"][0] < face["box"][2] <= obama["width"] or face not in obama["faces"]
-            assert len(face["box"]) == 4 and face["emotion"]["label"] in EMOTIONS
-            assert sum(face["emotion"]["probabilities"].values()) == pytest.approx(1, abs=1e-3)
-            assert face["gender"]["label"] in ("female", "male") and face["age"]["years"] > 0
+        for image in (obama, pair, astronaut):
+            for face in image["faces"]:
+                x1, y1, x2, y2 = face["box"]  # pixels of the submitted image
+                assert 0 <= x1 < x2 <= image["width"] and 0 <= y1 < y2 <= image["height"]
+                assert face["emotion"]["label"] in EMOTIONS and "id" not in face  # no track ids for single images
+                assert sum(face["emotion"]["probabilities"].values()) == pytest.approx(1, abs=1e-3)
+                assert face["gender"]["label"] in ("female", "male") and face["age"]["years"] > 0
         assert third["error"]["code"] == "unsupported_format" and "faces" not in third
-        assert fourth["error"]["code"] == "payload_too_large"
+        assert fourth["error"]["code"] == "payload_too_large" and fourth["bytes"] == too_large.stat().st_size
         assert "not what anyone feels" in saved["note"]
     finally:
         browser.quit()

@@ -36,7 +36,8 @@ def web(tmp_path_factory) -> Iterator[RunningWeb]:
 
 @pytest.fixture(scope="module")
 def two_people_camera(shared_dir, tmp_path_factory) -> Path:
-    return video_as_mjpeg(shared_dir / "media" / "videos" / "head-pose-face-detection-female-and-male.mp4", tmp_path_factory.mktemp("camera"))
+    video = shared_dir / "media" / "videos" / "head-pose-face-detection-female-and-male.mp4"
+    return video_as_mjpeg(video, tmp_path_factory.mktemp("camera"))
 
 
 def live_page(tmp_path: Path, url: str, camera: Path, viewport: tuple[int, int], scale: float = 1) -> WebDriver:
@@ -53,7 +54,8 @@ def live_page(tmp_path: Path, url: str, camera: Path, viewport: tuple[int, int],
 
 def summary_rows(browser: WebDriver) -> list[dict]:
     return browser.execute_script(
-        "return [...document.querySelectorAll('#summary-rows tr')].map(tr => ({id: tr.dataset.id, cells: [...tr.cells].map(td => td.textContent)}));"
+        "return [...document.querySelectorAll('#summary-rows tr')]"
+        ".map(tr => ({id: tr.dataset.id, cells: [...tr.cells].map(td => td.textContent)}));"
     )
 
 
@@ -123,7 +125,7 @@ def test_live_page_records_results_and_downloads_them_as_csv_and_json(web, two_p
     assert table[0] == CSV_COLUMNS
     assert len(table) - 1 == len(faces)  # one row per face per result
     first = dict(zip(table[0], table[1], strict=True))
-    face = results[[i for i, r in enumerate(results) if r["faces"]][0]]["faces"][0]
+    face = next(r for r in results if r["faces"])["faces"][0]
     assert int(first["id"]) == face["id"] and first["emotion"] == face["emotion"]["label"]
     assert [float(first[k]) for k in ("x1", "y1", "x2", "y2")] == pytest.approx(face["box"])
     for row in table[1:]:
@@ -138,7 +140,8 @@ def test_live_recording_is_legible_on_a_phone(web, two_people_camera, tmp_path):
     browser = live_page(tmp_path, web.url, two_people_camera, (390, 844), scale=2)
     try:
         record_for_a_while(browser, 1.0)
-        assert browser.execute_script("return document.documentElement.scrollWidth") <= 390, wider_than_screen(browser)  # no sideways scrolling
+        page_width = browser.execute_script("return document.documentElement.scrollWidth")
+        assert page_width <= 390, wider_than_screen(browser)  # no sideways scrolling
         ARTIFACTS.mkdir(exist_ok=True)
         browser.execute_script("document.getElementById('record').scrollIntoView({block: 'start'});")
         browser.save_screenshot(str(ARTIFACTS / "live-record-390x844.png"))
