@@ -90,7 +90,9 @@ def test_live_page_records_results_and_downloads_them_as_csv_and_json(web, two_p
         status = browser.find_element(By.ID, "record-status").text
         assert status.startswith("Recorded: ") and "no frames" in status
         rows = summary_rows(browser)
-        assert rows and all(row["id"] and row["cells"][0] == f"#{row['id']}" for row in rows)
+        # Faces not confirmed by the tracker yet have no id: counted together in a row of their own.
+        assert any(row["id"] for row in rows)
+        assert all(row["cells"][0] == (f"#{row['id']}" if row["id"] else "not yet tracked") for row in rows)
         assert all("%" in row["cells"][2] and "~" in row["cells"][3] for row in rows)
 
         browser.find_element(By.ID, "download-json").click()
@@ -108,15 +110,17 @@ def test_live_page_records_results_and_downloads_them_as_csv_and_json(web, two_p
     times = [r["time_ms"] for r in results]
     assert times == sorted(times)
     faces = [face for r in results for face in r["faces"]]
-    assert faces and all(isinstance(face["id"], int) for face in faces)
+    tracked = [face for face in faces if "id" in face]
+    assert tracked and all(isinstance(face["id"], int) for face in tracked)
+    assert len(tracked) >= 0.8 * len(faces)
 
     summary = {track["id"]: track for track in saved["summary"]}
-    assert set(summary) == {face["id"] for face in faces}
-    assert {str(track_id) for track_id in summary} == {row["id"] for row in rows}  # the page showed every track
+    assert set(summary) == {face.get("id") for face in faces}  # None: the faces not tracked yet
+    assert {"" if track_id is None else str(track_id) for track_id in summary} == {row["id"] for row in rows}  # all shown
     longest = max(summary.values(), key=lambda track: track["seen_s"])
     assert longest["seen_s"] >= 2.0 and longest["results"] >= 10
     for track in summary.values():
-        assert track["results"] == sum(face["id"] == track["id"] for face in faces)
+        assert track["results"] == sum(face.get("id") == track["id"] for face in faces)
         assert sum(track["expressions"].values()) == pytest.approx(1, abs=0.01)
         assert set(track["expressions"]) <= {*EMOTIONS, "uncertain"} and track["gender"] in ("female", "male")
         assert 0 < track["age_years_mean"] < 120
@@ -126,7 +130,7 @@ def test_live_page_records_results_and_downloads_them_as_csv_and_json(web, two_p
     assert len(table) - 1 == len(faces)  # one row per face per result
     first = dict(zip(table[0], table[1], strict=True))
     face = next(r for r in results if r["faces"])["faces"][0]
-    assert int(first["id"]) == face["id"] and first["emotion"] == face["emotion"]["label"]
+    assert first["id"] == str(face.get("id", "")) and first["emotion"] == face["emotion"]["label"]
     assert [float(first[k]) for k in ("x1", "y1", "x2", "y2")] == pytest.approx(face["box"])
     for row in table[1:]:
         assert sum(float(v) for k, v in zip(table[0], row, strict=True) if k.startswith("p_")) == pytest.approx(1, abs=1e-3)

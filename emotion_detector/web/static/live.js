@@ -266,6 +266,7 @@ function record(faces) {
   const timeMs = Math.round(now - recording.startedMs);
   recording.results.push({ time_ms: timeMs, frame: recording.results.length, faces });
   faces.forEach((face) => {
+    // A face gets its track id once the tracker has confirmed it; its first results have none.
     const key = face.id !== undefined ? String(face.id) : "untracked";
     let track = recording.tracks.get(key);
     if (!track) {
@@ -327,7 +328,7 @@ function renderRecording() {
       list.append(item);
     });
     shares.append(list);
-    row.append(cell(t.id === null ? "untracked" : `#${t.id}`), cell(`${t.seen_s.toFixed(1)} s`), shares,
+    row.append(cell(t.id === null ? "not yet tracked" : `#${t.id}`), cell(`${t.seen_s.toFixed(1)} s`), shares,
       cell(`~${t.age_years_mean.toFixed(0)}, ${t.gender}`));
     return row;
   }));
