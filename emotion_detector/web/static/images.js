@@ -153,26 +153,31 @@ function draw(view) {
   context.clearRect(0, 0, rect.width, rect.height);
   if (!faces.length) return;
   const scaleX = rect.width / view.frameSize[0], scaleY = rect.height / view.frameSize[1];
-  faces.forEach((face, index) => {
+  const boxes = faces.map((face) => {
     const [x1, y1, x2, y2] = face.box;
-    const x = x1 * scaleX, y = y1 * scaleY, w = (x2 - x1) * scaleX, h = (y2 - y1) * scaleY;
+    return { x: x1 * scaleX, y: y1 * scaleY, w: (x2 - x1) * scaleX, h: (y2 - y1) * scaleY };
+  });
+  faces.forEach((face, index) => {
+    const { x, y, w, h } = boxes[index], others = boxes.filter((_, i) => i !== index);
     context.lineWidth = 2.5; context.strokeStyle = faceColour(face); context.strokeRect(x, y, w, h);
     const title = `${index + 1} ${expressionText(face.emotion)}`;
     const detail = `age ~${face.age.years.toFixed(0)} · ${face.gender.label}`;
     context.font = "600 13px system-ui, sans-serif";
     const labelWidth = Math.max(context.measureText(title).width, context.measureText("age ~00 · female").width) + 10;
-    // A label much wider than its face would hide the faces beside it (a group, a phone screen): then only
-    // the face's number, which the list below explains.
-    if (labelWidth > Math.max(1.6 * w, 90)) {
+    // Above the box, else below it, where it fits on the picture and hides no other face; never off the
+    // picture's right edge. Where neither does (a group, a small screen), only the face's number, which the
+    // list explains.
+    const left = Math.max(0, Math.min(x, rect.width - labelWidth));
+    const free = (top) => top >= 0 && top + 34 <= rect.height &&
+      !others.some((o) => left < o.x + o.w && o.x < left + labelWidth && top < o.y + o.h && o.y < top + 34);
+    const top = [y - 36, y + h + 2].find(free);
+    if (top === undefined) {
       const badge = `${index + 1}`, badgeWidth = context.measureText(badge).width + 10;
-      const top = y >= 20 ? y - 20 : y + 2;
-      context.fillStyle = "rgba(0,0,0,.7)"; context.fillRect(x, top, badgeWidth, 19);
-      context.fillStyle = "#fff"; context.fillText(badge, x + 5, top + 14);
+      const badgeTop = y >= 20 ? y - 20 : y + h + 20 <= rect.height ? y + h + 1 : y + 2;
+      context.fillStyle = "rgba(0,0,0,.7)"; context.fillRect(x, badgeTop, badgeWidth, 19);
+      context.fillStyle = "#fff"; context.fillText(badge, x + 5, badgeTop + 14);
       return;
     }
-    // Above the box when there is room, else inside its top; never off the picture's right edge.
-    const top = y >= 36 ? y - 36 : Math.min(y + 2, rect.height - 34);
-    const left = Math.max(0, Math.min(x, rect.width - labelWidth));
     context.fillStyle = "rgba(0,0,0,.7)"; context.fillRect(left, top, labelWidth, 34);
     context.fillStyle = "#fff"; context.fillText(title, left + 5, top + 14);
     context.font = "12px system-ui, sans-serif"; context.fillText(detail, left + 5, top + 29);

@@ -184,15 +184,16 @@ function draw(now) {
     const offsetX = (overlay.width - video.videoWidth * scale) / 2, offsetY = (overlay.height - video.videoHeight * scale) / 2;
     const toVideo = video.videoWidth / state.frameSize[0];
     const seen = new Set();
-    state.faces.forEach((face, index) => {
+    const placed = state.faces.map((face, index) => {
       const key = face.id !== undefined ? `id${face.id}` : `new${index}`;
       seen.add(key);
       const target = face.box.map((v) => v * toVideo * scale);
       const previous = state.drawn.get(key);
       const box = previous ? previous.map((v, i) => v + (target[i] - v) * 0.35) : target;  // ease towards the newest box
       state.drawn.set(key, box);
-      drawFace(face, box[0] + offsetX, box[1] + offsetY, box[2] - box[0], box[3] - box[1]);
+      return { face, x: box[0] + offsetX, y: box[1] + offsetY, w: box[2] - box[0], h: box[3] - box[1] };
     });
+    placed.forEach((one) => drawFace(one.face, one.x, one.y, one.w, one.h, placed.filter((other) => other !== one)));
     for (const key of state.drawn.keys()) if (!seen.has(key)) state.drawn.delete(key);
   }
   requestAnimationFrame(draw);
@@ -204,25 +205,32 @@ function expressionText(emotion) {
   return emotion.uncertain ? `uncertain (maybe ${named})` : named;
 }
 
-function drawFace(face, x, y, w, h) {
+// Whether a label at (left, top, width, height) would cover another face (its box and the bars under it).
+function coversAnother(left, top, width, height, others) {
+  return others.some((o) => left < o.x + o.w && o.x < left + width && top < o.y + o.h + 60 && o.y - 4 < top + height);
+}
+
+function drawFace(face, x, y, w, h, others) {
   const emotion = face.emotion.label, colour = face.emotion.uncertain ? UNCERTAIN_COLOUR : COLOURS[emotion] || "#fff";
   context.lineWidth = 3; context.strokeStyle = colour; context.strokeRect(x, y, w, h);
   const title = `${face.id !== undefined ? "#" + face.id + " " : ""}${expressionText(face.emotion)}`;
   const detail = `age ~${face.age.years.toFixed(0)} · ${face.gender.label}`;
   context.font = "600 15px system-ui, sans-serif";
   const labelWidth = Math.max(context.measureText(title).width, context.measureText(detail).width) + 12;
-  if (labelWidth > Math.max(1.6 * w, 120)) {
-    // On a small screen a full label would cover the faces beside it: the track's number and expression
-    // only (or just the number); the list under the video has the rest.
+  const top = Math.max(0, y - 42), left = Math.max(0, Math.min(x, overlay.width - labelWidth));
+  if (coversAnother(left, top, labelWidth, 40, others)) {
+    // Faces close together (or a small screen): the full label would hide another face, so only the track's
+    // number and expression (or just the number); the list under the video has the rest.
     const short = face.id !== undefined ? `#${face.id}` : "?";
     const named = `${short} ${face.emotion.uncertain ? "uncertain" : emotion}`;
-    const text = context.measureText(named).width + 12 <= Math.max(1.6 * w, 120) ? named : short;
-    const width = context.measureText(text).width + 12, top = Math.max(0, y - 24);
-    const left = Math.max(0, Math.min(x, overlay.width - width));
-    context.fillStyle = "rgba(0,0,0,.65)"; context.fillRect(left, top, width, 22);
-    context.fillStyle = "#fff"; context.fillText(text, left + 6, top + 16);
+    const fits = (text) => !coversAnother(Math.max(0, Math.min(x, overlay.width - context.measureText(text).width - 12)), Math.max(0, y - 24),
+      context.measureText(text).width + 12, 22, others);
+    const text = fits(named) ? named : short;
+    const width = context.measureText(text).width + 12, shortTop = Math.max(0, y - 24);
+    const shortLeft = Math.max(0, Math.min(x, overlay.width - width));
+    context.fillStyle = "rgba(0,0,0,.65)"; context.fillRect(shortLeft, shortTop, width, 22);
+    context.fillStyle = "#fff"; context.fillText(text, shortLeft + 6, shortTop + 16);
   } else {
-    const top = Math.max(0, y - 42), left = Math.max(0, Math.min(x, overlay.width - labelWidth));
     context.fillStyle = "rgba(0,0,0,.65)"; context.fillRect(left, top, labelWidth, 40);
     context.fillStyle = "#fff"; context.fillText(title, left + 6, top + 16);
     context.font = "13px system-ui, sans-serif"; context.fillText(detail, left + 6, top + 34);
