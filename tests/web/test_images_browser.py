@@ -69,8 +69,30 @@ def articles(browser: WebDriver) -> list[dict]:
     )
 
 
-def add_images(browser: WebDriver, paths: list[Path]) -> list[dict]:
-    browser.find_element(By.ID, "files").send_keys("\n".join(str(p) for p in paths))
+DROP = """
+const [input, callback] = arguments;
+const transfer = new DataTransfer();
+for (const file of input.files) transfer.items.add(file);
+const zone = document.getElementById('drop');
+zone.dispatchEvent(new DragEvent('dragover', {dataTransfer: transfer, bubbles: true, cancelable: true}));
+zone.dispatchEvent(new DragEvent('drop', {dataTransfer: transfer, bubbles: true, cancelable: true}));
+input.remove();
+callback();
+"""
+
+
+def add_images(browser: WebDriver, paths: list[Path], drop: bool = False) -> list[dict]:
+    """Through the page's "choose files" input, or dropped onto the drop zone (files from a stray input of
+    the test's own, as a drag from the desktop would bring them)."""
+    names = "\n".join(str(p) for p in paths)
+    if drop:
+        stray = browser.execute_script(
+            "const i = document.createElement('input'); i.type = 'file'; i.multiple = true; document.body.append(i); return i;"
+        )
+        stray.send_keys(names)
+        browser.execute_async_script(DROP, stray)
+    else:
+        browser.find_element(By.ID, "files").send_keys(names)
     return WebDriverWait(browser, 60).until(
         lambda b: (found := articles(b)) and len(found) == len(paths) and all(a["status"] in ("done", "failed") for a in found) and found
     )
@@ -160,11 +182,11 @@ def test_image_page_boxes_labels_and_lists_every_face_and_downloads_them_as_json
         browser.quit()
 
 
-def test_image_page_is_legible_on_a_phone(web, shared_dir, not_an_image, tmp_path):
+def test_images_dropped_on_a_phone_are_legible(web, shared_dir, not_an_image, tmp_path):
     images = shared_dir / "media" / "images"
     browser = open_page(tmp_path, f"{web.url}/images", PHONE, scale=2)
     try:
-        shown = add_images(browser, [images / "two_people.jpg", images / "biden.jpg", not_an_image])
+        shown = add_images(browser, [images / "two_people.jpg", images / "biden.jpg", not_an_image], drop=True)
         assert [a["status"] for a in shown] == ["done", "done", "failed"]
         assert all(a["painted"] > 1000 for a in shown[:2])
         # Nothing is wider than the screen: no sideways scrolling on a phone.
