@@ -6,6 +6,9 @@ phone screen go to ARTIFACTS for a person to look at."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +21,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from emotion_detector.labels import EMOTIONS
 from tests.browser import ARTIFACTS, chromium
-from tests.conftest import stop
+from tests.conftest import ROOT, stop
 from tests.web.conftest import RunningWeb, start_web
 
 pytestmark = pytest.mark.slow  # headless Chromium against gunicorn
@@ -194,5 +197,37 @@ def test_images_dropped_on_a_phone_are_legible(web, shared_dir, not_an_image, tm
         screenshot(browser, "images-390x844.png", tmp_path)
         screenshot(browser, "images-390x844-group.png", tmp_path, "article.image-result:nth-of-type(2)")
         screenshot(browser, "images-390x844-error.png", tmp_path, "article.image-result:nth-of-type(3)")
+    finally:
+        browser.quit()
+
+
+@pytest.fixture(scope="module")
+def secured_web(tmp_path_factory) -> Iterator[tuple[RunningWeb, str]]:
+    """The web app with EMOTION_AUTH=required and a key made by the real `keys create` command."""
+    folder = tmp_path_factory.mktemp("auth")
+    env = {"EMOTION_DATABASE_URL": f"sqlite:///{folder / 'emotion-detector.db'}", "EMOTION_AUTH": "required"}
+    made = subprocess.run(
+        [sys.executable, "-m", "emotion_detector", "keys", "create", "image page"],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    running = start_web(folder, "inprocess", WEB_CONCURRENCY="1", **env)
+    yield running, made.stdout.strip()
+    stop(running.process)
+
+
+def test_image_page_signs_in_and_posts_with_the_session_and_its_csrf_token(secured_web, shared_dir, tmp_path):
+    web, key = secured_web
+    browser = open_page(tmp_path, f"{web.url}/images", DESKTOP)
+    try:
+        assert browser.current_url == f"{web.url}/signin?next=/images"
+        browser.find_element(By.ID, "key").send_keys(key)
+        browser.find_element(By.CSS_SELECTOR, ".signin button[type=submit]").click()
+        WebDriverWait(browser, 10).until(lambda b: b.current_url == f"{web.url}/images")
+        [shown] = add_images(browser, [shared_dir / "media" / "images" / "obama.jpg"])
+        assert shown["status"] == "done" and len(shown["faces"]) == 1, shown
     finally:
         browser.quit()
