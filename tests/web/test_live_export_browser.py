@@ -109,6 +109,11 @@ def test_live_page_records_results_and_downloads_them_as_csv_and_json(web, two_p
     assert [r["frame"] for r in results] == list(range(len(results)))
     times = [r["time_ms"] for r in results]
     assert times == sorted(times)
+    # Boxes in pixels of the camera's frames (the video is 480×270), whatever size each sent frame had.
+    assert {(r["width"], r["height"]) for r in results} == {(480, 270)}
+    for face in (face for r in results for face in r["faces"]):
+        x1, y1, x2, y2 = face["box"]
+        assert -1 <= x1 < x2 <= 481 and -1 <= y1 < y2 <= 271
     faces = [face for r in results for face in r["faces"]]
     tracked = [face for face in faces if "id" in face]
     assert tracked and all(isinstance(face["id"], int) for face in tracked)

@@ -45,9 +45,11 @@ async function analyze(file) {
   try { json = await answer.json(); } catch (error) { /* a proxy's HTML error page, say */ }
   if (answer.ok && json && Array.isArray(json.faces)) return { answer: json };
   if (json && json.error) {
-    // The server's words for an oversized body are generic; say by how much this file is over.
+    // The server's words for an oversized body are generic: say by how much this file is over. A signed-in session that has ended answers 401: the page's person signs in again rather than sends a key.
     const tooLarge = answer.status === 413 && file.size > MAX_BYTES;
-    return { error: tooLarge ? { ...json.error, message: `${json.error.message} (${megabytes(file.size)}; the limit is ${megabytes(MAX_BYTES)})` } : json.error };
+    if (tooLarge) return { error: { ...json.error, message: `${json.error.message} (${megabytes(file.size)}; the limit is ${megabytes(MAX_BYTES)})` } };
+    if (answer.status === 401) return { error: { ...json.error, message: "You are signed out: reload the page to sign in again." } };
+    return { error: json.error };
   }
   return { error: { code: `http_${answer.status}`, message: `The server answered ${answer.status} ${answer.statusText}`.trim() } };
 }
@@ -238,4 +240,3 @@ drop.addEventListener("keydown", (event) => { if (event.key === "Enter" || event
 $("files").addEventListener("change", () => { addFiles([...$("files").files]); $("files").value = ""; });
 $("download-json").addEventListener("click", () => download("emotion-detector-images.json", JSON.stringify(exportJson(), null, 2), "application/json"));
 $("clear").addEventListener("click", clearAll);
-window.emotionImages = { exportJson };  // for tests and the console: what the download would contain

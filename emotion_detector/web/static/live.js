@@ -121,7 +121,7 @@ function handleMessage(message) {
   while (state.resultTimes.length && now - state.resultTimes[0] > 2000) state.resultTimes.shift();
   $("fps").textContent = (state.resultTimes.length / 2).toFixed(1);
   renderFaceList(message.faces);
-  record(message.faces);
+  record(message.faces, message.width, message.height);
 }
 
 function acknowledge(frame) {
@@ -259,20 +259,37 @@ function renderFaceList(faces) {
 // ---- recording ---------------------------------------------------------------------------------------
 // With "Record results" on, every result is kept in this tab (faces only: boxes, labels, numbers — never
 // frames) and summed up per track id; it downloads as CSV (one row per face per result, the CLI's columns with
-// the time since the recording started) or JSON (the summary and every result).
+// the time since the recording started) or JSON (the summary and every result, with the camera frame's size).
 
 const TRACK_GAP_MS = 1000;  // a track unseen for longer than this is not counted as seen in between
+const MAX_RECORDED_RESULTS = 50000;  // about 80 minutes at 10 results/s, some tens of MB in the tab: then it stops
 const CSV_COLUMNS = ["time_ms", "frame", "id", "x1", "y1", "x2", "y2", "score", "emotion", "emotion_confidence",
   ...EMOTIONS.map((e) => `p_${e}`), "age_years", "gender", "gender_confidence"];
 
-const recording = { on: false, startedAt: null, startedMs: 0, results: [], tracks: new Map(), renderedAt: 0, renderPending: false };
+const recording = { on: false, startedAt: null, startedMs: 0, results: [], tracks: new Map(), renderedAt: 0, renderPending: false, full: false };
 
-function record(faces) {
+// Boxes arrive in pixels of the frame that was sent, whose size follows the round trip: they are kept in
+// pixels of the camera's own frames, so that every row of a recording measures the same way.
+function inCameraPixels(faces, sentWidth, sentHeight) {
+  const width = video.videoWidth || sentWidth, height = video.videoHeight || sentHeight, scale = width / sentWidth;
+  return {
+    width, height,
+    faces: faces.map((face) => ({ ...face, box: face.box.map((v) => Math.round(v * scale * 10) / 10) })),
+  };
+}
+
+function record(sentFaces, sentWidth, sentHeight) {
   if (!recording.on) return;
+  if (recording.results.length >= MAX_RECORDED_RESULTS) {
+    recording.on = false; recording.full = true; $("record").checked = false;
+    renderRecording();
+    return;
+  }
   const now = performance.now();
   if (recording.startedAt === null) { recording.startedAt = new Date(); recording.startedMs = now; }
   const timeMs = Math.round(now - recording.startedMs);
-  recording.results.push({ time_ms: timeMs, frame: recording.results.length, faces });
+  const { width, height, faces } = inCameraPixels(sentFaces, sentWidth, sentHeight);
+  recording.results.push({ time_ms: timeMs, frame: recording.results.length, width, height, faces });
   faces.forEach((face) => {
     // A face gets its track id once the tracker has confirmed it; its first results have none.
     const key = face.id !== undefined ? String(face.id) : "untracked";
@@ -317,7 +334,8 @@ function renderRecording() {
   const last = n ? recording.results[n - 1].time_ms : 0;
   $("record-status").textContent = n || recording.on
     ? `${recording.on ? "Recording" : "Recorded"}: ${n} result${n === 1 ? "" : "s"}, ${rows} face row${rows === 1 ? "" : "s"}, ` +
-      `${(last / 1000).toFixed(1)} s — results only, no frames.`
+      `${(last / 1000).toFixed(1)} s — results only, no frames.` +
+      (recording.full ? ` It stopped at ${MAX_RECORDED_RESULTS} results: download it, then clear it to record more.` : "")
     : "Not recording. A recording keeps only the results (boxes, labels, numbers) in this browser tab, never the camera's frames, until you download or clear it.";
   $("download-csv").disabled = $("download-json").disabled = $("clear-recording").disabled = n === 0;
   const tracks = summary();
@@ -362,7 +380,8 @@ function recordingJson() {
   return {
     started_at: recording.startedAt ? recording.startedAt.toISOString() : null,
     duration_ms: n ? recording.results[n - 1].time_ms : 0,
-    note: "Expressions as a model sees them, not what anyone feels; age and gender are rough apparent estimates. No frames are included.",
+    note: "Expressions as a model sees them, not what anyone feels; age and gender are rough apparent estimates. " +
+      "Boxes are in pixels of the camera's frames (each result's width x height). No frames are included.",
     summary: summary(),
     results: recording.results,
   };
@@ -387,10 +406,9 @@ $("record").addEventListener("change", () => { recording.on = $("record").checke
 $("download-csv").addEventListener("click", () => download(downloadName("csv"), recordingCsv(), "text/csv"));
 $("download-json").addEventListener("click", () => download(downloadName("json"), JSON.stringify(recordingJson(), null, 2), "application/json"));
 $("clear-recording").addEventListener("click", () => {
-  recording.startedAt = null; recording.results = []; recording.tracks.clear();
+  recording.startedAt = null; recording.results = []; recording.tracks.clear(); recording.full = false;
   renderRecording();
 });
-window.emotionLive = { recordingCsv, recordingJson };  // for tests and the console: what the downloads would contain
 
 $("start").addEventListener("click", start);
 $("stop").addEventListener("click", stop);
