@@ -113,10 +113,10 @@ def screenshot(browser: WebDriver, name: str, tmp_path: Path, scroll_to: str | N
 
 @pytest.fixture
 def no_face(shared_dir, tmp_path) -> Path:
-    """The first frame of a real video of an empty room."""
+    """The first frame of a real video with no one in it (sky and clouds)."""
     ok, frame = cv2.VideoCapture(str(shared_dir / "media" / "videos" / "no_face.mp4")).read()
     assert ok
-    path = tmp_path / "empty_room.jpg"
+    path = tmp_path / "no_one.jpg"
     cv2.imwrite(str(path), frame)
     return path
 
@@ -148,7 +148,7 @@ def test_image_page_boxes_labels_and_lists_every_face_and_downloads_them_as_json
             for face in by_name[name]["faces"]:
                 assert face["emotion"] in EMOTIONS and "age ~" in face["text"]
 
-        empty = by_name["empty_room.jpg"]
+        empty = by_name["no_one.jpg"]
         assert empty["status"] == "done" and empty["faces"] == [] and empty["painted"] == 0
         assert browser.find_element(By.CSS_SELECTOR, "article.image-result:nth-of-type(4) .no-face").text == "No face found in this image."
         bad = by_name["notes.jpg"]
@@ -165,10 +165,10 @@ def test_image_page_boxes_labels_and_lists_every_face_and_downloads_them_as_json
 
         browser.find_element(By.ID, "download-json").click()
         saved = json.loads(downloaded(tmp_path / "downloads", ".json").read_text())
-        names = ["obama.jpg", "two_people.jpg", "astronaut.png", "empty_room.jpg", "notes.jpg", "BWPictureHuman.jpg"]
+        names = ["obama.jpg", "two_people.jpg", "astronaut.png", "no_one.jpg", "notes.jpg", "BWPictureHuman.jpg"]
         assert [image["file"] for image in saved["images"]] == names
-        obama, pair, astronaut, empty_room, third, fourth = saved["images"]
-        assert empty_room["faces"] == [] and empty_room["width"] > 0
+        obama, pair, astronaut, no_one, third, fourth = saved["images"]
+        assert no_one["faces"] == [] and no_one["width"] > 0
         assert (obama["width"], obama["height"], len(obama["faces"])) == (910, 1137, 1)
         assert len(pair["faces"]) == 2 and len(astronaut["faces"]) == 1
         for image in (obama, pair, astronaut):

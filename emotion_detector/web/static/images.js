@@ -126,7 +126,7 @@ function showOutcome(entry) {
   view.faces = faces;
   view.frameSize = [width, height];
   view.status.textContent = faces.length === 1 ? "1 face" : `${faces.length} faces`;
-  view.status.className = "pill ok";
+  view.status.className = faces.length ? "pill ok" : "pill";
   if (!faces.length) view.list.append(element("li", "muted no-face", "No face found in this image."));
   faces.forEach((face, index) => {
     const item = element("li", "face");
