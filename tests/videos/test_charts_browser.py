@@ -1,11 +1,8 @@
 """The video results charts (issue 19) in headless Chromium, on a real video analysed by a real worker: time axes
 in seconds, legends, the smoothed/raw toggle, click to seek, hover values, the time share, dominant expression
 per segment, valence/arousal, the group's expression mix and people on screen, PNG/SVG export, and the page
-at 1280×800 and on a 390 px phone (screenshots in ARTIFACTS for a person to look at).
-
-Where the results do not carry issue 19's backend fields yet (raw probabilities, valence/arousal, the person
-rule, shot cuts), a script run before the page's own fills in only the missing ones from the real results, so
-the front end is tested against the contract; once the backend serves them, the real values are used."""
+at 1280×800 and on a 390 px phone (screenshots in ARTIFACTS for a person to look at). Everything plotted comes
+from the real results (raw and smoothed probabilities, valence/arousal, the person rule, shot cuts)."""
 
 from __future__ import annotations
 
@@ -24,38 +21,6 @@ from tests.videos.conftest import VideoStack, make_stack
 pytestmark = pytest.mark.slow
 
 EMOTIONS = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
-
-# Fills the issue 19 fields the results lack (never replaces one that is there). Raw values: the smoothed ones
-# nudged per frame, so that the raw curve differs from the smoothed one as a real one does.
-FILL_CONTRACT = r"""
-(() => {
-  const realFetch = window.fetch.bind(window);
-  window.fetch = async (input, init) => {
-    const response = await realFetch(input, init);
-    const url = typeof input === "string" ? input : input.url;
-    if (!/\/api\/v1\/videos\/[^/]+\/results$/.test(url)) return response;
-    const r = await response.clone().json();
-    const v = r.video;
-    if (v.person_rule === undefined) v.person_rule = { min_seen_s: 1.0, min_mean_score: 0.6 };
-    if (v.shot_cuts_s === undefined) v.shot_cuts_s = [Math.round(v.duration_s * 0.5 * 10) / 10];
-    r.people.forEach((p) => { if (p.counted === undefined) p.counted = p.main; });
-    if (v.people_counted === undefined) v.people_counted = r.people.filter((p) => p.counted).length;
-    if (v.brief_detections === undefined) v.brief_detections = r.people.filter((p) => !p.counted).length;
-    r.people.forEach((p) => p.timeline.forEach((f, i) => {
-      const s = f.emotion.probabilities;
-      if (f.raw_probabilities === undefined) {
-        const nudged = Object.fromEntries(Object.entries(s).map(([e, q], j) => [e, Math.max(0, q + 0.15 * Math.sin(i * 1.7 + j))]));
-        const total = Object.values(nudged).reduce((a, b) => a + b, 0) || 1;
-        f.raw_probabilities = Object.fromEntries(Object.entries(nudged).map(([e, q]) => [e, q / total]));
-      }
-      if (f.valence === undefined) f.valence = Math.max(-1, Math.min(1, s.happy - s.sad - s.angry - s.fear - s.disgust));
-      if (f.arousal === undefined) f.arousal = Math.max(-1, Math.min(1, s.surprise + s.fear + s.angry - s.sad - s.neutral * 0.5));
-    }));
-    return new Response(JSON.stringify(r), { status: 200, headers: { "Content-Type": "application/json" } });
-  };
-})();
-"""
-
 
 @pytest.fixture(scope="module")
 def stack(request, model_server, tmp_path_factory) -> VideoStack:
@@ -98,7 +63,6 @@ def test_the_results_charts_are_readable_and_interactive(stack, shared_dir, tmp_
     browser = chromium(tmp_path, camera=None, allow_camera=False)
     try:
         browser.set_window_size(1280, 800)
-        browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": FILL_CONTRACT})
         browser.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
         browser.get(f"{stack.web.url}/videos")
         browser.find_element(By.ID, "file").send_keys(str(shared_dir / "media" / "videos" / "head-pose-face-detection-female-and-male.mp4"))
