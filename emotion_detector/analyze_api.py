@@ -38,7 +38,7 @@ from emotion_detector.sources import (
     video_fps,
 )
 from emotion_detector.videos.analysis import link_first_sightings
-from emotion_detector.videos.summary import PersonFrame, person_stats
+from emotion_detector.videos.summary import PersonFrame, PersonRule, person_stats
 
 # Cameras and streams: frame numbers count the frames read (dropped ones too) at about this rate; the tracker
 # keeps a lost face for the settings' time either way.
@@ -64,6 +64,7 @@ class _People:
                         face.age_years,
                         face.female_probability,
                         face.score,
+                        tuple(float(p) for p in face.emotion_raw_probabilities),
                     )
                 )
 
@@ -115,9 +116,10 @@ class Analyzer:
         except SourceError as error:  # a stream that broke off: what it showed until then is summarised too
             broke_off = error
         if people is not None:
+            rule = PersonRule.from_settings(self.settings)  # the video results' rule: the same people count
             for person, frames in sorted(people.frames.items()):
-                stats = person_stats(frames, fps, people.analysed, self.models.uncertain_below("emotion"))
-                yield PersonRecord(source.name, person, stats), None
+                stats = person_stats(frames, fps, people.analysed, self.models.uncertain_below("emotion"), every_n_frames)
+                yield PersonRecord(source.name, person, stats, rule.counts(stats)), None
         if broke_off is not None:
             raise broke_off
 

@@ -4,6 +4,9 @@ modes), one typed object between its stages:
     frame ─decode─► BGR array ─detect─► sv.Detections (capped) ─track─► track ids ─models─► FaceAttributes
           ─smooth─► per-track averages ─► FrameAnalysis (faces: the JSON of DESIGN.md §2)
 
+Tracked modes also look for shot cuts (shots.py) before tracking: a cut ends every track, so no identity
+carries across it, and the frame is marked (``FrameAnalysis.shot_cut``).
+
 ``FramePipeline`` is built from ``PipelineOptions`` with an explicit ``RunningMode``:
 
 - ``IMAGE``: independent pictures; no tracking, no smoothing, every face measured.
@@ -40,6 +43,7 @@ from emotion_detector.labels import EMOTIONS, GENDERS
 from emotion_detector.model_client import ModelServerError
 from emotion_detector.schemas import AgeResult, EmotionResult, FaceResult, GenderResult, ImageAnalysis
 from emotion_detector.settings import Settings
+from emotion_detector.shots import ShotCutDetector
 from emotion_detector.tracking import AgeGenderSchedule, AttributeSmoother, FaceAttributes, FaceTracker
 
 T = TypeVar("T")
@@ -70,6 +74,14 @@ class Face:
     gender_probabilities: np.ndarray  # (2,) in GENDERS order
     track_id: int | None = None
     emotion_uncertain_below: float = 0.0  # the emotion model's calibrated threshold (0: it has none)
+    # This frame's expression probabilities before smoothing (None: not known, e.g. a face rebuilt from storage
+    # without them); ``emotion_probabilities`` are the smoothed ones, which every label is read from.
+    emotion_raw: np.ndarray | None = None
+
+    @property
+    def emotion_raw_probabilities(self) -> np.ndarray:
+        """The unsmoothed probabilities, or the smoothed ones where those are all there is."""
+        return self.emotion_probabilities if self.emotion_raw is None else self.emotion_raw
 
     @property
     def emotion_uncertain(self) -> bool:
@@ -131,6 +143,7 @@ class FrameAnalysis:
     height: int
     timing_ms: dict[str, float]
     frame_index: int | None = None  # position in the video (video mode)
+    shot_cut: bool = False  # a new shot starts here: every track ended before this frame
 
     @property
     def video_frame_index(self) -> int:
@@ -161,6 +174,7 @@ class PipelineOptions:
     detection_full_every_n_frames: int = 5  # 1: detection always at the full size (no shrinking copy)
     batch_frames: int = 8  # video mode: frames per model request
     detect_ahead_frames: int = 2  # video mode: frames detected ahead of tracking
+    shot_cut_threshold: float | None = 0.2  # tracked modes: see shots.py (None: no cut detection)
 
     def __post_init__(self) -> None:
         problems = [
@@ -173,6 +187,12 @@ class PipelineOptions:
                 ("age_gender_every_n_frames", self.age_gender_every_n_frames, self.age_gender_every_n_frames >= 1, ">= 1"),
                 ("batch_frames", self.batch_frames, self.batch_frames >= 1, ">= 1"),
                 ("detect_ahead_frames", self.detect_ahead_frames, self.detect_ahead_frames >= 0, ">= 0"),
+                (
+                    "shot_cut_threshold",
+                    self.shot_cut_threshold,
+                    self.shot_cut_threshold is None or 0 < self.shot_cut_threshold < 1,
+                    "None or in (0, 1)",
+                ),
             )
             if not ok
         ]
@@ -192,6 +212,7 @@ class PipelineOptions:
             detection_max_side_px=settings.detection_max_side_px,
             detection_min_side_px=settings.detection_min_side_px,
             detection_full_every_n_frames=settings.detection_full_every_n_frames,
+            shot_cut_threshold=settings.shot_cut_threshold,
         )
 
 
@@ -280,6 +301,7 @@ class _Detected:
     due: np.ndarray  # (N,) bool: age and gender measured on this frame
     timer: Timer
     detector_name: str  # whose boxes these are (face-crop rules are measured per detector); "none": the whole image
+    shot_cut: bool = False  # a new shot starts here (set when tracked)
 
 
 class FramePipeline:
@@ -296,6 +318,9 @@ class FramePipeline:
         self.tracker = FaceTracker(options.nominal_fps, options.track_lost_after_s) if tracked else None
         forget_after = self.tracker.lost_after_frames if self.tracker else 1
         self.smoother = AttributeSmoother(options.smoothing_new_frame_weight, forget_after_frames=forget_after)
+        self.shot_cuts = (
+            ShotCutDetector(options.shot_cut_threshold) if self.tracker is not None and options.shot_cut_threshold is not None else None
+        )
         self.age_gender_schedule = AgeGenderSchedule(options.age_gender_every_n_frames if tracked else 1)
         self.detection_sizer = (
             DetectionSizer(options.detection_max_side_px, options.detection_min_side_px, options.detection_full_every_n_frames)
@@ -423,6 +448,10 @@ class FramePipeline:
         if self.tracker is None:
             return frame
         with frame.timer.stage("track"):
+            # In stream order (tracking is), before the tracker sees the frame's faces.
+            if self.shot_cuts is not None and self.shot_cuts.update(frame.image):
+                self.tracker.end_tracks()
+                frame.shot_cut = True
             frame.track_ids = self.tracker.update(frame.detections)
             # Live, a measurement can fail (the model server down for a frame): a track without values to carry
             # over is due again. In a video, measurements of earlier frames may still be in flight, and a
@@ -465,10 +494,11 @@ class FramePipeline:
                     smoothed.gender[i],
                     None if frame.track_ids[i] < 0 else int(frame.track_ids[i]),
                     self.uncertain_below,
+                    attributes.emotion[i],
                 )
                 for i in range(len(xyxy))
             ]
-            analyses.append(FrameAnalysis(faces, frame.size[0], frame.size[1], dict(timer.timings_ms), frame.index))
+            analyses.append(FrameAnalysis(faces, frame.size[0], frame.size[1], dict(timer.timings_ms), frame.index, frame.shot_cut))
         return analyses
 
 

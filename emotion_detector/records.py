@@ -34,14 +34,16 @@ class FrameRecord:
 
 @dataclass(frozen=True)
 class PersonRecord:
-    """One tracked person of a video, camera or stream: the statistics the video results page shows."""
+    """One track of a video, camera or stream: the statistics the video results page shows, and whether it
+    counts as a person by the settings' rule (``counted``; false: a brief detection), as on that page."""
 
     source: str
     person: int
     stats: PersonStats
+    counted: bool = True
 
     def to_json(self) -> dict[str, Any]:
-        return {"source": self.source, "type": "person", "id": self.person, **self.stats.to_json()}
+        return {"source": self.source, "type": "person", "id": self.person, "counted": self.counted, **self.stats.to_json()}
 
 
 Record = FrameRecord | PersonRecord

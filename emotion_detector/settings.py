@@ -25,6 +25,10 @@ EMOTION_DATABASE_URL=postgresql+psycopg://user@host/db     video jobs (default: 
 EMOTION_BROKER_URL=redis://localhost:6379/0                the job queue (default: a SQLite-backed local queue)
 EMOTION_VIDEO_RETENTION_DAYS=30         uploaded videos, results and annotated copies are removed this long
                                          after the upload (0: kept until deleted)
+EMOTION_SHOT_CUT_THRESHOLD=0.2           a colour-histogram change (0..1) this large between analysed frames is a
+                                         shot cut: every face track ends there (see shots.py)
+EMOTION_PERSON_MIN_SEEN_S=1.0            a track counts as a person when seen this long (seconds in view) ...
+EMOTION_PERSON_MIN_MEAN_SCORE=0.75       ... with this mean detector score; other tracks are brief detections
 EMOTION_MQTT_URL=mqtt://localhost:1883   edge mode: the broker the forwarder reads devices' events from
                                          (unset: no forwarder; `make run` starts one when it is set)
 """
@@ -100,6 +104,14 @@ class Settings(BaseSettings):
     # Per-track temporal smoothing: exponential moving average with this weight for the newest frame.
     smoothing_new_frame_weight: float = Field(0.35, gt=0, le=1)
     track_lost_after_s: float = Field(1.0, gt=0)
+    # A shot cut ends every track (shots.py: the colour-histogram change between analysed frames, 0..1, at
+    # which a new shot starts; same-shot frames of real clips change by under 0.08, cuts by 0.26 and more).
+    shot_cut_threshold: float = Field(0.2, gt=0, lt=1)
+    # Who counts as a person in a video's results and the CLI's summary: a track seen at least this long (its
+    # analysed frames × the time between them) with at least this mean detector score. Shorter or fainter
+    # tracks (a background face for a frame or two) are listed apart as brief detections. The pages state both.
+    person_min_seen_s: float = Field(1.0, ge=0)
+    person_min_mean_score: float = Field(0.75, ge=0, le=1)
     # A tracked face's apparent age and gender hardly change from one frame to the next, so live and in videos
     # they are measured again only on every n-th analysed frame of its track (new faces at once) and carried
     # over in between; expression is measured on every analysed frame.

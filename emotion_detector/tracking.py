@@ -34,12 +34,23 @@ class FaceTracker:
 
     def __init__(self, nominal_fps: float, lost_after_s: float):
         self.lost_after_frames = lost_after_frames(nominal_fps, lost_after_s)
+        self._id_offset = 0  # added to the ByteTrack's ids: tracks after a cut never reuse an id (end_tracks)
+        self._max_id = 0
+        self._tracker = self._new_tracker()
+
+    def _new_tracker(self) -> sv.ByteTrack:
         # ByteTrack keeps a lost track for frame_rate / 30 * lost_track_buffer frames. supervision 0.30 marks
         # its ByteTrack deprecated in favour of the separate `trackers` package, which requires the
         # non-headless opencv-python; the pinned supervision keeps working, so we stay on it for now.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
-            self._tracker = sv.ByteTrack(frame_rate=30, lost_track_buffer=self.lost_after_frames, minimum_matching_threshold=0.8)
+            return sv.ByteTrack(frame_rate=30, lost_track_buffer=self.lost_after_frames, minimum_matching_threshold=0.8)
+
+    def end_tracks(self) -> None:
+        """A shot cut: every track ends, lost ones too. The faces after it get new ids, never one used before,
+        and are confirmed on their first frame (as at the start of a stream)."""
+        self._id_offset = self._max_id
+        self._tracker = self._new_tracker()
 
     def update(self, detections: sv.Detections) -> np.ndarray:
         ids = np.full(len(detections), -1, dtype=int)
@@ -54,7 +65,8 @@ class FaceTracker:
         )
         tracked = self._tracker.update_with_detections(tagged)
         if len(tracked):  # nothing confirmed yet comes back as a bare empty Detections
-            ids[tracked.data["index"]] = tracked.tracker_id
+            ids[tracked.data["index"]] = np.asarray(tracked.tracker_id) + self._id_offset
+            self._max_id = max(self._max_id, int(ids.max()))
         return ids
 
 

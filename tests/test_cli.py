@@ -154,3 +154,20 @@ def test_options_that_cannot_work_together_are_refused(capsys, media, args, mess
 def _write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
+
+
+def test_the_summary_counts_people_by_the_video_results_rule_and_ends_tracks_at_a_cut(capsys, media, tmp_path):
+    """The CLI runs the one pipeline: a cut ends every track, and person records say whether each counts."""
+    from tests.videos.test_shot_cuts import FIRST, SECOND, frames_of, write_video
+
+    spliced = tmp_path / "spliced.mp4"
+    first = frames_of(media / "videos" / FIRST)
+    write_video(spliced, first + frames_of(media / "videos" / SECOND))
+    code, out, _ = cli(capsys, str(spliced), "--summary")
+    assert code == 0
+    people = [r for r in lines(out) if r.get("type") == "person"]
+    counted = [p for p in people if p["counted"]]
+    assert [(p["first_frame"], p["last_frame"]) for p in counted] == [(0, len(first) - 1), (len(first), len(first) + 61)]
+    assert all(p["seen_s"] >= 1.0 and p["mean_score"] >= 0.75 for p in counted)
+    assert all(not p["counted"] for p in people if p not in counted)
+    assert all(-1 <= p["valence_mean"] <= 1 and -1 <= p["arousal_mean"] <= 1 for p in people)

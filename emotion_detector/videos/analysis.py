@@ -93,7 +93,8 @@ def link_first_sightings(frames: Iterable[FrameAnalysis]) -> Iterator[FrameAnaly
     """ByteTrack confirms a face that appears mid-stream on its second frame, so its first frame has no
     id. Give that sighting the id of the track that starts in the next analysed frame at the same place; a
     face never confirmed gets an id of its own (from FIRST_UNCONFIRMED_ID). Nothing is dropped, and every
-    face of the result has a track id. Streams: each frame comes out as soon as the next one is in."""
+    face of the result has a track id. A sighting just before a shot cut is never linked across it.
+    Streams: each frame comes out as soon as the next one is in."""
     seen: set[int] = set()
     next_own_id = FIRST_UNCONFIRMED_ID
     previous: FrameAnalysis | None = None
@@ -101,7 +102,8 @@ def link_first_sightings(frames: Iterable[FrameAnalysis]) -> Iterator[FrameAnaly
         starting = [face for face in frame.faces if face.track_id is not None and face.track_id not in seen]
         seen.update(face.track_id for face in starting if face.track_id is not None)
         if previous is not None:
-            linked, next_own_id = _linked(previous, starting, next_own_id)
+            # A face before a cut is never linked to a track after it.
+            linked, next_own_id = _linked(previous, [] if frame.shot_cut else starting, next_own_id)
             yield linked
         previous = frame
     if previous is not None:

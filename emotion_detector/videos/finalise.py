@@ -16,8 +16,8 @@ from emotion_detector.videos.leases import Database, Lease
 from emotion_detector.videos.models import JobState, Person, RenderTask, Video, utcnow
 from emotion_detector.videos.render import join_parts, part_path, parts_dir
 from emotion_detector.videos.schemas import JobSummary
-from emotion_detector.videos.steps import stored_people
-from emotion_detector.videos.summary import group_mix, main_people, person_stats
+from emotion_detector.videos.steps import stored_people, stored_shot_cuts
+from emotion_detector.videos.summary import PersonRule, group_mix, main_people, person_stats
 
 PERSON_COLUMNS = {"first_frame", "last_frame", "frames_seen"}  # the statistics a Person row has columns for
 
@@ -41,10 +41,13 @@ def finalise(db: Database, lease: Lease, models: Models) -> JobSummary | None:
         segments = [(s.index, s.start_frame, s.seconds or 0.0) for s in video.segments]
         render_s = sum(r.seconds or 0.0 for r in session.scalars(select(RenderTask).where(RenderTask.video_id == lease.video_id)))
         people = stored_people(session, lease.video_id)
+        cuts = stored_shot_cuts(session, lease.video_id)
         fps, frame_count, duration_s, every_n = video.fps, video.frame_count, video.duration_s, video.every_n_frames
         source, started_at = Path(video.source_path), video.started_at
     analysed = len(range(0, frame_count, every_n))
-    stats = {person: person_stats(frames, fps, analysed, models.emotion_uncertain_below) for person, frames in people.items()}
+    stats = {person: person_stats(frames, fps, analysed, models.emotion_uncertain_below, every_n) for person, frames in people.items()}
+    rule = PersonRule.from_settings(db.settings)
+    counted = {person for person, s in stats.items() if rule.counts(s)}
 
     folder = parts_dir(source, lease.job_attempt)
     joined = folder / "annotated.mp4"  # gone with the folder if the job is cancelled, retried or deleted meanwhile
@@ -65,8 +68,15 @@ def finalise(db: Database, lease: Lease, models: Models) -> JobSummary | None:
         detector=models.detector,
         models=models.versions,
         emotion_uncertain_below=models.emotion_uncertain_below,
-        main_people=sorted(main_people(stats)),
-        group_mix=group_mix(people, fps, duration_s, uncertain_below=models.emotion_uncertain_below),
+        main_people=sorted(main_people(stats, rule=rule)),
+        # The expression mix of the people counted: a background face seen for a frame is not the audience.
+        group_mix=group_mix(
+            {p: frames for p, frames in people.items() if p in counted}, fps, duration_s, uncertain_below=models.emotion_uncertain_below
+        ),
+        person_rule=rule,
+        people_counted=len(counted),
+        brief_detections=len(stats) - len(counted),
+        shot_cuts_s=[round(frame / fps, 3) for frame in cuts],
     )
     target = source.parent / "annotated.mp4"
     with db.sessions.begin() as session:

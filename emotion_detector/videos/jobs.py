@@ -267,8 +267,10 @@ def segment(self: Task, video_id: str, index: int) -> None:
 def store_segment(session: Session, video_id: str, index: int, end_frame: int, found: list[FrameAnalysis]) -> None:
     """A segment's analysed faces as rows, replacing any earlier attempt's (their person ids come when the
     segment is joined); the frames from ``end_frame`` on are its overlap with the next segment (analysed by
-    both, to join their tracks)."""
+    both, to join their tracks). The shot cuts it found are stored with the segment."""
     session.execute(delete(Observation).where(Observation.video_id == video_id, Observation.segment_index == index))
+    cuts = [frame.video_frame_index for frame in found if frame.shot_cut]
+    session.execute(update(Segment).where(Segment.video_id == video_id, Segment.index == index).values(shot_cuts=cuts))
     session.add_all(
         Observation(
             video_id=video_id,
@@ -282,6 +284,7 @@ def store_segment(session: Session, video_id: str, index: int, end_frame: int, f
             y2=round(face.box_xyxy[3], 2),
             score=round(face.score, 4),
             emotion=[round(float(p), 5) for p in face.emotion_probabilities],
+            emotion_raw=[round(float(p), 5) for p in face.emotion_raw_probabilities],
             age_years=round(face.age_years, 2),
             female_probability=round(face.female_probability, 5),
         )

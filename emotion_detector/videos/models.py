@@ -115,6 +115,9 @@ class Segment(LeasedTask, Base):
     overlap_end_frame: Mapped[int] = mapped_column(Integer)
     frames_done: Mapped[int] = mapped_column(Integer, default=0)
     seconds: Mapped[float | None] = mapped_column(Float)
+    # The frames (overlap included) where this segment's analysis found a shot cut; None: analysed before
+    # cuts were looked for. A cut at a segment's first frame is found by the segment before it.
+    shot_cuts: Mapped[list[int] | None] = mapped_column(JSON)
 
     video: Mapped[Video] = relationship(back_populates="segments")
 
@@ -161,7 +164,8 @@ class Observation(Base):
     x2: Mapped[float] = mapped_column(Float)
     y2: Mapped[float] = mapped_column(Float)
     score: Mapped[float] = mapped_column(Float)
-    emotion: Mapped[list[float]] = mapped_column(JSON)  # 7 probabilities, EMOTIONS order
+    emotion: Mapped[list[float]] = mapped_column(JSON)  # 7 probabilities, EMOTIONS order, smoothed per track
+    emotion_raw: Mapped[list[float] | None] = mapped_column(JSON)  # the same before smoothing (None: older rows)
     age_years: Mapped[float] = mapped_column(Float)
     female_probability: Mapped[float] = mapped_column(Float)
 

@@ -61,9 +61,12 @@ class OverlayTimeline:
     frame's labels depend only on observations at most ``lookback_frames`` before it, so the video can be
     drawn in parts, each part from the observations around it alone."""
 
-    def __init__(self, people: dict[int, list[PersonFrame]], hold_frames: int, uncertain_below: float = 0.0) -> None:
+    def __init__(
+        self, people: dict[int, list[PersonFrame]], hold_frames: int, uncertain_below: float = 0.0, shot_cuts: list[int] | None = None
+    ) -> None:
         self.hold_frames = hold_frames
         self.uncertain_below = uncertain_below
+        self._cuts = np.array(sorted(shot_cuts or []), dtype=np.int64)  # a label is never held up across a cut
         self._people = {person: (np.array([f.frame_index for f in frames]), frames) for person, frames in people.items() if frames}
         self._emotions = {person: np.array([f.emotion for f in frames], dtype=np.float64) for person, (_, frames) in self._people.items()}
         # Who may be on screen in each block of frames: a long video with many people passing through
@@ -83,6 +86,9 @@ class OverlayTimeline:
             indices, frames = self._people[person]
             latest = int(np.searchsorted(indices, frame_index, side="right")) - 1
             if latest < 0 or frame_index - indices[latest] > self.hold_frames:
+                continue
+            # A cut in (observation, frame]: the face is another shot's, its box wherever it was.
+            if np.searchsorted(self._cuts, indices[latest], side="right") != np.searchsorted(self._cuts, frame_index, side="right"):
                 continue
             probabilities = self._emotions[person][latest]
             labels.append(Label(person, frames[latest], probabilities, bool(probabilities.max() < self.uncertain_below)))

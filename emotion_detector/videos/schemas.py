@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from emotion_detector.videos.models import JobState
-from emotion_detector.videos.summary import PersonStats
+from emotion_detector.videos.summary import PersonRule, PersonStats
 
 
 class _Schema(BaseModel):
@@ -83,6 +83,12 @@ class JobSummary(_Schema):
     emotion_uncertain_below: float
     main_people: list[int]
     group_mix: list[MixBin]
+    # Who counts as a person (the rule in force when the job ran), how many do, how many tracks did not, and
+    # the shot cuts found. None / empty: a job finished before these were kept (results fill them in).
+    person_rule: PersonRule | None = None
+    people_counted: int | None = None
+    brief_detections: int | None = None
+    shot_cuts_s: list[float] = []
 
 
 class VideoInfo(_Schema):
@@ -95,17 +101,23 @@ class VideoInfo(_Schema):
 
 
 class TimelineEntry(_Schema):
-    """One face object (DESIGN.md §2) per analysed frame, with where it is in the video."""
+    """One face object (DESIGN.md §2) per analysed frame, with where it is in the video; beside it the
+    frame's unsmoothed expression probabilities and the valence and arousal derived from the smoothed ones
+    (affect.py)."""
 
     model_config = ConfigDict(frozen=True, extra="allow")  # the face object's fields
 
     frame: int
     time_s: float
+    raw_probabilities: dict[str, float]
+    valence: float
+    arousal: float
 
 
 class PersonResult(PersonStats):
     id: int
     main: bool
+    counted: bool  # a person by the rule (VideoInfo.person_rule); false: a brief detection
     timeline: list[TimelineEntry]
 
 

@@ -15,6 +15,8 @@ from typing import TypeAlias
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from emotion_detector.affect import valence_arousal
+from emotion_detector.labels import EMOTIONS
 from emotion_detector.pipeline import CpuBoundRunner, run_here
 from emotion_detector.settings import Settings
 from emotion_detector.videos import jobs
@@ -43,7 +45,7 @@ from emotion_detector.videos.schemas import (
     VideoStatus,
 )
 from emotion_detector.videos.steps import stored_people
-from emotion_detector.videos.summary import PersonFrame, PersonStats, csv_rows, to_csv
+from emotion_detector.videos.summary import PersonFrame, PersonRule, PersonStats, csv_rows, to_csv
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +192,9 @@ class VideoService:
             rows = session.scalars(select(Person).where(Person.video_id == video_id).order_by(Person.person))
             stats = {p.person: PersonStats.model_validate(p.stats) for p in rows}
         main = set(summary.main_people)
+        # The rule the job ran with (a job finished before it was kept: today's).
+        rule = summary.person_rule or PersonRule.from_settings(self.settings)
+        counted = {person for person, s in stats.items() if rule.counts(s)}
         return VideoResults(
             id=video.id,
             status=video.status,
@@ -198,21 +203,18 @@ class VideoService:
                 width=video.width,
                 height=video.height,
                 fps=video.fps,
-                **summary.model_dump(exclude={"group_mix", "main_people"}),
+                **summary.model_dump(exclude={"group_mix", "main_people", "person_rule", "people_counted", "brief_detections"}),
+                person_rule=rule.model_dump(),
+                people_counted=len(counted),
+                brief_detections=len(stats) - len(counted),
             ),
             people=[
                 PersonResult(
                     id=person,
                     main=person in main,
+                    counted=person in counted,
                     **dict(stats[person]),
-                    timeline=[
-                        TimelineEntry(
-                            frame=f.frame_index,
-                            time_s=round(f.frame_index / video.fps, 3),
-                            **f.face(person, summary.emotion_uncertain_below).to_json(),
-                        )
-                        for f in frames
-                    ],
+                    timeline=[_timeline_entry(f, person, video.fps, summary.emotion_uncertain_below) for f in frames],
                 )
                 for person, frames in people.items()
             ],
@@ -286,6 +288,20 @@ def remove_video(session_factory: sessionmaker[Session], video_id: str, owner: O
         _delete_results(session, video_id)
         session.delete(video)
     jobs.delete_files(source)
+
+
+def _timeline_entry(frame: PersonFrame, person: int, fps: float, uncertain_below: float) -> TimelineEntry:
+    face = frame.face(person, uncertain_below)
+    valence, arousal = valence_arousal(face.emotion_probabilities)
+    return TimelineEntry(
+        frame=frame.frame_index,
+        time_s=round(frame.frame_index / fps, 3),
+        **face.to_json(),
+        # Rows analysed before raw probabilities were kept: the smoothed ones are all there is.
+        raw_probabilities={label: round(float(p), 4) for label, p in zip(EMOTIONS, face.emotion_raw_probabilities, strict=True)},
+        valence=round(float(valence), 4),
+        arousal=round(float(arousal), 4),
+    )
 
 
 def _owned(session: Session, video_id: str, owner: Owner, for_update: bool = False) -> Video:

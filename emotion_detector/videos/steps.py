@@ -38,6 +38,7 @@ def observation_rows(session: Session, video_id: str, segment_index: int) -> lis
             tuple(o.emotion),
             o.age_years,
             o.female_probability,
+            None if o.emotion_raw is None else tuple(o.emotion_raw),
         )
         for o in session.scalars(query.order_by(Observation.frame_index, Observation.local_track))
     ]
@@ -54,9 +55,23 @@ def stored_people(session: Session, video_id: str, frames: range | None = None) 
         if o.person is None:  # excluded by the query
             continue
         people.setdefault(o.person, []).append(
-            PersonFrame(o.frame_index, o.box_xyxy, tuple(o.emotion), o.age_years, o.female_probability, o.score)
+            PersonFrame(
+                o.frame_index,
+                o.box_xyxy,
+                tuple(o.emotion),
+                o.age_years,
+                o.female_probability,
+                o.score,
+                None if o.emotion_raw is None else tuple(o.emotion_raw),
+            )
         )
     return people
+
+
+def stored_shot_cuts(session: Session, video_id: str) -> list[int]:
+    """The frames where the video's shots start, as found by its analysed segments (sorted, each once)."""
+    found = session.scalars(select(Segment.shot_cuts).where(Segment.video_id == video_id, Segment.shot_cuts.is_not(None)))
+    return sorted({frame for cuts in found if cuts for frame in cuts})
 
 
 def join_ready_segments(db: Database, video_id: str) -> range:
@@ -79,8 +94,9 @@ def join_ready_segments(db: Database, video_id: str) -> range:
         if stop == first:
             return range(0)
         joiner = TrackJoiner() if first == 0 else _resumed_joiner(session, video_id, first)
+        cuts = stored_shot_cuts(session, video_id)  # those of every analysed segment: the joined ones' included
         for index in range(first, stop):
-            joiner.add_segment(index, observation_rows(session, video_id, index))
+            joiner.add_segment(index, observation_rows(session, video_id, index), cuts)
         # The previous segment's tracks seen only in its overlap may have been numbered by this join.
         for (segment_index, local_track), person in joiner.persons.items():
             if segment_index >= first - 1:
@@ -127,7 +143,7 @@ def plan_part(db: Database, lease: Lease, uncertain_below: float) -> PartPlan | 
         people = stored_people(session, lease.video_id, nearby)
         source = Path(video.source_path)
         target = part_path(parts_dir(source, lease.job_attempt), lease.index)
-        timeline = OverlayTimeline(people, video.every_n_frames, uncertain_below)
+        timeline = OverlayTimeline(people, video.every_n_frames, uncertain_below, stored_shot_cuts(session, lease.video_id))
         return PartPlan(source, target, frames, video.fps, timeline, video.blur_faces)
 
 

@@ -3,6 +3,7 @@ per-video statistics, and the JSON / CSV exports (DESIGN.md §2, video jobs)."""
 
 from __future__ import annotations
 
+import bisect
 import csv
 import io
 from collections import Counter, defaultdict
@@ -11,8 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
+from emotion_detector.affect import valence_arousal
 from emotion_detector.labels import EMOTIONS
 from emotion_detector.pipeline import Face, gender_probabilities
 from emotion_detector.videos.analysis import box_iou
@@ -35,23 +37,38 @@ class Row:
     emotion: tuple[float, ...]
     age_years: float
     female_probability: float
+    emotion_raw: tuple[float, ...] | None = None  # before smoothing (None: stored before it was kept)
 
 
-def join_tracks(rows: list[Row]) -> dict[tuple[int, int], int]:
+def join_tracks(rows: list[Row], shot_cuts: Iterable[int] = ()) -> dict[tuple[int, int], int]:
     """(segment, local track) → person id for a whole video (see TrackJoiner)."""
     by_segment: dict[int, list[Row]] = defaultdict(list)
     for row in rows:
         by_segment[row.segment_index].append(row)
     joiner = TrackJoiner()
+    cuts = sorted(set(shot_cuts))
     for segment in range(max(by_segment, default=-1) + 1):
-        joiner.add_segment(segment, by_segment.get(segment, []))
+        joiner.add_segment(segment, by_segment.get(segment, []), cuts)
     return joiner.persons
+
+
+def crosses_cut(frames: Iterable[int], shot_cuts: list[int]) -> bool:
+    """Whether frames of one would-be track lie on both sides of a shot cut (``shot_cuts``: sorted frame
+    indices, each the first frame of a new shot)."""
+    ordered = sorted(frames)
+    if not ordered:
+        return False
+    # A cut c separates frames < c from frames >= c: one lies in (first, last].
+    at = bisect.bisect_right(shot_cuts, ordered[0])
+    return at < len(shot_cuts) and shot_cuts[at] <= ordered[-1]
 
 
 class TrackJoiner:
     """Joins the segments' tracks into people, one segment after the other in order. Neighbouring segments
     both analyse the overlap frames; a track of one and a track of the next that cover the same faces there
-    (mean box IoU >= 0.5, best pairs first) are one person. Person ids are numbered 1, 2, ... in order of
+    (mean box IoU >= 0.5, best pairs first) are one person, unless a shot cut lies between their frames: each
+    segment's tracker ends its tracks at the cuts it finds, and this keeps a cut that only one of two
+    segments saw (one at the later segment's first frame) from being bridged by the join. Person ids are numbered 1, 2, ... in order of
     first appearance, so adding later segments never changes an earlier segment's ids: the annotated video's
     part for a segment can be drawn as soon as the segments up to it are analysed."""
 
@@ -79,8 +96,11 @@ class TrackJoiner:
                 joiner._person_of_root[key] = previous_persons[row.local_track]
         return joiner
 
-    def add_segment(self, segment: int, rows: list[Row]) -> None:
-        """Adds the next segment's rows (all of them, overlap included) and numbers its tracks."""
+    def add_segment(self, segment: int, rows: list[Row], shot_cuts: list[int] | None = None) -> None:
+        """Adds the next segment's rows (all of them, overlap included) and numbers its tracks. ``shot_cuts``:
+        the sorted frames where the video's shots start, as far as they are known (at least those found by
+        this segment and the one before it)."""
+        cuts = shot_cuts or []
         if segment != self.segments_added:
             raise ValueError(f"segments are joined in order: expected segment {self.segments_added}, got {segment}")
         boxes: dict[tuple[int, int], dict[int, Box]] = defaultdict(dict)
@@ -95,7 +115,7 @@ class TrackJoiner:
         for a, a_boxes in previous_boxes.items():
             for b, b_boxes in boxes.items():
                 shared = a_boxes.keys() & b_boxes.keys()
-                if shared:
+                if shared and not crosses_cut([*a_boxes, *b_boxes], cuts):
                     iou = float(np.mean([box_iou(a_boxes[f], b_boxes[f]) for f in shared]))
                     if iou >= MIN_MATCH_IOU:
                         candidates.append((iou, len(shared), a, b))
@@ -135,11 +155,13 @@ class PersonFrame:
     age_years: float
     female_probability: float
     score: float  # the detector's confidence
+    emotion_raw: tuple[float, ...] | None = None  # before smoothing (None: not kept)
 
     def face(self, person: int, uncertain_below: float = 0.0) -> Face:
         """The face object of DESIGN.md §2 for this frame."""
         gender = gender_probabilities(self.female_probability)
-        return Face(self.box_xyxy, self.score, np.asarray(self.emotion), self.age_years, gender, person, uncertain_below)
+        raw = None if self.emotion_raw is None else np.asarray(self.emotion_raw)
+        return Face(self.box_xyxy, self.score, np.asarray(self.emotion), self.age_years, gender, person, uncertain_below, raw)
 
 
 def people_frames(rows: list[Row], persons: dict[tuple[int, int], int]) -> dict[int, list[PersonFrame]]:
@@ -150,7 +172,7 @@ def people_frames(rows: list[Row], persons: dict[tuple[int, int], int]) -> dict[
             continue
         person = persons[(row.segment_index, row.local_track)]
         frames[person][row.frame_index] = PersonFrame(
-            row.frame_index, row.box_xyxy, row.emotion, row.age_years, row.female_probability, row.score
+            row.frame_index, row.box_xyxy, row.emotion, row.age_years, row.female_probability, row.score, row.emotion_raw
         )
     return {person: [by_frame[f] for f in sorted(by_frame)] for person, by_frame in sorted(frames.items())}
 
@@ -199,13 +221,59 @@ class PersonStats(BaseModel):
     mean_confidence_when_top: dict[str, float | None]
     age: AgeStats
     gender: GenderStats
+    # Time in view: analysed frames × the time between analysed frames (what the person rule reads).
+    seen_s: float
+    mean_score: float | None  # the detector's mean confidence (None: statistics stored before it was kept)
+    # Derived from the expression probabilities (affect.py), mean over the frames: in [-1, 1].
+    valence_mean: float
+    arousal_mean: float
+
+    @model_validator(mode="before")
+    @classmethod
+    def _filled_in(cls, data: Any) -> Any:
+        """Statistics stored before these fields existed: valence and arousal are linear in the
+        probabilities, so their means are those of the mean probabilities; time in view is the span seen."""
+        if isinstance(data, dict) and "mean_probability" in data and "valence_mean" not in data:
+            mean = np.array([data["mean_probability"].get(label, 0.0) for label in EMOTIONS])
+            valence, arousal = valence_arousal(mean)
+            data = {
+                "seen_s": round(data.get("last_seen_s", 0.0) - data.get("first_seen_s", 0.0), 3),
+                "mean_score": None,
+                **data,
+                "valence_mean": round(float(valence), 4),
+                "arousal_mean": round(float(arousal), 4),
+            }
+        return data
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
 
-def person_stats(frames: list[PersonFrame], fps: float, analysed_frames: int, uncertain_below: float = 0.0) -> PersonStats:
+class PersonRule(BaseModel):
+    """Who counts as a person: a track seen at least ``min_seen_s`` seconds (in view) with a mean detector
+    score of at least ``min_mean_score``. Other tracks are brief detections, listed apart and never counted."""
+
+    model_config = ConfigDict(frozen=True)
+
+    min_seen_s: float
+    min_mean_score: float
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> PersonRule:
+        """From a ``Settings`` (its ``person_min_seen_s`` and ``person_min_mean_score``)."""
+        return cls(min_seen_s=settings.person_min_seen_s, min_mean_score=settings.person_min_mean_score)
+
+    def counts(self, stats: PersonStats) -> bool:
+        score_ok = stats.mean_score is None or stats.mean_score >= self.min_mean_score
+        return stats.seen_s >= self.min_seen_s and score_ok
+
+
+def person_stats(
+    frames: list[PersonFrame], fps: float, analysed_frames: int, uncertain_below: float = 0.0, every_n_frames: int = 1
+) -> PersonStats:
+    """``every_n_frames``: every how many frames of the video one was analysed (the time each stands for)."""
     probabilities = np.array([f.emotion for f in frames], dtype=np.float64)
+    valence, arousal = valence_arousal(probabilities).mean(axis=0)
     top = probabilities.argmax(axis=1)
     counts = Counter(shown_expressions(probabilities, uncertain_below))
     confident = Counter({label: n for label, n in counts.items() if label != UNCERTAIN})
@@ -226,6 +294,10 @@ def person_stats(frames: list[PersonFrame], fps: float, analysed_frames: int, un
         },
         age=AgeStats(mean_years=round(float(ages.mean()), 1), std_years=round(float(ages.std()), 1)),
         gender=GenderStats(label="female" if female >= 0.5 else "male", confidence=round(max(female, 1 - female), 4)),
+        seen_s=round(len(frames) * every_n_frames / fps, 3),
+        mean_score=round(float(np.mean([f.score for f in frames])), 4),
+        valence_mean=round(float(valence), 4),
+        arousal_mean=round(float(arousal), 4),
     )
 
 
@@ -246,9 +318,14 @@ def group_mix(
     return mix
 
 
-def main_people(stats: dict[int, PersonStats], min_share: float = 0.1, min_frames: int = 5) -> list[int]:
-    """People seen long enough to matter (brief false detections and passers-by are not)."""
-    return [p for p, s in stats.items() if s.frames_seen >= min_frames and s.share_of_analysed_frames >= min_share]
+def main_people(stats: dict[int, PersonStats], min_share: float = 0.1, min_frames: int = 5, rule: PersonRule | None = None) -> list[int]:
+    """People seen long enough to matter (brief false detections and passers-by are not); with ``rule``, only
+    people it counts."""
+    return [
+        p
+        for p, s in stats.items()
+        if s.frames_seen >= min_frames and s.share_of_analysed_frames >= min_share and (rule is None or rule.counts(s))
+    ]
 
 
 CSV_COLUMNS = [

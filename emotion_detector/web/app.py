@@ -22,7 +22,7 @@ from emotion_detector.face_models import FaceModels, create_models
 from emotion_detector.pipeline import FaceAnalyzer
 from emotion_detector.settings import Settings
 from emotion_detector.videos.service import VideoService
-from emotion_detector.web import api, auth, dashboard, live, openapi, reports, security, videos
+from emotion_detector.web import api, auth, dashboard, images, live, openapi, reports, security, videos
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(reports.blueprint)
     app.register_blueprint(dashboard.blueprint)
     app.register_blueprint(openapi.blueprint)
+    app.register_blueprint(images.blueprint)
     return app
 
 

@@ -33,7 +33,9 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",  # frame-ancestors for browsers that predate it
-    "Referrer-Policy": "no-referrer",  # video ids in page URLs stay on this server
+    # Video ids in page URLs stay on this server. Not "no-referrer": under it browsers send "Origin: null" with
+    # the pages' own POSTs (sign-in form, fetch), which the Origin check must refuse.
+    "Referrer-Policy": "same-origin",
     "Cross-Origin-Opener-Policy": "same-origin",
     "Permissions-Policy": "camera=(self), microphone=(), geolocation=()",
 }

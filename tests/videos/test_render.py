@@ -61,6 +61,13 @@ def test_a_label_is_the_latest_observation_as_stored_and_disappears_after_the_ho
     assert [len(timeline.labels_at(f)) for f in range(6)] == [1, 1, 1, 1, 1, 0]
 
 
+def test_a_label_is_not_held_up_across_a_shot_cut(people):
+    frames = [observation(0, 10, top=3), observation(1, 10, top=3)]
+    assert [len(OverlayTimeline({1: frames}, hold_frames=2).labels_at(f)) for f in range(5)] == [1, 1, 1, 1, 0]
+    # A cut at frame 2: the face of frame 1 is gone with its shot.
+    assert [len(OverlayTimeline({1: frames}, hold_frames=2, shot_cuts=[2]).labels_at(f)) for f in range(5)] == [1, 1, 0, 0, 0]
+
+
 def test_a_label_below_the_models_threshold_is_drawn_as_uncertain():
     frames = [observation(0, 10, top=3), PersonFrame(1, (10.0, 60.0, 130.0, 200.0), (0.1, 0.1, 0.1, 0.45, 0.05, 0.1, 0.1), 31.0, 0.3, 0.9)]
     assert not OverlayTimeline({1: frames}, hold_frames=2, uncertain_below=0.5).labels_at(0)[0].uncertain  # 0.7 on top

@@ -7,8 +7,11 @@ import pytest
 from emotion_detector.labels import EMOTIONS
 from emotion_detector.videos.jobs import plan_segments
 from emotion_detector.videos.summary import (
+    PersonFrame,
+    PersonRule,
     PersonStats,
     Row,
+    crosses_cut,
     csv_rows,
     group_mix,
     join_tracks,
@@ -85,3 +88,57 @@ def test_frames_below_the_models_threshold_count_as_uncertain_not_as_their_top_e
     assert flags == [True] * 4 + [False] * 2
     faces = [frame.face(1, uncertain_below=0.5).to_json()["emotion"] for frame in people[1]]
     assert [f["uncertain"] for f in faces] == flags and {f["label"] for f in faces} == {"sad"}  # the JSON keeps the label and probabilities
+
+
+def test_the_person_rule_counts_tracks_seen_long_and_confidently_enough():
+    rule = PersonRule(min_seen_s=1.0, min_mean_score=0.75)
+    long = [PersonFrame(f, (0.0, 0.0, 50.0, 50.0), HAPPY, 30.0, 0.2, 0.9) for f in range(10)]
+    faint = [PersonFrame(f, (0.0, 0.0, 50.0, 50.0), HAPPY, 30.0, 0.2, 0.72) for f in range(10)]
+    assert rule.counts(person_stats(long, fps=10, analysed_frames=10))  # 10 frames at 10 fps: 1 s
+    assert not rule.counts(person_stats(long[:9], fps=10, analysed_frames=10))  # 0.9 s: a brief detection
+    assert rule.counts(person_stats(long[:5], fps=10, analysed_frames=10, every_n_frames=2))  # every 2nd frame analysed
+    assert not rule.counts(person_stats(faint, fps=10, analysed_frames=10))
+    stats = {1: person_stats(long, fps=10, analysed_frames=10), 2: person_stats(faint, fps=10, analysed_frames=10)}
+    assert main_people(stats) == [1, 2]
+    assert main_people(stats, rule=rule) == [1]
+
+
+def test_person_statistics_carry_valence_and_arousal_derived_from_the_expressions():
+    happy = person_stats([PersonFrame(f, (0.0, 0.0, 9.0, 9.0), HAPPY, 30.0, 0.2, 0.9) for f in range(4)], fps=10, analysed_frames=4)
+    sad = person_stats([PersonFrame(f, (0.0, 0.0, 9.0, 9.0), SAD, 30.0, 0.2, 0.9) for f in range(4)], fps=10, analysed_frames=4)
+    assert happy.valence_mean > 0.5 > -0.3 > sad.valence_mean
+    assert sad.arousal_mean < 0
+    assert (happy.seen_s, happy.mean_score) == (0.4, 0.9)
+
+
+def test_statistics_stored_before_valence_and_score_were_kept_still_load():
+    stored = person_stats([PersonFrame(f, (0.0, 0.0, 9.0, 9.0), HAPPY, 30.0, 0.2, 0.9) for f in range(4)], fps=10, analysed_frames=4)
+    old = stored.to_json()
+    for key in ("seen_s", "mean_score", "valence_mean", "arousal_mean"):
+        old.pop(key)
+    loaded = PersonStats.model_validate(old)
+    assert loaded.mean_score is None and loaded.seen_s == 0.3
+    assert loaded.valence_mean == pytest.approx(stored.valence_mean, abs=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("frames", "cuts", "crosses"),
+    [
+        ([3, 4, 5], [], False),
+        ([3, 4, 5], [5], True),  # the cut starts a new shot at frame 5
+        ([3, 4, 5], [3], False),  # all of it after the cut
+        ([3, 4, 5], [6], False),
+        ([5, 3], [4, 9], True),
+    ],
+)
+def test_frames_cross_a_cut_when_it_starts_a_shot_between_them(frames, cuts, crosses):
+    assert crosses_cut(frames, cuts) is crosses
+
+
+def test_tracks_are_never_joined_across_a_cut_in_the_overlap():
+    # Segment 0 owns 0-9 and analyses 10-12; a cut at 11 that only segment 0 saw (say) left segment 1's
+    # track 5 running from 10 to 19 at the same place: the join must not bridge the cut.
+    rows = [*rows_for(0, 1, range(0, 11), x=0, owned_until=10), *rows_for(1, 5, range(10, 20), x=2, owned_until=99)]
+    assert join_tracks(rows)[(0, 1)] == join_tracks(rows)[(1, 5)]
+    persons = join_tracks(rows, shot_cuts=[11])
+    assert persons[(0, 1)] != persons[(1, 5)]

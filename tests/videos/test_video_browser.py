@@ -47,9 +47,9 @@ def test_upload_shows_progress_then_the_chart_and_a_playable_annotated_video(sta
         browser.find_element(By.ID, "file").send_keys(str(path))
         wait_for_results(browser)
 
-        charts = browser.find_elements(By.CSS_SELECTOR, "#charts svg.chart")
+        charts = browser.find_elements(By.CSS_SELECTOR, "#charts svg.chart.expressions")
         assert len(charts) == 2  # one per person
-        assert len(charts[0].find_elements(By.CSS_SELECTOR, "polyline")) == 7  # one line per expression
+        assert len(charts[0].find_elements(By.CSS_SELECTOR, "path[data-emotion]")) == 7  # one line per expression
         assert len(browser.find_elements(By.CSS_SELECTOR, "#people tr")) >= 2
         # The woman, head tilted, is hard to read: many of her frames fall below the emotion model's calibrated
         # threshold and are counted as uncertain, not as a confident expression.
@@ -87,6 +87,6 @@ def test_a_webcam_recording_is_uploaded_and_analysed(stack, fake_camera, tmp_pat
         wait_for_results(browser)
         people = browser.find_elements(By.CSS_SELECTOR, "#people tr")
         assert len(people) >= 1  # the face in the fake webcam
-        assert "main person" in browser.find_element(By.ID, "summary").text
+        assert "1 person" in browser.find_element(By.ID, "people-count").text
     finally:
         browser.quit()

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import redis
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
@@ -15,6 +16,7 @@ from tests.conftest import ROOT, stop
 from tests.web.conftest import start_web
 
 pytestmark = pytest.mark.slow  # a gunicorn web process and the keys command
+RATE_LIMIT_REDIS = "redis://127.0.0.1:6379/13"
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +26,11 @@ def secured(tmp_path_factory):
         "EMOTION_DATABASE_URL": f"sqlite:///{folder / 'emotion-detector.db'}",
         "EMOTION_AUTH": "required",
         "EMOTION_RATE_LIMIT_LIVE": "3/minute",
+        # The production path: every gunicorn worker counts in the same Redis (a database of the tests' own,
+        # emptied first, so an earlier run's counts within the minute do not carry over).
+        "EMOTION_RATE_LIMIT_STORAGE_URL": RATE_LIMIT_REDIS,
     }
+    redis.Redis.from_url(RATE_LIMIT_REDIS).flushdb()
     made = subprocess.run(
         [sys.executable, "-m", "emotion_detector", "keys", "create", "camera page"],
         cwd=ROOT,

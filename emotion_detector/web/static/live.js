@@ -121,6 +121,7 @@ function handleMessage(message) {
   while (state.resultTimes.length && now - state.resultTimes[0] > 2000) state.resultTimes.shift();
   $("fps").textContent = (state.resultTimes.length / 2).toFixed(1);
   renderFaceList(message.faces);
+  record(message.faces, message.width, message.height);
 }
 
 function acknowledge(frame) {
@@ -183,15 +184,16 @@ function draw(now) {
     const offsetX = (overlay.width - video.videoWidth * scale) / 2, offsetY = (overlay.height - video.videoHeight * scale) / 2;
     const toVideo = video.videoWidth / state.frameSize[0];
     const seen = new Set();
-    state.faces.forEach((face, index) => {
+    const placed = state.faces.map((face, index) => {
       const key = face.id !== undefined ? `id${face.id}` : `new${index}`;
       seen.add(key);
       const target = face.box.map((v) => v * toVideo * scale);
       const previous = state.drawn.get(key);
       const box = previous ? previous.map((v, i) => v + (target[i] - v) * 0.35) : target;  // ease towards the newest box
       state.drawn.set(key, box);
-      drawFace(face, box[0] + offsetX, box[1] + offsetY, box[2] - box[0], box[3] - box[1]);
+      return { face, x: box[0] + offsetX, y: box[1] + offsetY, w: box[2] - box[0], h: box[3] - box[1] };
     });
+    placed.forEach((one) => drawFace(one.face, one.x, one.y, one.w, one.h, placed.filter((other) => other !== one)));
     for (const key of state.drawn.keys()) if (!seen.has(key)) state.drawn.delete(key);
   }
   requestAnimationFrame(draw);
@@ -203,17 +205,36 @@ function expressionText(emotion) {
   return emotion.uncertain ? `uncertain (maybe ${named})` : named;
 }
 
-function drawFace(face, x, y, w, h) {
+// Whether a label at (left, top, width, height) would cover another face (its box and the bars under it).
+function coversAnother(left, top, width, height, others) {
+  return others.some((o) => left < o.x + o.w && o.x < left + width && top < o.y + o.h + 60 && o.y - 4 < top + height);
+}
+
+function drawFace(face, x, y, w, h, others) {
   const emotion = face.emotion.label, colour = face.emotion.uncertain ? UNCERTAIN_COLOUR : COLOURS[emotion] || "#fff";
   context.lineWidth = 3; context.strokeStyle = colour; context.strokeRect(x, y, w, h);
   const title = `${face.id !== undefined ? "#" + face.id + " " : ""}${expressionText(face.emotion)}`;
   const detail = `age ~${face.age.years.toFixed(0)} · ${face.gender.label}`;
   context.font = "600 15px system-ui, sans-serif";
   const labelWidth = Math.max(context.measureText(title).width, context.measureText(detail).width) + 12;
-  const top = Math.max(0, y - 42);
-  context.fillStyle = "rgba(0,0,0,.65)"; context.fillRect(x, top, labelWidth, 40);
-  context.fillStyle = "#fff"; context.fillText(title, x + 6, top + 16);
-  context.font = "13px system-ui, sans-serif"; context.fillText(detail, x + 6, top + 34);
+  const top = Math.max(0, y - 42), left = Math.max(0, Math.min(x, overlay.width - labelWidth));
+  if (coversAnother(left, top, labelWidth, 40, others)) {
+    // Faces close together (or a small screen): the full label would hide another face, so only the track's
+    // number and expression (or just the number); the list under the video has the rest.
+    const short = face.id !== undefined ? `#${face.id}` : "?";
+    const named = `${short} ${face.emotion.uncertain ? "uncertain" : emotion}`;
+    const fits = (text) => !coversAnother(Math.max(0, Math.min(x, overlay.width - context.measureText(text).width - 12)), Math.max(0, y - 24),
+      context.measureText(text).width + 12, 22, others);
+    const text = fits(named) ? named : short;
+    const width = context.measureText(text).width + 12, shortTop = Math.max(0, y - 24);
+    const shortLeft = Math.max(0, Math.min(x, overlay.width - width));
+    context.fillStyle = "rgba(0,0,0,.65)"; context.fillRect(shortLeft, shortTop, width, 22);
+    context.fillStyle = "#fff"; context.fillText(text, shortLeft + 6, shortTop + 16);
+  } else {
+    context.fillStyle = "rgba(0,0,0,.65)"; context.fillRect(left, top, labelWidth, 40);
+    context.fillStyle = "#fff"; context.fillText(title, left + 6, top + 16);
+    context.font = "13px system-ui, sans-serif"; context.fillText(detail, left + 6, top + 34);
+  }
   // A small bar chart of all seven expressions under the box.
   const barWidth = Math.max(60, Math.min(w, 140)), rowHeight = 7;
   EMOTIONS.forEach((name, i) => {
@@ -234,6 +255,160 @@ function renderFaceList(faces) {
     return item;
   }));
 }
+
+// ---- recording ---------------------------------------------------------------------------------------
+// With "Record results" on, every result is kept in this tab (faces only: boxes, labels, numbers — never
+// frames) and summed up per track id; it downloads as CSV (one row per face per result, the CLI's columns with
+// the time since the recording started) or JSON (the summary and every result, with the camera frame's size).
+
+const TRACK_GAP_MS = 1000;  // a track unseen for longer than this is not counted as seen in between
+const MAX_RECORDED_RESULTS = 50000;  // about 80 minutes at 10 results/s, some tens of MB in the tab: then it stops
+const CSV_COLUMNS = ["time_ms", "frame", "id", "x1", "y1", "x2", "y2", "score", "emotion", "emotion_confidence",
+  ...EMOTIONS.map((e) => `p_${e}`), "age_years", "gender", "gender_confidence"];
+
+const recording = { on: false, startedAt: null, startedMs: 0, results: [], tracks: new Map(), renderedAt: 0, renderPending: false, full: false };
+
+// Boxes arrive in pixels of the frame that was sent, whose size follows the round trip: they are kept in
+// pixels of the camera's own frames, so that every row of a recording measures the same way.
+function inCameraPixels(faces, sentWidth, sentHeight) {
+  const width = video.videoWidth || sentWidth, height = video.videoHeight || sentHeight, scale = width / sentWidth;
+  return {
+    width, height,
+    faces: faces.map((face) => ({ ...face, box: face.box.map((v) => Math.round(v * scale * 10) / 10) })),
+  };
+}
+
+function record(sentFaces, sentWidth, sentHeight) {
+  if (!recording.on) return;
+  if (recording.results.length >= MAX_RECORDED_RESULTS) {
+    recording.on = false; recording.full = true; $("record").checked = false;
+    renderRecording();
+    return;
+  }
+  const now = performance.now();
+  if (recording.startedAt === null) { recording.startedAt = new Date(); recording.startedMs = now; }
+  const timeMs = Math.round(now - recording.startedMs);
+  const { width, height, faces } = inCameraPixels(sentFaces, sentWidth, sentHeight);
+  recording.results.push({ time_ms: timeMs, frame: recording.results.length, width, height, faces });
+  faces.forEach((face) => {
+    // A face gets its track id once the tracker has confirmed it; its first results have none.
+    const key = face.id !== undefined ? String(face.id) : "untracked";
+    let track = recording.tracks.get(key);
+    if (!track) {
+      track = { id: face.id !== undefined ? face.id : null, firstMs: timeMs, lastMs: timeMs, seenMs: 0, results: 0, expressions: {}, ageSum: 0, genders: {} };
+      recording.tracks.set(key, track);
+    }
+    const gap = timeMs - track.lastMs;
+    if (gap <= TRACK_GAP_MS) track.seenMs += gap;
+    track.lastMs = timeMs; track.results += 1;
+    const expression = face.emotion.uncertain ? "uncertain" : face.emotion.label;
+    track.expressions[expression] = (track.expressions[expression] || 0) + 1;
+    track.ageSum += face.age.years;
+    track.genders[face.gender.label] = (track.genders[face.gender.label] || 0) + 1;
+  });
+  // The table need not change on every result: at most twice a second, and once more after the last one.
+  if (now - recording.renderedAt > 500) renderRecording();
+  else if (!recording.renderPending) {
+    recording.renderPending = true;
+    setTimeout(() => { recording.renderPending = false; renderRecording(); }, 500);
+  }
+}
+
+function summary() {
+  return [...recording.tracks.values()].map((t) => ({
+    id: t.id,
+    first_ms: t.firstMs,
+    last_ms: t.lastMs,
+    seen_s: Math.round(t.seenMs / 100) / 10,
+    results: t.results,
+    expressions: Object.fromEntries(Object.entries(t.expressions).sort((a, b) => b[1] - a[1])
+      .map(([label, n]) => [label, Math.round(1000 * n / t.results) / 1000])),
+    age_years_mean: Math.round(10 * t.ageSum / t.results) / 10,
+    gender: Object.entries(t.genders).sort((a, b) => b[1] - a[1])[0][0],
+  }));
+}
+
+function renderRecording() {
+  recording.renderedAt = performance.now();
+  const n = recording.results.length, rows = recording.results.reduce((sum, r) => sum + r.faces.length, 0);
+  const last = n ? recording.results[n - 1].time_ms : 0;
+  $("record-status").textContent = n || recording.on
+    ? `${recording.on ? "Recording" : "Recorded"}: ${n} result${n === 1 ? "" : "s"}, ${rows} face row${rows === 1 ? "" : "s"}, ` +
+      `${(last / 1000).toFixed(1)} s — results only, no frames.` +
+      (recording.full ? ` It stopped at ${MAX_RECORDED_RESULTS} results: download it, then clear it to record more.` : "")
+    : "Not recording. A recording keeps only the results (boxes, labels, numbers) in this browser tab, never the camera's frames, until you download or clear it.";
+  $("download-csv").disabled = $("download-json").disabled = $("clear-recording").disabled = n === 0;
+  const tracks = summary();
+  $("summary").hidden = tracks.length === 0;
+  $("summary-rows").replaceChildren(...tracks.map((t) => {
+    const row = document.createElement("tr");
+    row.dataset.id = t.id === null ? "" : String(t.id);
+    const cell = (text) => { const td = document.createElement("td"); td.textContent = text; return td; };
+    const shares = document.createElement("td");
+    const list = document.createElement("span");
+    list.className = "shares";
+    Object.entries(t.expressions).forEach(([label, share]) => {
+      const item = document.createElement("span"), swatch = document.createElement("i");
+      swatch.className = "swatch"; swatch.style.background = COLOURS[label] || UNCERTAIN_COLOUR;
+      item.append(swatch, `${label} ${(share * 100).toFixed(0)}%`);
+      list.append(item);
+    });
+    shares.append(list);
+    row.append(cell(t.id === null ? "not yet tracked" : `#${t.id}`), cell(`${t.seen_s.toFixed(1)} s`), shares,
+      cell(`~${t.age_years_mean.toFixed(0)}, ${t.gender}`));
+    return row;
+  }));
+}
+
+function csvCell(value) {
+  const text = value === undefined || value === null ? "" : String(value);
+  return /[",\n\r]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
+}
+
+function recordingCsv() {
+  const lines = [CSV_COLUMNS.join(",")];
+  recording.results.forEach((result) => result.faces.forEach((face) => {
+    lines.push([result.time_ms, result.frame, face.id, ...face.box, face.score, face.emotion.label, face.emotion.confidence,
+      ...EMOTIONS.map((e) => face.emotion.probabilities[e] || 0), face.age.years, face.gender.label, face.gender.confidence]
+      .map(csvCell).join(","));
+  }));
+  return lines.join("\r\n") + "\r\n";
+}
+
+function recordingJson() {
+  const n = recording.results.length;
+  return {
+    started_at: recording.startedAt ? recording.startedAt.toISOString() : null,
+    duration_ms: n ? recording.results[n - 1].time_ms : 0,
+    note: "Expressions as a model sees them, not what anyone feels; age and gender are rough apparent estimates. " +
+      "Boxes are in pixels of the camera's frames (each result's width x height). No frames are included.",
+    summary: summary(),
+    results: recording.results,
+  };
+}
+
+function download(name, text, type) {
+  const url = URL.createObjectURL(new Blob([text], { type }));
+  const link = document.createElement("a");
+  link.href = url; link.download = name;
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+}
+
+function downloadName(extension) {
+  const at = (recording.startedAt || new Date()).toISOString().slice(0, 19).replace(/[:T]/g, "-");
+  return `emotion-detector-live-${at}.${extension}`;
+}
+
+$("record").addEventListener("change", () => { recording.on = $("record").checked; renderRecording(); });
+$("download-csv").addEventListener("click", () => download(downloadName("csv"), recordingCsv(), "text/csv"));
+$("download-json").addEventListener("click", () => download(downloadName("json"), JSON.stringify(recordingJson(), null, 2), "application/json"));
+$("clear-recording").addEventListener("click", () => {
+  recording.startedAt = null; recording.results = []; recording.tracks.clear(); recording.full = false;
+  renderRecording();
+});
 
 $("start").addEventListener("click", start);
 $("stop").addEventListener("click", stop);
