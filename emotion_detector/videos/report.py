@@ -8,8 +8,8 @@ Both show the notice that the outputs describe facial expressions, not feelings,
 apparent estimates; the video's facts; the models with their versions and the held-out figures from their
 model cards; the person rule (when the results carry one); a table of every person (brief detections apart);
 the group's expression mix over time; and per person the expression-over-time chart and time share per
-expression. Fields added to the results later (``counted``, valence / arousal, shot cuts) are shown when
-present and not needed otherwise.
+expression, with valence / arousal and the shot cuts. Results of jobs finished before the person rule and
+shot cuts were kept (no ``person_rule``, no ``shot_cuts_s``) say so in plainer words.
 """
 
 from __future__ import annotations
@@ -116,25 +116,12 @@ class Report:
     sections: list[PersonSection]
 
 
-def _extra(model: Any, name: str) -> Any:
-    """A field the results may carry (added by a later version of the results), else None."""
-    value = getattr(model, name, None)
-    if value is None and model.model_extra:
-        value = model.model_extra.get(name)
-    return value
-
-
 def _every(n: int) -> str:
     return "every frame" if n == 1 else f"one frame in {n}"
 
 
 def _seconds(value: float) -> str:
     return f"{value:.1f} s" if value < 60 else f"{int(value // 60)} min {value % 60:04.1f} s"
-
-
-def _counted(person: PersonResult) -> bool:
-    counted = _extra(person, "counted")
-    return bool(person.main if counted is None else counted)
 
 
 def _shares(person: PersonResult) -> dict[str, float]:
@@ -147,32 +134,21 @@ def _shares(person: PersonResult) -> dict[str, float]:
     }
 
 
-def _person_row(person: PersonResult, with_affect: bool) -> list[str]:
-    row = [
+def _person_row(person: PersonResult) -> list[str]:
+    return [
         f"{person.id}",
         f"{person.first_seen_s:.1f}-{person.last_seen_s:.1f} s",
         f"{person.frames_seen} ({100 * person.share_of_analysed_frames:.0f} %)",
         person.most_common_expression,
-    ]
-    if with_affect:
-        valence, arousal = _extra(person, "valence_mean"), _extra(person, "arousal_mean")
-        row.append("-" if valence is None else f"{valence:+.2f} / {arousal:+.2f}")
-    row += [
+        f"{person.valence_mean:+.2f} / {person.arousal_mean:+.2f}",
         f"{person.age.mean_years:.0f} +/- {person.age.std_years:.0f} years",
         f"{person.gender.label} ({100 * person.gender.confidence:.0f} %)",
     ]
-    return row
 
 
-def _people_table(people: Sequence[PersonResult], with_affect: bool) -> Table:
-    header = ["Person", "In view", "Frames seen", "Most common expression"]
-    widths = [0.7, 1.3, 1.2, 1.6]
-    if with_affect:
-        header.append("Valence / arousal")
-        widths.append(1.3)
-    header += ["Apparent age", "Apparent gender"]
-    widths += [1.4, 1.4]
-    return Table(header, [_person_row(p, with_affect) for p in people], widths)
+def _people_table(people: Sequence[PersonResult]) -> Table:
+    header = ["Person", "In view", "Frames seen", "Most common expression", "Valence / arousal", "Apparent age", "Apparent gender"]
+    return Table(header, [_person_row(p) for p in people], [0.7, 1.3, 1.2, 1.6, 1.3, 1.4, 1.4])
 
 
 def _statistics(person: PersonResult) -> Table:
@@ -248,9 +224,8 @@ def build_report(results: VideoResults, models_dir: Path = SHIPPED_MODELS, now: 
     video = _video_fields(results)
     duration_s = float(video.get("duration_s") or max((p.last_seen_s for p in results.people), default=0.0))
     cuts = [float(c) for c in video.get("shot_cuts_s") or []]
-    people = [p for p in results.people if _counted(p)]
-    brief = [p for p in results.people if not _counted(p)]
-    with_affect = any(_extra(p, "valence_mean") is not None for p in results.people)
+    people = [p for p in results.people if p.counted]
+    brief = [p for p in results.people if not p.counted]
     uncertain_below = float(video.get("emotion_uncertain_below") or 0.0)
     sections = []
     for person in people:
@@ -260,9 +235,10 @@ def build_report(results: VideoResults, models_dir: Path = SHIPPED_MODELS, now: 
             f"most often {person.most_common_expression}; apparent age {person.age.mean_years:.0f} years, "
             f"apparent gender {person.gender.label}."
         )
-        valence, arousal = _extra(person, "valence_mean"), _extra(person, "arousal_mean")
-        if valence is not None and arousal is not None:
-            summary += f" Mean valence {valence:+.2f}, arousal {arousal:+.2f} (-1..1, derived from the expression probabilities)."
+        summary += (
+            f" Mean valence {person.valence_mean:+.2f}, arousal {person.arousal_mean:+.2f} "
+            "(-1..1, derived from the expression probabilities)."
+        )
         sections.append(
             PersonSection(
                 title=f"Person {person.id}",
@@ -296,8 +272,8 @@ def build_report(results: VideoResults, models_dir: Path = SHIPPED_MODELS, now: 
         facts=_facts(results, len(people), len(brief), cuts),
         models=model_evaluations(results.video.model_dump().get("models") or {}, models_dir),
         person_rule=_person_rule(results),
-        people=_people_table(people, with_affect),
-        brief=_people_table(brief, with_affect) if brief else None,
+        people=_people_table(people),
+        brief=_people_table(brief) if brief else None,
         group_mix=(
             Chart(
                 charts.group_mix_chart([b.start_s for b in mix], [b.share for b in mix], duration_s, bin_s, cuts),

@@ -28,7 +28,7 @@ from emotion_detector.videos.report import (
     report_html,
     report_pdf,
 )
-from emotion_detector.videos.schemas import PersonResult, VideoResults
+from emotion_detector.videos.schemas import VideoResults
 from emotion_detector.web import services
 
 TWO_PEOPLE = "head-pose-face-detection-female-and-male.mp4"  # 56 frames at 12.5 fps; both people in every frame
@@ -154,19 +154,7 @@ def test_the_html_report_shows_the_notice_models_people_and_charts(page, analyse
     assert "two people.mp4" in text and "480 x 270 pixels" in text
 
 
-class PersonCounted(PersonResult):
-    """A person of the results as issue 19's contract extends them."""
-
-    counted: bool
-    valence_mean: float
-    arousal_mean: float
-
-
-class ResultsWithPeopleCounted(VideoResults):
-    people: list[PersonCounted]  # type: ignore[assignment]
-
-
-def test_fields_added_to_the_results_later_are_shown_when_present(analysed):
+def test_the_person_rule_brief_detections_shot_cuts_and_affect_are_shown(analysed):
     data = analysed.results.to_json()
     data["video"] |= {
         "person_rule": {"min_seen_s": 1.5, "min_mean_score": 0.6},
@@ -176,7 +164,7 @@ def test_fields_added_to_the_results_later_are_shown_when_present(analysed):
     }
     for person, counted, valence in zip(data["people"], (True, False), (0.25, -0.5), strict=False):
         person |= {"counted": counted, "valence_mean": valence, "arousal_mean": -0.1}
-    extended = ResultsWithPeopleCounted.model_validate(data)
+    extended = VideoResults.model_validate(data)
     report = build_report(extended)
     text = visible(report_html(report))
     assert "at least 1.5 s with a mean detection score of at least 0.6" in text
