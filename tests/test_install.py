@@ -89,7 +89,7 @@ def test_pip_install_from_a_clone_runs_outside_the_checkout(tmp_path, shared_dir
         return done.stdout
 
     usage = run(venv / "bin" / "emotion-detector", "--help")
-    assert usage.startswith("usage: emotion-detector") and "{run,models,analyze}" in usage, usage
+    assert usage.startswith("usage: emotion-detector") and "{run,models,analyze,keys,edge,forward}" in usage, usage
     assert {"download", "list"} <= set(run(venv / "bin" / "emotion-detector", "models", "--help").split())
 
     shipped = [line for line in run(venv / "bin" / "emotion-detector", "models", "list").splitlines() if ": shipped -> " in line]
