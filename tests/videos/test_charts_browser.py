@@ -22,6 +22,7 @@ pytestmark = pytest.mark.slow
 
 EMOTIONS = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
 
+
 @pytest.fixture(scope="module")
 def stack(request, model_server, tmp_path_factory) -> VideoStack:
     running = make_stack("embedded", tmp_path_factory.mktemp("charts"), model_server, request)
