@@ -17,6 +17,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.browser import ARTIFACTS, chromium
 from tests.videos.conftest import VideoStack, make_stack
+from tests.videos.test_shot_cuts import frames_of, write_video
 
 pytestmark = pytest.mark.slow
 
@@ -195,5 +196,30 @@ def test_the_results_charts_are_readable_and_interactive(stack, shared_dir, tmp_
         browser.save_screenshot(str(ARTIFACTS / "video-charts-390.png"))
         js(browser, "document.querySelector('#group').scrollIntoView()")
         browser.save_screenshot(str(ARTIFACTS / "video-charts-group-390.png"))
+    finally:
+        browser.quit()
+
+
+def test_a_face_seen_briefly_before_a_cut_is_a_brief_detection_listed_apart(stack, shared_dir, tmp_path):
+    """A real video made of 10 frames of one clip and then another clip: the cut ends the first face's track
+    (0.4 s: under the rule), so the page counts one person, lists the brief detections apart (that face, and any
+    other short track) and marks the cut."""
+    videos = shared_dir / "media" / "videos"
+    joined = tmp_path / "brief-then-cut.mp4"
+    write_video(joined, frames_of(videos / "head-pose-face-detection-female.mp4")[:10] + frames_of(videos / "single_face.mp4"))
+    browser = chromium(tmp_path, camera=None, allow_camera=False)
+    try:
+        browser.set_window_size(1280, 800)
+        browser.get(f"{stack.web.url}/videos")
+        browser.find_element(By.ID, "file").send_keys(str(joined))
+        WebDriverWait(browser, 20).until(lambda b: "/videos/" in b.current_url)
+        WebDriverWait(browser, 300).until(lambda b: b.find_element(By.ID, "results").is_displayed())
+        count = browser.find_element(By.ID, "people-count").text
+        brief = re.match(r"1 person, and (\d+) brief detections? listed apart \(not counted\)", count)
+        assert brief, count
+        assert browser.find_element(By.ID, "brief-section").is_displayed()
+        assert len(browser.find_elements(By.CSS_SELECTOR, "#brief tr")) == int(brief.group(1)) >= 1
+        counted_chart = browser.find_element(By.CSS_SELECTOR, "#charts .person-charts svg.expressions")
+        assert len(counted_chart.find_elements(By.CSS_SELECTOR, ".shot-cut")) == 1  # the cut, on the time axis
     finally:
         browser.quit()
