@@ -165,6 +165,20 @@ def test_the_results_charts_are_readable_and_interactive(stack, shared_dir, tmp_
         browser.find_element(By.CSS_SELECTOR, "#group .chart-figure:first-child button.export-svg").click()
         WebDriverWait(browser, 10).until(lambda b: any("group-mix" in p.name for p in downloads.glob("*.svg")))
 
+        # The HTML report, as a browser shows it (served under its own policy): the notice, the charts with
+        # their time ticks, every person; nothing refused.
+        video_page = browser.current_url
+        browser.get(browser.find_element(By.ID, "report-html").get_attribute("href"))
+        assert "not" in browser.find_element(By.ID, "notice").text and "feel" in browser.find_element(By.ID, "notice").text
+        report_charts = browser.find_elements(By.CSS_SELECTOR, "svg")
+        assert len(report_charts) >= 3 and any(">0 s<" in chart.get_attribute("outerHTML") for chart in report_charts)
+        assert len(browser.find_elements(By.CSS_SELECTOR, "section.person")) == len(results["people"])
+        assert all(image.size["width"] > 200 for image in report_charts[:2])  # drawn, not collapsed
+        ARTIFACTS.mkdir(exist_ok=True)
+        browser.save_screenshot(str(ARTIFACTS / "report-html-1280.png"))
+        browser.get(video_page)
+        WebDriverWait(browser, 60).until(lambda b: b.find_elements(By.CSS_SELECTOR, "#group svg.on-screen path"))
+
         # Nothing the page's Content-Security-Policy refused, no script errors.
         problems = [entry["message"] for entry in browser.get_log("browser") if "favicon" not in entry["message"]]
         assert not [m for m in problems if "Content Security Policy" in m or "Uncaught" in m], problems
