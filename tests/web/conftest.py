@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -7,7 +10,7 @@ import cv2
 import pytest
 import requests
 
-from tests.conftest import YUNET, RunningServer, free_port, start_python, stop, wait_until
+from tests.conftest import ROOT, YUNET, RunningServer, free_port, start_python, stop, wait_until
 
 
 @dataclass(frozen=True)
@@ -49,3 +52,16 @@ def video_frames_as_jpeg(path: Path) -> list[bytes]:
         if not ok:
             return frames
         frames.append(cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 85])[1].tobytes())
+
+
+def create_key(name: str, env: dict[str, str]) -> str:
+    """An API key made by the real `emotion-detector keys create` command, in the database ``env`` names."""
+    made = subprocess.run(
+        [sys.executable, "-m", "emotion_detector", "keys", "create", name],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return made.stdout.strip()

@@ -3,17 +3,13 @@ sites' pages, and opening connections is rate limited; keys made by the real `ke
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 import redis
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from tests.conftest import ROOT, stop
-from tests.web.conftest import start_web
+from tests.conftest import stop
+from tests.web.conftest import create_key, start_web
 
 pytestmark = pytest.mark.slow  # a gunicorn web process and the keys command
 RATE_LIMIT_REDIS = "redis://127.0.0.1:6379/13"
@@ -31,16 +27,9 @@ def secured(tmp_path_factory):
         "EMOTION_RATE_LIMIT_STORAGE_URL": RATE_LIMIT_REDIS,
     }
     redis.Redis.from_url(RATE_LIMIT_REDIS).flushdb()
-    made = subprocess.run(
-        [sys.executable, "-m", "emotion_detector", "keys", "create", "camera page"],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    key = create_key("camera page", env)
     web = start_web(folder, "inprocess", **env)
-    yield web, made.stdout.strip()
+    yield web, key
     stop(web.process)
 
 

@@ -6,9 +6,6 @@ phone screen go to ARTIFACTS for a person to look at."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,8 +18,8 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from emotion_detector.labels import EMOTIONS
 from tests.browser import ARTIFACTS, chromium
-from tests.conftest import ROOT, stop
-from tests.web.conftest import RunningWeb, start_web
+from tests.conftest import stop
+from tests.web.conftest import RunningWeb, create_key, start_web
 
 pytestmark = pytest.mark.slow  # headless Chromium against gunicorn
 
@@ -206,16 +203,9 @@ def secured_web(tmp_path_factory) -> Iterator[tuple[RunningWeb, str]]:
     """The web app with EMOTION_AUTH=required and a key made by the real `keys create` command."""
     folder = tmp_path_factory.mktemp("auth")
     env = {"EMOTION_DATABASE_URL": f"sqlite:///{folder / 'emotion-detector.db'}", "EMOTION_AUTH": "required"}
-    made = subprocess.run(
-        [sys.executable, "-m", "emotion_detector", "keys", "create", "image page"],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    key = create_key("image page", env)
     running = start_web(folder, "inprocess", WEB_CONCURRENCY="1", **env)
-    yield running, made.stdout.strip()
+    yield running, key
     stop(running.process)
 
 
