@@ -43,7 +43,7 @@ from emotion_detector.labels import EMOTIONS, GENDERS
 from emotion_detector.model_client import ModelServerError
 from emotion_detector.schemas import AgeResult, EmotionResult, FaceResult, GenderResult, ImageAnalysis
 from emotion_detector.settings import Settings
-from emotion_detector.shots import ShotCutDetector
+from emotion_detector.shots import ShotCutDetector, colour_histogram
 from emotion_detector.tracking import AgeGenderSchedule, AttributeSmoother, FaceAttributes, FaceTracker
 
 T = TypeVar("T")
@@ -302,6 +302,7 @@ class _Detected:
     timer: Timer
     detector_name: str  # whose boxes these are (face-crop rules are measured per detector); "none": the whole image
     shot_cut: bool = False  # a new shot starts here (set when tracked)
+    histogram: np.ndarray | None = None  # for the shot-cut check; made on the detection thread in video mode
 
 
 class FramePipeline:
@@ -390,7 +391,7 @@ class FramePipeline:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="detect") as pool:
             try:
                 for index, image in frames:
-                    ahead.append(pool.submit(self._detect, index, image, 1.0, image.shape[1::-1], Timer(), False))
+                    ahead.append(pool.submit(self._detect_ahead, index, image))
                     if len(ahead) > self.options.detect_ahead_frames:
                         yield self._track(ahead.popleft().result())
                 while ahead:
@@ -398,6 +399,12 @@ class FramePipeline:
             finally:
                 for future in ahead:  # stopped early (cancelled, failed): drop what was not started
                     future.cancel()
+
+    def _detect_ahead(self, index: int, image: np.ndarray) -> _Detected:
+        frame = self._detect(index, image, 1.0, image.shape[1::-1], Timer(), track=False)
+        if self.shot_cuts is not None:  # per-frame CPU work, here rather than on the thread feeding the models
+            frame.histogram = colour_histogram(image)
+        return frame
 
     # ---- the stages ---------------------------------------------------------------------------------------
 
@@ -449,7 +456,9 @@ class FramePipeline:
             return frame
         with frame.timer.stage("track"):
             # In stream order (tracking is), before the tracker sees the frame's faces.
-            if self.shot_cuts is not None and self.shot_cuts.update(frame.image):
+            if self.shot_cuts is not None and self.shot_cuts.update(
+                frame.histogram if frame.histogram is not None else colour_histogram(frame.image)
+            ):
                 self.tracker.end_tracks()
                 frame.shot_cut = True
             frame.track_ids = self.tracker.update(frame.detections)

@@ -34,7 +34,8 @@ def shot_change(previous: np.ndarray, current: np.ndarray) -> float:
 
 @dataclass
 class ShotCutDetector:
-    """Feed it the analysed frames of one stream in order; ``update`` says whether a frame starts a new shot.
+    """Feed it the analysed frames' histograms of one stream in order; ``update`` says whether a frame starts a
+    new shot.
     The first frame it sees never does (there is nothing before it to compare with)."""
 
     threshold: float
@@ -44,7 +45,8 @@ class ShotCutDetector:
         if not 0 < self.threshold < 1:
             raise ValueError(f"threshold must be in (0, 1), got {self.threshold!r}")
 
-    def update(self, image_bgr: np.ndarray) -> bool:
-        current = colour_histogram(image_bgr)
+    def update(self, histogram: np.ndarray) -> bool:
+        """``histogram``: the next frame's ``colour_histogram`` (worked out wherever the frame is at hand)."""
+        current = histogram
         previous, self._previous = self._previous, current
         return previous is not None and shot_change(previous, current) >= self.threshold

@@ -13,7 +13,7 @@ import pytest
 from emotion_detector.detection import DetectorOptions, create_detector
 from emotion_detector.pipeline import FaceAnalyzer
 from emotion_detector.settings import Settings
-from emotion_detector.shots import ShotCutDetector
+from emotion_detector.shots import ShotCutDetector, colour_histogram
 from emotion_detector.videos.analysis import analyse_segment, decode_frames
 
 SIZE = (640, 360)
@@ -67,7 +67,7 @@ def faces_analyzer(inprocess_models) -> FaceAnalyzer:
 
 def cuts_in(frames, threshold: float = Settings().shot_cut_threshold) -> list[int]:
     detector = ShotCutDetector(threshold)
-    return [index for index, image in frames if detector.update(image)]
+    return [index for index, image in frames if detector.update(colour_histogram(image))]
 
 
 def test_the_join_of_two_real_clips_is_one_cut(spliced):
