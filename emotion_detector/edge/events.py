@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from emotion_detector.edge.messages import Event, EventType
 from emotion_detector.pipeline import Face
@@ -21,7 +20,7 @@ class _Track:
     first_seen_ms: int
     last_seen_ms: int
     last_update_ms: int | None  # None: no track_update sent yet
-    face: dict[str, Any]  # the newest smoothed state, with "id"
+    face: Face  # the newest smoothed state (its JSON made only when an event goes out)
     missing_frames: int = 0
 
 
@@ -43,10 +42,6 @@ class TrackEvents:
         self._tracks: dict[int, _Track] = {}
         self._next_seq = 0
 
-    @property
-    def open_tracks(self) -> list[int]:
-        return sorted(self._tracks)
-
     def update(self, timestamp_ms: int, faces: Sequence[Face]) -> list[Event]:
         """One analysed frame (``timestamp_ms``: its wall clock, ms since the epoch) → the events it causes, in
         order: the ends of tracks that have left, then the updates that are due. Faces without a track id
@@ -59,9 +54,8 @@ class TrackEvents:
             if track.missing_frames >= self.end_after_missing_frames:
                 events.append(self._end(track_id))
         for track_id, face in sorted(in_view.items()):
-            face_json = face.to_json()
-            track = self._tracks.setdefault(track_id, _Track(timestamp_ms, timestamp_ms, None, face_json))
-            track.last_seen_ms, track.face, track.missing_frames = timestamp_ms, face_json, 0
+            track = self._tracks.setdefault(track_id, _Track(timestamp_ms, timestamp_ms, None, face))
+            track.last_seen_ms, track.face, track.missing_frames = timestamp_ms, face, 0
             if track.last_update_ms is None or timestamp_ms - track.last_update_ms >= self.interval_ms:
                 track.last_update_ms = timestamp_ms
                 events.append(self._event(EventType.TRACK_UPDATE, track_id, track, timestamp_ms))
@@ -84,7 +78,7 @@ class TrackEvents:
             timestamp_ms=timestamp_ms,
             track_id=track_id,
             seen_ms=timestamp_ms - track.first_seen_ms,
-            face=track.face,
+            face=track.face.to_json(),
         )
         self._next_seq += 1
         return event

@@ -34,28 +34,34 @@ class Outbox:
         self._db.execute(SCHEMA)
         self._taken_up_to = 0  # rows up to this id were handed out in this process; left-overs of a past run are not
         self.dropped = 0  # waiting events dropped since this process opened the queue
+        # Counted here, not by a COUNT(*) per call: the publisher asks after every event and acknowledgement.
+        (rows,) = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()
+        self._rows: int = rows
+        self._waiting: int = rows  # nothing handed out yet
 
     def close(self) -> None:
         self._db.close()
 
     def __len__(self) -> int:
-        (count,) = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()
-        return int(count)
+        return self._rows
 
     @property
     def waiting(self) -> int:
-        (count,) = self._db.execute("SELECT COUNT(*) FROM outbox WHERE id > ?", (self._taken_up_to,)).fetchone()
-        return int(count)
+        return self._waiting
 
     def append(self, topic: str, payload: bytes) -> int:
         """Queue one event; returns its id. Drops the oldest waiting events beyond the bound."""
         [(row_id,)] = self._db.execute("INSERT INTO outbox (topic, payload) VALUES (?, ?) RETURNING id", (topic, payload)).fetchall()
-        excess = self.waiting - self.max_events
+        self._rows += 1
+        self._waiting += 1
+        excess = self._waiting - self.max_events
         if excess > 0:
             self._db.execute(
                 "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE id > ? ORDER BY id LIMIT ?)", (self._taken_up_to, excess)
             )
             self.dropped += excess
+            self._rows -= excess
+            self._waiting -= excess
         return int(row_id)
 
     def take(self, limit: int) -> list[tuple[int, str, bytes]]:
@@ -65,8 +71,9 @@ class Outbox:
         ).fetchall()
         if rows:
             self._taken_up_to = rows[-1][0]
+            self._waiting -= len(rows)
         return [(int(row_id), str(topic), bytes(payload)) for row_id, topic, payload in rows]
 
     def ack(self, row_id: int) -> None:
         """The broker has the event: it leaves the queue."""
-        self._db.execute("DELETE FROM outbox WHERE id = ?", (row_id,))
+        self._rows -= self._db.execute("DELETE FROM outbox WHERE id = ?", (row_id,)).rowcount

@@ -84,11 +84,6 @@ class Publisher:
         with self._changed:
             return self._connected
 
-    @property
-    def dropped(self) -> int:
-        with self._changed:
-            return self.outbox.dropped
-
     def unacknowledged(self) -> int:
         with self._changed:
             return len(self.outbox)
