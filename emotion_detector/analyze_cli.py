@@ -52,7 +52,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("sources", nargs="+", metavar="SOURCE")
     parser.add_argument("--format", choices=("jsonl", "csv", "json"), default="jsonl", help="jsonl (default): one JSON object per line")
     parser.add_argument("--output", "-o", type=Path, help="write here instead of stdout")
-    parser.add_argument("--every", type=_positive, default=1, metavar="N", help="analyse every N-th frame of videos, cameras and streams")
+    parser.add_argument(
+        "--every", type=positive_int, default=1, metavar="N", help="analyse every N-th frame of videos, cameras and streams"
+    )
     parser.add_argument(
         "--annotate", type=Path, metavar="OUT.mp4", help="write the video with the faces drawn (one video, camera or stream)"
     )
@@ -62,7 +64,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
 
 
-def _positive(text: str) -> int:
+def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")

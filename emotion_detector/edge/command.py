@@ -19,7 +19,9 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
+from emotion_detector.analyze_cli import positive_int
 from emotion_detector.edge.messages import DEVICE_ID_PATTERN
+from emotion_detector.edge.options import add_broker_arguments
 
 if TYPE_CHECKING:  # the models, OpenCV, FFmpeg and paho load when the command runs, not for --help
     from emotion_detector.analyze_api import Analyzer
@@ -46,26 +48,17 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "event per face track per interval. While the broker is unreachable, events wait in a bounded queue on disk.",
     )
     parser.add_argument("--source", required=True, help="a camera index (0), an rtsp:// or http(s):// stream, or a video file")
-    parser.add_argument(
-        "--mqtt",
-        metavar="URL",
-        help="the broker, mqtt://[user[:password]@]host[:port] or mqtts://... (default: EMOTION_MQTT_URL)",
-    )
+    add_broker_arguments(parser)
     parser.add_argument("--device-id", required=True, metavar="ID", help="this device's name in topics: letters, digits, _ . -")
     parser.add_argument("--interval-s", type=_positive_float, default=1.0, help="at most one update per face track this often (default 1)")
     parser.add_argument("--queue-path", type=Path, help="the on-disk event queue (default: EMOTION_INSTANCE_DIR/edge-ID.sqlite3)")
     parser.add_argument(
         "--queue-max-events",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_QUEUE_MAX_EVENTS,
         metavar="N",
         help="beyond N waiting events the oldest are dropped",
     )
-    parser.add_argument("--username", help="the broker's user name (wins over the URL's)")
-    parser.add_argument("--password-file", type=Path, help="a file holding the broker password (kept off the command line)")
-    parser.add_argument("--ca-file", type=Path, help="TLS: trust this CA for the broker's certificate")
-    parser.add_argument("--cert-file", type=Path, help="TLS: a client certificate (with --key-file)")
-    parser.add_argument("--key-file", type=Path, help="TLS: the client certificate's key")
     parser.add_argument("--model-server", metavar="HOST:PORT", help="use this model server (gRPC) instead of in-process models")
     parser.add_argument("--no-pace", action="store_true", help="a video file: every frame, as fast as they are analysed (benchmarks)")
 
@@ -74,13 +67,6 @@ def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
     return value
 
 

@@ -8,8 +8,9 @@ import signal
 import socket
 import sys
 import threading
-from pathlib import Path
 from types import FrameType
+
+from emotion_detector.edge.options import add_broker_arguments
 
 DEFAULT_GROUP = "forwarders"
 
@@ -23,18 +24,13 @@ def default_client_id(group: str = DEFAULT_GROUP) -> str:
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     forward = commands.add_parser("forward", help="store edge devices' events from an MQTT broker in the database (edge mode)")
-    forward.add_argument("--mqtt", help="the broker: mqtt://[user[:password]@]host[:port] or mqtts://... (default: EMOTION_MQTT_URL)")
+    add_broker_arguments(forward)
     forward.add_argument(
         "--group",
         default=DEFAULT_GROUP,
         help=f"shared-subscription group: forwarders in one group split the events (default: {DEFAULT_GROUP})",
     )
     forward.add_argument("--client-id", help="MQTT client id, stable across restarts (default: forwarder-GROUP-HOSTNAME)")
-    forward.add_argument("--username", help="MQTT user name (wins over the URL's)")
-    forward.add_argument("--password-file", type=Path, help="a file holding the MQTT password")
-    forward.add_argument("--ca-file", type=Path, help="TLS: trust this CA for the broker's certificate")
-    forward.add_argument("--cert-file", type=Path, help="TLS: client certificate (with --key-file)")
-    forward.add_argument("--key-file", type=Path, help="TLS: the client certificate's key")
 
 
 def run(args: argparse.Namespace) -> int:
