@@ -15,7 +15,7 @@ from emotion_detector.frames import FrameError
 from emotion_detector.model_client import ModelServerError, ModelUnavailable
 from emotion_detector.schemas import ImageAnalysis
 from emotion_detector.web import services
-from emotion_detector.web.auth import by_address, by_key, limiter
+from emotion_detector.web.auth import limited_per_key_and_address
 from emotion_detector.web.openapi import Content, operation, parsed
 from emotion_detector.web.security import api_error, database_unavailable, json_error
 
@@ -81,8 +81,7 @@ IMAGE_BODY = Content.upload("image", "image/jpeg", "image/png", "application/oct
     responses={200: ("The faces found (none is an empty list)", ImageAnalysis)},
     errors=(413, 415, 429, 502, 503),
 )
-@limiter.limit(lambda: services().settings.rate_limit_analyze, key_func=by_key)
-@limiter.limit(lambda: services().settings.rate_limit_analyze, key_func=by_address)
+@limited_per_key_and_address(lambda: services().settings.rate_limit_analyze)
 def analyze() -> ResponseReturnValue:
     if request.mimetype == "multipart/form-data":
         upload = request.files.get("image")

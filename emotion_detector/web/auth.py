@@ -14,8 +14,9 @@ Rate limits (Flask-Limiter) count per API key and, separately, per client addres
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, TypeVar, cast
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Flask, g, redirect, render_template, request, session, url_for
@@ -33,6 +34,7 @@ blueprint = Blueprint("auth", __name__)
 csrf = CSRFProtect()
 limiter = Limiter(key_func=get_remote_address, headers_enabled=True)
 
+Limited = TypeVar("Limited", bound=Callable[..., Any] | Blueprint)
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 PUBLIC_ENDPOINTS = frozenset({"static", "auth.signin", "api.health"})
 SIGNIN_LIMIT = "20/minute"  # per address: keys are unguessable, this keeps the page from being a CPU sink
@@ -59,14 +61,31 @@ def owner() -> str | None:
 
 
 def by_key() -> str:
-    """Rate-limit bucket of the API key (with none, a second bucket of the address, counted apart from
-    ``by_address``'s so that one request is not counted twice in one bucket)."""
-    key = principal().owner
-    return f"key:{key}" if key else f"anonymous:{get_remote_address()}"
+    return f"key:{principal().owner}"
 
 
 def by_address() -> str:
     return f"addr:{get_remote_address()}"
+
+
+def _without_key() -> bool:
+    return principal().owner is None
+
+
+def limited_per_key_and_address(limit: Callable[[], str]) -> Callable[[Limited], Limited]:
+    """The same limit counted per API key and, apart, per client address (a request without a key counts
+    for its address only). On a view, or on a blueprint (checked before its views run)."""
+    keyed = limiter.limit(limit, key_func=by_key, exempt_when=_without_key)
+    addressed = limiter.limit(limit, key_func=by_address)
+
+    def apply(target: Limited) -> Limited:
+        if isinstance(target, Blueprint):
+            keyed(target)
+            addressed(target)
+            return target
+        return cast(Limited, keyed(addressed(target)))
+
+    return apply
 
 
 def keys() -> Keys:

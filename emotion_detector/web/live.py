@@ -21,7 +21,7 @@ from emotion_detector.frames import FrameError
 from emotion_detector.model_client import ModelServerError, ModelUnavailable
 from emotion_detector.pipeline import FramePipeline, RunningMode
 from emotion_detector.web import services
-from emotion_detector.web.auth import by_address, by_key, limiter
+from emotion_detector.web.auth import limited_per_key_and_address
 
 if TYPE_CHECKING:
     from gevent.threadpool import ThreadPool
@@ -33,8 +33,7 @@ sock = Sock()
 # The socket has a blueprint of its own so that its rate limits are checked before the upgrade (a limit on the
 # view itself would be checked inside flask-sock, after the handshake): a refused client gets a 429, no socket.
 socket_blueprint = Blueprint("live_socket", __name__)
-limiter.limit(lambda: services().settings.rate_limit_live, key_func=by_key)(socket_blueprint)
-limiter.limit(lambda: services().settings.rate_limit_live, key_func=by_address)(socket_blueprint)
+limited_per_key_and_address(lambda: services().settings.rate_limit_live)(socket_blueprint)
 
 
 @blueprint.get("/")

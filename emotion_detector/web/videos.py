@@ -19,7 +19,7 @@ from emotion_detector.videos.probe import VideoRejected
 from emotion_detector.videos.schemas import VideoCreated, VideoList, VideoResults, VideoStatus
 from emotion_detector.videos.service import Conflict, NotFound, VideoService
 from emotion_detector.web import services, uploads
-from emotion_detector.web.auth import by_address, by_key, limiter, owner, principal
+from emotion_detector.web.auth import limited_per_key_and_address, owner, principal
 from emotion_detector.web.live import run_on_native_thread
 from emotion_detector.web.openapi import Content, operation, parsed
 from emotion_detector.web.security import api_error, json_error
@@ -110,8 +110,7 @@ def video_page(video_id: str) -> ResponseReturnValue:
     errors=(413, 415, 429, 503),
     headers={202: {"Location": "the job's status URL (status_url)"}},
 )
-@limiter.limit(lambda: service().settings.rate_limit_upload, key_func=by_key)
-@limiter.limit(lambda: service().settings.rate_limit_upload, key_func=by_address)
+@limited_per_key_and_address(lambda: service().settings.rate_limit_upload)
 def upload() -> ResponseReturnValue:
     request.max_content_length = service().settings.video_max_bytes + UPLOAD_OVERHEAD_BYTES
     query = parsed(UploadQuery)
