@@ -17,15 +17,13 @@ from emotion_detector.schemas import ImageAnalysis
 from emotion_detector.web import services
 from emotion_detector.web.auth import limited_per_key_and_address
 from emotion_detector.web.openapi import Content, operation, parsed
-from emotion_detector.web.security import api_error, database_unavailable, json_error
+from emotion_detector.web.security import api_error as error
+from emotion_detector.web.security import database_unavailable, json_error
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
 
 STATUS_FOR_CODE = {"frame_too_large": 413, "image_too_large": 413, "unsupported_format": 415}
-
-
-error = api_error
 
 
 class AnalyzeQuery(BaseModel):

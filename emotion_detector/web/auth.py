@@ -28,7 +28,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from emotion_detector.accounts.keys import Keys
 from emotion_detector.settings import Settings
 from emotion_detector.web import services
-from emotion_detector.web.security import ErrorBody
+from emotion_detector.web.security import api_error
 
 blueprint = Blueprint("auth", __name__)
 csrf = CSRFProtect()
@@ -114,10 +114,6 @@ def install(app: Flask, settings: Settings) -> None:
         return {"principal": principal()}
 
 
-def _refuse(code: str, message: str, status: int, headers: dict[str, str] | None = None) -> ResponseReturnValue:
-    return ErrorBody.of(code, message), status, headers or {}
-
-
 def _origin_allowed(origin: str) -> bool:
     origin = origin.strip().rstrip("/").lower()
     if origin in services().settings.allowed_origins:
@@ -136,17 +132,17 @@ def check() -> ResponseReturnValue | None:
     if request.method not in SAFE_METHODS or live_socket:
         origin = request.headers.get("Origin")
         if origin is not None and not _origin_allowed(origin):
-            return _refuse("origin_not_allowed", f"requests from {origin} are not accepted here", 403)
+            return api_error("origin_not_allowed", f"requests from {origin} are not accepted here", 403)
     if request.endpoint in PUBLIC_ENDPOINTS:
         return None
     header = request.headers.get("Authorization")
     if header is not None:
         scheme, _, secret = header.strip().partition(" ")
         if scheme.lower() != "bearer" or not secret.strip():
-            return _refuse("unauthorized", "send the API key as 'Authorization: Bearer <key>'", 401, {"WWW-Authenticate": "Bearer"})
+            return api_error("unauthorized", "send the API key as 'Authorization: Bearer <key>'", 401, {"WWW-Authenticate": "Bearer"})
         key = keys().verify(secret.strip())
         if key is None:
-            return _refuse("forbidden", "this API key is unknown or revoked", 403)
+            return api_error("forbidden", "this API key is unknown or revoked", 403)
         g.principal = Principal(key.id, key.name, "bearer")
         return None
     if services().settings.auth == "off":
@@ -157,7 +153,7 @@ def check() -> ResponseReturnValue | None:
         session.pop("key_id", None)
         if _wants_json():
             message = "an API key is required: 'Authorization: Bearer <key>' (emotion-detector keys create NAME)"
-            return _refuse("unauthorized", message, 401, {"WWW-Authenticate": "Bearer"})
+            return api_error("unauthorized", message, 401, {"WWW-Authenticate": "Bearer"})
         return redirect(url_for("auth.signin", next=request.full_path.rstrip("?")))
     g.principal = Principal(key.id, key.name, "session")
     if request.method not in SAFE_METHODS:
@@ -168,7 +164,7 @@ def check() -> ResponseReturnValue | None:
 def _csrf_failed(exc: CSRFError) -> ResponseReturnValue:
     message = f"{exc.description} Reload the page and try again."
     if _wants_json():
-        return _refuse("csrf_failed", message, 400)
+        return api_error("csrf_failed", message, 400)
     return render_template("signin.html", problem=message, next=""), 400
 
 

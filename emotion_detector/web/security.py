@@ -72,8 +72,8 @@ class ErrorBody(BaseModel):
         return jsonify(cls(error=ErrorDetail(code=code, message=message)).model_dump(mode="json"))
 
 
-def api_error(code: str, message: str, status: int) -> ResponseReturnValue:
-    return ErrorBody.of(code, message), status
+def api_error(code: str, message: str, status: int, headers: dict[str, str] | None = None) -> ResponseReturnValue:
+    return ErrorBody.of(code, message), status, headers or {}
 
 
 def install(app: Flask) -> None:

@@ -19,7 +19,7 @@ class MissingFile(ValueError):
     pass
 
 
-def _chunks(stream: IO[bytes]) -> Iterator[bytes]:
+def raw_body(stream: IO[bytes]) -> Iterator[bytes]:
     while chunk := stream.read(CHUNK_BYTES):
         yield chunk
         # A fast client never makes the socket read block, so nothing else would run until the upload ends:
@@ -27,15 +27,11 @@ def _chunks(stream: IO[bytes]) -> Iterator[bytes]:
         time.sleep(0)
 
 
-def raw_body(stream: IO[bytes]) -> Iterator[bytes]:
-    return _chunks(stream)
-
-
 def multipart_file(stream: IO[bytes], boundary: bytes, field: str) -> tuple[str, Iterator[bytes]]:
     """The file sent as multipart field ``field``: its filename, and its content as it arrives. Reads the
     parts before it (bounded), then hands over; raises MissingFile when the body ends without it."""
     decoder = MultipartDecoder(boundary, max_form_memory_size=MAX_BUFFER_BYTES)
-    source = _chunks(stream)
+    source = raw_body(stream)
     for chunk in source:
         decoder.receive_data(chunk)
         while not isinstance(event := decoder.next_event(), NeedData):

@@ -19,10 +19,11 @@ from emotion_detector.videos.probe import VideoRejected
 from emotion_detector.videos.schemas import VideoCreated, VideoList, VideoResults, VideoStatus
 from emotion_detector.videos.service import Conflict, NotFound, VideoService
 from emotion_detector.web import services, uploads
-from emotion_detector.web.auth import limited_per_key_and_address, owner, principal
+from emotion_detector.web.auth import limited_per_key_and_address, owner
 from emotion_detector.web.live import run_on_native_thread
 from emotion_detector.web.openapi import Content, operation, parsed
-from emotion_detector.web.security import api_error, json_error
+from emotion_detector.web.security import api_error as error
+from emotion_detector.web.security import json_error
 
 blueprint = Blueprint("videos", __name__)
 UPLOAD_OVERHEAD_BYTES = 1024 * 1024  # multipart headers around the file
@@ -45,9 +46,6 @@ class AnnotatedQuery(BaseModel):
 
 def service() -> VideoService:
     return services().videos
-
-
-error = api_error
 
 
 STATUS_FOR_REJECTION = {"video_too_large": 413, "video_too_long": 413, "not_a_video": 415}
@@ -86,7 +84,6 @@ def videos_page() -> ResponseReturnValue:
         max_bytes=settings.video_max_bytes,
         max_duration_s=settings.video_max_duration_s,
         retention_days=settings.video_retention_days,
-        signed_in=principal().via == "session",
     )
 
 
