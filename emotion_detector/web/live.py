@@ -5,12 +5,9 @@ Frames are never written to disk or logs."""
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
-import os
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
 from flask import Blueprint, render_template
 from flask.typing import ResponseReturnValue
@@ -22,12 +19,9 @@ from emotion_detector.model_client import ModelServerError, ModelUnavailable
 from emotion_detector.pipeline import FramePipeline, RunningMode
 from emotion_detector.web import services
 from emotion_detector.web.auth import limited_per_key_and_address
-
-if TYPE_CHECKING:
-    from gevent.threadpool import ThreadPool
+from emotion_detector.web.native import run_on_native_thread
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 blueprint = Blueprint("live", __name__)
 sock = Sock()
 # The socket has a blueprint of its own so that its rate limits are checked before the upgrade (a limit on the
@@ -127,37 +121,3 @@ def _control(text: str) -> dict[str, Any]:
     if isinstance(message, PingMessage):
         return {"type": "pong", "t": message.t}
     return {"type": "config", "accepted": True}
-
-
-def run_on_native_thread(work: Callable[[], T]) -> T:
-    """Under gunicorn's gevent worker, run ``work`` on one of a few native threads and let other greenlets
-    run meanwhile (bench/live.py, 20 clients x 5 frames/s: 83 -> 99 frames answered per second, round trip
-    p99 293 -> 195 ms); elsewhere, just call it."""
-    pool = _native_threads()
-    if pool is None:
-        return work()
-    # gevent's pool prints a traceback for every exception a task raises; a rejected frame is no such event,
-    # so the task hands its exception back and it is raised here, in the caller's greenlet.
-    value, error = pool.apply(functools.partial(_outcome, work))
-    if error is not None:
-        raise error
-    return value  # type: ignore[no-any-return]  # gevent has no type information
-
-
-def _outcome(work: Callable[[], T]) -> tuple[T | None, Exception | None]:
-    try:
-        return work(), None
-    except Exception as error:
-        return None, error
-
-
-@functools.cache
-def _native_threads() -> ThreadPool | None:
-    """gevent's pool of native threads when this process runs under gevent, else None; decided once, on the
-    first frame (the worker has patched the standard library by then), not per frame."""
-    try:
-        from gevent import monkey
-        from gevent.threadpool import ThreadPool
-    except ImportError:
-        return None
-    return ThreadPool(maxsize=os.cpu_count() or 2) if monkey.is_module_patched("socket") else None

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict
 from emotion_detector.videos.report import Report, build_report, report_html, report_pdf
 from emotion_detector.videos.service import Conflict, NotFound
 from emotion_detector.web.auth import owner
-from emotion_detector.web.live import run_on_native_thread
+from emotion_detector.web.native import run_on_native_thread
 from emotion_detector.web.openapi import Content, operation, parsed
 from emotion_detector.web.videos import conflict, not_found, service
 

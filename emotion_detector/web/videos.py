@@ -20,7 +20,7 @@ from emotion_detector.videos.schemas import VideoCreated, VideoList, VideoResult
 from emotion_detector.videos.service import Conflict, NotFound, VideoService
 from emotion_detector.web import services, uploads
 from emotion_detector.web.auth import limited_per_key_and_address, owner
-from emotion_detector.web.live import run_on_native_thread
+from emotion_detector.web.native import run_on_native_thread
 from emotion_detector.web.openapi import Content, operation, parsed
 from emotion_detector.web.security import api_error as error
 from emotion_detector.web.security import json_error

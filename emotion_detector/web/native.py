@@ -1,0 +1,48 @@
+"""CPU-bound work (a frame's decode and detection, a video's probe, a PDF's layout) on a native thread under
+gunicorn's gevent worker, so that the event loop keeps serving the other sockets meanwhile."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from gevent.threadpool import ThreadPool
+
+T = TypeVar("T")
+
+
+def run_on_native_thread(work: Callable[[], T]) -> T:
+    """Under gunicorn's gevent worker, run ``work`` on one of a few native threads and let other greenlets
+    run meanwhile (bench/live.py, 20 clients x 5 frames/s: 83 -> 99 frames answered per second, round trip
+    p99 293 -> 195 ms); elsewhere, just call it."""
+    pool = _native_threads()
+    if pool is None:
+        return work()
+    # gevent's pool prints a traceback for every exception a task raises; a rejected frame is no such event,
+    # so the task hands its exception back and it is raised here, in the caller's greenlet.
+    value, error = pool.apply(functools.partial(_outcome, work))
+    if error is not None:
+        raise error
+    return value  # type: ignore[no-any-return]  # gevent has no type information
+
+
+def _outcome(work: Callable[[], T]) -> tuple[T | None, Exception | None]:
+    try:
+        return work(), None
+    except Exception as error:
+        return None, error
+
+
+@functools.cache
+def _native_threads() -> ThreadPool | None:
+    """gevent's pool of native threads when this process runs under gevent, else None; decided once, on the
+    first frame (the worker has patched the standard library by then), not per frame."""
+    try:
+        from gevent import monkey
+        from gevent.threadpool import ThreadPool
+    except ImportError:
+        return None
+    return ThreadPool(maxsize=os.cpu_count() or 2) if monkey.is_module_patched("socket") else None
