@@ -74,8 +74,6 @@ def finalise(db: Database, lease: Lease, models: Models) -> JobSummary | None:
             {p: frames for p, frames in people.items() if p in counted}, fps, duration_s, uncertain_below=models.emotion_uncertain_below
         ),
         person_rule=rule,
-        people_counted=len(counted),
-        brief_detections=len(stats) - len(counted),
         shot_cuts_s=[round(frame / fps, 3) for frame in cuts],
     )
     target = source.parent / "annotated.mp4"

@@ -68,10 +68,14 @@ def model_evaluations(versions: Mapping[str, int | str], models_dir: Path = SHIP
     """Each model that analysed the video, with the held-out figures of its model card (models_dir/name/version)."""
     found = []
     for name, version in sorted(versions.items()):
-        card = models_dir / name / str(version) / "MODEL_CARD.md"
-        figures = held_out_evaluation(card.read_text(encoding="utf-8")) if card.is_file() else None
+        figures = _card_figures(models_dir / name / str(version) / "MODEL_CARD.md")
         found.append(ModelEvaluation(name, version, figures or UNKNOWN_EVALUATION))
     return found
+
+
+@cache  # a shipped model's card never changes while the server runs: read once, not per report
+def _card_figures(card: Path) -> str | None:
+    return held_out_evaluation(card.read_text(encoding="utf-8")) if card.is_file() else None
 
 
 @dataclass(frozen=True)
@@ -314,9 +318,11 @@ _SPELLED = {"\u2013": "-", "\u2014": "-", "\u2018": "'", "\u2019": "'", "\u201c"
 _SPELLED |= {"\u2192": "->", "\u2265": ">=", "\u2264": "<=", "\u2212": "-", "\u2248": "~"}
 
 
+_SPELLING = str.maketrans(_SPELLED)
+
+
 def latin1(text: str) -> str:
-    text = re.sub("[\u2013\u2014\u2018\u2019\u201c\u201d\u2026\u00d7\u2192\u2265\u2264\u2212\u2248]", lambda m: _SPELLED[m.group()], text)
-    return text.encode("latin-1", "replace").decode("latin-1")
+    return text.translate(_SPELLING).encode("latin-1", "replace").decode("latin-1")
 
 
 def report_pdf(report: Report) -> bytes:

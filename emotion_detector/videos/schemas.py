@@ -83,11 +83,10 @@ class JobSummary(_Schema):
     emotion_uncertain_below: float
     main_people: list[int]
     group_mix: list[MixBin]
-    # Who counts as a person (the rule in force when the job ran), how many do, how many tracks did not, and
-    # the shot cuts found. None / empty: a job finished before these were kept (results fill them in).
+    # Who counts as a person (the rule in force when the job ran) and the shot cuts found (how many count is
+    # worked out by the results from the people's statistics). None / empty: a job finished before these were
+    # kept (results fill them in).
     person_rule: PersonRule | None = None
-    people_counted: int | None = None
-    brief_detections: int | None = None
     shot_cuts_s: list[float] = []
 
 

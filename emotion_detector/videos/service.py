@@ -203,7 +203,7 @@ class VideoService:
                 width=video.width,
                 height=video.height,
                 fps=video.fps,
-                **summary.model_dump(exclude={"group_mix", "main_people", "person_rule", "people_counted", "brief_detections"}),
+                **summary.model_dump(exclude={"group_mix", "main_people", "person_rule"}),
                 person_rule=rule.model_dump(),
                 people_counted=len(counted),
                 brief_detections=len(stats) - len(counted),
