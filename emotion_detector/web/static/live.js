@@ -266,7 +266,7 @@ const MAX_RECORDED_RESULTS = 50000;  // about 80 minutes at 10 results/s, some t
 const CSV_COLUMNS = ["time_ms", "frame", "id", "x1", "y1", "x2", "y2", "score", "emotion", "emotion_confidence",
   ...EMOTIONS.map((e) => `p_${e}`), "age_years", "gender", "gender_confidence"];
 
-const recording = { on: false, startedAt: null, startedMs: 0, results: [], tracks: new Map(), renderedAt: 0, renderPending: false, full: false };
+const recording = { on: false, startedAt: null, startedMs: 0, results: [], faceRows: 0, tracks: new Map(), renderedAt: 0, renderPending: false, full: false };
 
 // Boxes arrive in pixels of the frame that was sent, whose size follows the round trip: they are kept in
 // pixels of the camera's own frames, so that every row of a recording measures the same way.
@@ -290,6 +290,7 @@ function record(sentFaces, sentWidth, sentHeight) {
   const timeMs = Math.round(now - recording.startedMs);
   const { width, height, faces } = inCameraPixels(sentFaces, sentWidth, sentHeight);
   recording.results.push({ time_ms: timeMs, frame: recording.results.length, width, height, faces });
+  recording.faceRows += faces.length;  // counted as they come: the status line is redrawn twice a second
   faces.forEach((face) => {
     // A face gets its track id once the tracker has confirmed it; its first results have none.
     const key = face.id !== undefined ? String(face.id) : "untracked";
@@ -330,7 +331,7 @@ function summary() {
 
 function renderRecording() {
   recording.renderedAt = performance.now();
-  const n = recording.results.length, rows = recording.results.reduce((sum, r) => sum + r.faces.length, 0);
+  const n = recording.results.length, rows = recording.faceRows;
   const last = n ? recording.results[n - 1].time_ms : 0;
   $("record-status").textContent = n || recording.on
     ? `${recording.on ? "Recording" : "Recorded"}: ${n} result${n === 1 ? "" : "s"}, ${rows} face row${rows === 1 ? "" : "s"}, ` +
@@ -406,7 +407,7 @@ $("record").addEventListener("change", () => { recording.on = $("record").checke
 $("download-csv").addEventListener("click", () => download(downloadName("csv"), recordingCsv(), "text/csv"));
 $("download-json").addEventListener("click", () => download(downloadName("json"), JSON.stringify(recordingJson(), null, 2), "application/json"));
 $("clear-recording").addEventListener("click", () => {
-  recording.startedAt = null; recording.results = []; recording.tracks.clear(); recording.full = false;
+  recording.startedAt = null; recording.results = []; recording.faceRows = 0; recording.tracks.clear(); recording.full = false;
   renderRecording();
 });
 
