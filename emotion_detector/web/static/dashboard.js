@@ -5,7 +5,6 @@
 "use strict";
 
 const EMOTIONS = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"];
-const COLOURS = { angry: "#e5484d", disgust: "#8e4ec6", fear: "#f76b15", happy: "#30a46c", sad: "#0090ff", surprise: "#ffc53d", neutral: "#8b8d98" };
 const OTHER_COLOUR = "#d9d9de"; // a label outside the seven (a face that carried none)
 const SVG = "http://www.w3.org/2000/svg";
 const FEED_ROWS = 200; // older rows leave the page; the API keeps them

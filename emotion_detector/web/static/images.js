@@ -3,10 +3,6 @@
 // JSON file built here in the browser. Nothing is kept on the server.
 "use strict";
 
-const COLOURS = { angry: "#e5484d", disgust: "#8e4ec6", fear: "#f76b15", happy: "#30a46c", sad: "#0090ff", surprise: "#ffc53d", neutral: "#8b8d98" };
-const UNCERTAIN_COLOUR = "#d9d9de";  // a face whose top expression is below the model's calibrated threshold
-// State-changing requests carry the page's CSRF token (checked when a signed-in session authenticates them).
-const CSRF_TOKEN = document.querySelector('meta[name="csrf-token"]').content;
 
 const $ = (id) => document.getElementById(id);
 const MAX_BYTES = Number($("drop").dataset.maxBytes);  // the server's limit per image
@@ -18,12 +14,6 @@ function element(tag, className, text) {
   if (className) node.className = className;
   if (text !== undefined) node.textContent = text;
   return node;
-}
-
-// "neutral 81%", or for a face the model cannot read with confidence "uncertain (maybe sad 38%)".
-function expressionText(emotion) {
-  const named = `${emotion.label} ${(emotion.confidence * 100).toFixed(0)}%`;
-  return emotion.uncertain ? `uncertain (maybe ${named})` : named;
 }
 
 function megabytes(bytes) { return `${(bytes / 1024 / 1024).toFixed(1)} MB`; }
@@ -210,15 +200,6 @@ function exportJson() {
   };
 }
 
-function download(name, text, type) {
-  const url = URL.createObjectURL(new Blob([text], { type }));
-  const link = element("a");
-  link.href = url; link.download = name;
-  document.body.append(link);
-  link.click();
-  link.remove();
-  setTimeout(() => URL.revokeObjectURL(url), 10000);
-}
 
 function clearAll() {
   for (const r of results) if (r.view.img.src.startsWith("blob:")) URL.revokeObjectURL(r.view.img.src);

@@ -4,8 +4,6 @@
 "use strict";
 
 const EMOTIONS = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"];
-const COLOURS = { angry: "#e5484d", disgust: "#8e4ec6", fear: "#f76b15", happy: "#30a46c", sad: "#0090ff", surprise: "#ffc53d", neutral: "#8b8d98" };
-const UNCERTAIN_COLOUR = "#d9d9de";  // a face whose top expression is below the model's calibrated threshold
 const SEND_WIDTHS = [320, 480, 640];     // adapted to the measured round trip
 const MAX_IN_FLIGHT = 1;                 // back-pressure: the next frame leaves when the last answer came
 const MIN_INTERVAL_MS = 66, MAX_INTERVAL_MS = 500;
@@ -199,12 +197,6 @@ function draw(now) {
   requestAnimationFrame(draw);
 }
 
-// "neutral 81%", or for a face the model cannot read with confidence "uncertain (maybe sad 38%)".
-function expressionText(emotion) {
-  const named = `${emotion.label} ${(emotion.confidence * 100).toFixed(0)}%`;
-  return emotion.uncertain ? `uncertain (maybe ${named})` : named;
-}
-
 // Whether a label at (left, top, width, height) would cover another face (its box and the bars under it).
 function coversAnother(left, top, width, height, others) {
   return others.some((o) => left < o.x + o.w && o.x < left + width && top < o.y + o.h + 60 && o.y - 4 < top + height);
@@ -388,15 +380,6 @@ function recordingJson() {
   };
 }
 
-function download(name, text, type) {
-  const url = URL.createObjectURL(new Blob([text], { type }));
-  const link = document.createElement("a");
-  link.href = url; link.download = name;
-  document.body.append(link);
-  link.click();
-  link.remove();
-  setTimeout(() => URL.revokeObjectURL(url), 10000);
-}
 
 function downloadName(extension) {
   const at = (recording.startedAt || new Date()).toISOString().slice(0, 19).replace(/[:T]/g, "-");

@@ -6,7 +6,7 @@
 "use strict";
 
 const EMOTIONS = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"];
-const COLOURS = { angry: "#e5484d", disgust: "#8e4ec6", fear: "#f76b15", happy: "#30a46c", sad: "#0090ff", surprise: "#ffc53d", neutral: "#8b8d98", uncertain: "#c4c6cf" };
+const CHART_COLOURS = { ...COLOURS, uncertain: "#c4c6cf" };  // on charts, uncertain a shade darker than on boxes
 // Frames whose top expression is below the model's calibrated threshold are counted as "uncertain", not named.
 const SHOWN = [...EMOTIONS, "uncertain"];
 const $ = (id) => document.getElementById(id);
@@ -14,8 +14,6 @@ const id = $("job").dataset.id;
 const api = `/api/v1/videos/${id}`;
 const timeCharts = []; // charts on the time axis: they follow the video
 const allCharts = [];
-// State-changing requests carry the page's CSRF token (checked when a signed-in session authenticates them).
-const CSRF = { "X-CSRFToken": document.querySelector('meta[name="csrf-token"]').content };
 const { html, percent } = Charts;
 
 async function poll() {
@@ -31,8 +29,8 @@ async function poll() {
   else if (status.status === "queued" || status.status === "running") setTimeout(poll, 1000);
 }
 
-$("cancel").onclick = async () => { await fetch(`${api}/cancel`, { method: "POST", headers: CSRF }); poll(); };
-$("retry").onclick = async () => { await fetch(`${api}/retry`, { method: "POST", headers: CSRF }); poll(); };
+$("cancel").onclick = async () => { await fetch(`${api}/cancel`, { method: "POST", headers: { "X-CSRFToken": CSRF_TOKEN } }); poll(); };
+$("retry").onclick = async () => { await fetch(`${api}/retry`, { method: "POST", headers: { "X-CSRFToken": CSRF_TOKEN } }); poll(); };
 
 // Who counts as a person: the backend's rule where the results state it (people[].counted), else the older
 // "main" flag. The others are brief detections, listed apart and never counted.
@@ -177,12 +175,12 @@ function personCharts(person, context) {
     className: "expressions", filename: `video-${id}-person-${person.id}-expressions`, controls: [toggle],
     ariaLabel: `expressions of person ${person.id} over time`,
     title: () => `Person #${person.id}: expressions over time (${mode === "raw" ? "raw values per frame" : "smoothed"})`,
-    legend: () => EMOTIONS.map((e) => ({ label: e, colour: COLOURS[e], line: true })),
+    legend: () => EMOTIONS.map((e) => ({ label: e, colour: CHART_COLOURS[e], line: true })),
     duration: context.duration, cuts: context.cuts, plotHeight: 150, y: PERCENT_AXIS, onSeek: context.seek,
     plot({ g, x, y, el }) {
       EMOTIONS.forEach((emotion) => {
         const d = runs(timeline, context.step).map((run) => pathOf(run.map((f) => [f.time_s, probabilities(f)[emotion]]), x, y)).join("");
-        el("path", { d, fill: "none", stroke: COLOURS[emotion], "stroke-width": 1.8, "stroke-linejoin": "round", "data-emotion": emotion }, g);
+        el("path", { d, fill: "none", stroke: CHART_COLOURS[emotion], "stroke-width": 1.8, "stroke-linejoin": "round", "data-emotion": emotion }, g);
       });
     },
     hover(t) {
@@ -191,14 +189,14 @@ function personCharts(person, context) {
       const p = probabilities(entry);
       return {
         heading: `${entry.time_s.toFixed(2)} s (${mode})`,
-        rows: [...EMOTIONS].sort((a, b) => p[b] - p[a]).map((e) => ({ colour: COLOURS[e], label: e, value: percent(p[e]) })),
+        rows: [...EMOTIONS].sort((a, b) => p[b] - p[a]).map((e) => ({ colour: CHART_COLOURS[e], label: e, value: percent(p[e]) })),
       };
     },
   });
 
   // Share of the time per expression.
   const share = timeShare(person);
-  const rows = SHOWN.map((e) => ({ label: e, colour: COLOURS[e], value: share[e], text: `${percent(share[e])} of the time` }));
+  const rows = SHOWN.map((e) => ({ label: e, colour: CHART_COLOURS[e], value: share[e], text: `${percent(share[e])} of the time` }));
   const bars = Charts.barChart({
     className: "time-share", filename: `video-${id}-person-${person.id}-time-share`, rows,
     title: `Person #${person.id}: share of the time per expression (${person.frames_seen} frames)`,
@@ -227,12 +225,12 @@ function personCharts(person, context) {
     className: "segments", filename: `video-${id}-person-${person.id}-dominant`,
     ariaLabel: `dominant expression per segment, person ${person.id}`,
     title: () => `Person #${person.id}: dominant expression per ${Charts.seconds(length, length)} segment`,
-    legend: () => used.map((e) => ({ label: e, colour: COLOURS[e] })),
+    legend: () => used.map((e) => ({ label: e, colour: CHART_COLOURS[e] })),
     duration: context.duration, cuts: context.cuts, plotHeight: 34, y: { min: 0, max: 1, ticks: [] }, onSeek: context.seek,
     plot({ g, x, y, el }) {
       present.forEach((s) => {
         const x0 = x(s.start), w = Math.max(1, x(s.end) - x0 - 1);
-        const block = el("rect", { x: x0, y: y(1), width: w, height: y(0) - y(1), fill: COLOURS[s.top], class: "segment", "data-expression": s.top }, g);
+        const block = el("rect", { x: x0, y: y(1), width: w, height: y(0) - y(1), fill: CHART_COLOURS[s.top], class: "segment", "data-expression": s.top }, g);
         el("title", {}, block).textContent = `${s.start.toFixed(1)}–${s.end.toFixed(1)} s: ${s.top}`;
         if (w > s.top.length * 7 + 6) {
           const text = el("text", { x: x0 + w / 2, y: y(0.5) + 4, "text-anchor": "middle", "font-size": 12, fill: "#111" }, g);
@@ -246,7 +244,7 @@ function personCharts(person, context) {
       return {
         heading: `${s.start.toFixed(1)}–${s.end.toFixed(1)} s (${s.frames} frames)`,
         rows: SHOWN.filter((e) => s.counts[e]).sort((a, b) => s.counts[b] - s.counts[a])
-          .map((e) => ({ colour: COLOURS[e], label: e, value: percent(s.counts[e] / s.frames) })),
+          .map((e) => ({ colour: CHART_COLOURS[e], label: e, value: percent(s.counts[e] / s.frames) })),
       };
     },
   });
@@ -290,7 +288,7 @@ function mixChart(mix, context) {
   return Charts.timeChart({
     className: "mix", filename: `video-${id}-group-mix`, ariaLabel: "the group's expression mix over time",
     title: () => "Group: expression mix over time (share of the faces on screen)",
-    legend: () => used.map((e) => ({ label: e, colour: COLOURS[e] })),
+    legend: () => used.map((e) => ({ label: e, colour: CHART_COLOURS[e] })),
     duration: context.duration, cuts: context.cuts, plotHeight: 130, y: PERCENT_AXIS, onSeek: context.seek,
     empty: used.length ? "" : "no faces in this video",
     plot({ g, x, y, el }) {
@@ -300,7 +298,7 @@ function mixChart(mix, context) {
         SHOWN.forEach((emotion) => {
           const share = bin.share[emotion];
           if (!share) return;
-          el("rect", { x: x0, y: y(bottom + share), width: w, height: y(bottom) - y(bottom + share), fill: COLOURS[emotion], "data-expression": emotion }, g);
+          el("rect", { x: x0, y: y(bottom + share), width: w, height: y(bottom) - y(bottom + share), fill: CHART_COLOURS[emotion], "data-expression": emotion }, g);
           bottom += share;
         });
       });
@@ -311,7 +309,7 @@ function mixChart(mix, context) {
       return {
         heading: `${bin.start_s.toFixed(1)}–${bin.end_s.toFixed(1)} s (${plural(bin.faces, "face", "faces")})`,
         rows: SHOWN.filter((e) => bin.share[e]).sort((a, b) => bin.share[b] - bin.share[a])
-          .map((e) => ({ colour: COLOURS[e], label: e, value: percent(bin.share[e]) })),
+          .map((e) => ({ colour: CHART_COLOURS[e], label: e, value: percent(bin.share[e]) })),
       };
     },
   });

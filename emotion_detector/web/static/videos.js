@@ -3,8 +3,6 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-// State-changing requests carry the page's CSRF token (checked when a signed-in session authenticates them).
-const CSRF_TOKEN = document.querySelector('meta[name="csrf-token"]').content;
 
 function upload(file, name) {
   const form = new FormData();
