@@ -20,7 +20,7 @@ import numpy as np
 
 from emotion_detector.frames import FrameError, ImageLimits, decode_image
 from emotion_detector.pipeline import RunningMode
-from emotion_detector.videos.analysis import frame_to_bgr
+from emotion_detector.videos.analysis import frame_to_bgr, set_decoding_threads
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 VIDEO_SUFFIXES = {".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".wmv", ".flv", ".3gp"}
@@ -168,7 +168,7 @@ def _decode(source: Source) -> Generator[tuple[int, float, av.VideoFrame]]:
         if not container.streams.video:
             raise SourceError(source.name, "has no video stream")
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        set_decoding_threads(stream)
         index = 0
         try:
             for frame in container.decode(stream):
