@@ -179,8 +179,9 @@ print(json.dumps({"wall_s": round(wall_s, 2), "speed_x_realtime": round(duration
 def fer_speed(video: Path, python: str) -> dict:
     """The `fer` package's Video analysis (TensorFlow; Haar detector, every frame) on the same file, run by
     an interpreter that has it installed: it is kept out of this project's requirements."""
-    # fer writes data.csv into its working directory: the benchmark's scratch folder, not the checkout.
-    result = subprocess.run([python, "-c", FER_SCRIPT, str(video)], capture_output=True, text=True, timeout=1800, cwd=video.parent)
+    # fer writes data.csv into its working directory: a scratch folder, never the checkout or shared/media.
+    with tempfile.TemporaryDirectory(prefix="bench-fer-") as scratch:
+        result = subprocess.run([python, "-c", FER_SCRIPT, str(video)], capture_output=True, text=True, timeout=1800, cwd=scratch)
     if result.returncode != 0:
         return {"fer": f"failed: {result.stderr.strip().splitlines()[-1] if result.stderr.strip() else result.returncode}"}
     return {"fer": json.loads(result.stdout.strip().splitlines()[-1])}
