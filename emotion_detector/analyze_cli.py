@@ -188,6 +188,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from emotion_detector.analyze_api import Analyzer
+    from emotion_detector.model_client import ModelServerError, ModelUnavailable
     from emotion_detector.sources import SourceError, expand
 
     # The imports (NumPy, SciPy, OpenCV, ONNX Runtime...) leave ~100,000 objects for the cyclic garbage collector,
@@ -240,6 +241,10 @@ def _run(args: argparse.Namespace) -> int:
                     print(f"emotion-detector: {error}", file=sys.stderr)
                     bad_input = True
                 progress.end()
+        except (ModelUnavailable, ModelServerError) as error:  # a model server that is down or went away
+            progress.end()
+            print(f"emotion-detector: {error}; the records written so far are complete", file=sys.stderr)
+            return EXIT_ERROR
         except KeyboardInterrupt:
             progress.end()
             print("emotion-detector: interrupted; the records written so far are complete", file=sys.stderr)

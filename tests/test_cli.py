@@ -16,6 +16,7 @@ import pytest
 from emotion_detector import analyze
 from emotion_detector.__main__ import main
 from emotion_detector.analyze_cli import CSV_COLUMNS
+from tests.conftest import free_port
 
 TWO_PEOPLE = "head-pose-face-detection-female-and-male.mp4"  # 56 frames, 480x270, two people side by side
 
@@ -149,6 +150,15 @@ def test_bad_input_is_one_line_naming_the_source_exit_2_and_the_other_sources_st
 def test_options_that_cannot_work_together_are_refused(capsys, media, args, message):
     code, out, err = cli(capsys, str(media / "images" / "single_face.jpg"), *args)
     assert (code, out) == (2, "") and message in err
+
+
+def test_a_model_server_that_is_down_is_one_line_and_exit_1(capsys, media):
+    target = f"127.0.0.1:{free_port()}"  # nothing listens there
+    code, out, err = cli(capsys, str(media / "videos" / "single_face.mp4"), "--model-server", target)
+    assert (code, out) == (1, "")
+    assert "Traceback" not in err
+    (line,) = err.strip().splitlines()
+    assert line.startswith(f"emotion-detector: model server {target} unavailable") and line.endswith("so far are complete")
 
 
 def _write(path: Path, data: bytes) -> Path:

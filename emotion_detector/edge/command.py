@@ -139,6 +139,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _publish_events(analyzer: Analyzer, source: Source, fps: float, paced: bool, events: TrackEvents, publisher: Publisher) -> int:
     from emotion_detector.edge.publisher import now_ms
+    from emotion_detector.model_client import ModelServerError, ModelUnavailable
     from emotion_detector.sources import SourceError
 
     code, analysed, played = EXIT_OK, 0, 0
@@ -154,6 +155,9 @@ def _publish_events(analyzer: Analyzer, source: Source, fps: float, paced: bool,
     except SourceError as error:  # a stream that broke off: its tracks end like at the end of a file
         log.error("%s", error)
         code = EXIT_BAD_INPUT
+    except (ModelUnavailable, ModelServerError) as error:  # the model server is down: the tracks end, said once
+        log.error("%s", error)
+        code = EXIT_ERROR
     except KeyboardInterrupt:
         log.info("interrupted")
         code = EXIT_INTERRUPTED

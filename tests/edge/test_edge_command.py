@@ -1,10 +1,13 @@
-"""``emotion-detector edge`` refuses bad input with a one-line message and exit 2, before loading any model."""
+"""``emotion-detector edge`` refuses bad input with a one-line message and exit 2, before loading any model;
+a model server that is down ends the run with one error and exit 1."""
 
+import logging
 from pathlib import Path
 
 import pytest
 
 from emotion_detector.__main__ import main
+from tests.conftest import free_port
 
 
 @pytest.fixture
@@ -45,3 +48,15 @@ def test_the_interval_must_be_positive(video: str, capsys: pytest.CaptureFixture
     with pytest.raises(SystemExit) as exit_info:
         main(["edge", "--source", video, "--device-id", "door-1", "--interval-s", "0"])
     assert exit_info.value.code == 2 and "must be more than 0, got 0" in capsys.readouterr().err
+
+
+def test_a_model_server_that_is_down_ends_the_run_with_one_error_and_exit_1(
+    video: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    target = f"127.0.0.1:{free_port()}"  # nothing listens there
+    broker = "mqtt://127.0.0.1:1883"  # the shared Mosquitto
+    arguments = ["edge", "--source", video, "--device-id", "model-down", "--mqtt", broker, "--model-server", target, "--no-pace"]
+    with caplog.at_level(logging.ERROR, logger="emotion_detector.edge.command"):
+        assert main([*arguments, "--queue-path", str(tmp_path / "outbox.sqlite3")]) == 1
+    (error,) = [record for record in caplog.records if record.levelno >= logging.ERROR]
+    assert f"model server {target} unavailable" in error.getMessage()
