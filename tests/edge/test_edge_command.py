@@ -50,9 +50,7 @@ def test_the_interval_must_be_positive(video: str, capsys: pytest.CaptureFixture
     assert exit_info.value.code == 2 and "must be more than 0, got 0" in capsys.readouterr().err
 
 
-def test_a_model_server_that_is_down_ends_the_run_with_one_error_and_exit_1(
-    video: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
-):
+def test_a_model_server_that_is_down_ends_the_run_with_one_error_and_exit_1(video: str, tmp_path: Path, caplog: pytest.LogCaptureFixture):
     target = f"127.0.0.1:{free_port()}"  # nothing listens there
     broker = "mqtt://127.0.0.1:1883"  # the shared Mosquitto
     arguments = ["edge", "--source", video, "--device-id", "model-down", "--mqtt", broker, "--model-server", target, "--no-pace"]
