@@ -116,11 +116,11 @@ def main() -> None:
         parser.error("--repeat must be at least 1")
     print(f"machine: {cpu_description()}")
     with tempfile.TemporaryDirectory(prefix="bench-cli-") as scratch:
-        videos = [SOURCE, looped_video(Path(scratch) / "one-minute.mp4", 60.0)]
+        # (video, whether it is the long clip: analysed once, for its memory, and not by fer)
+        videos = [(SOURCE, False), (looped_video(Path(scratch) / "one-minute.mp4", 60.0), False)]
         if args.long_minutes:
-            videos.append(looped_video(Path(scratch) / f"{args.long_minutes:g}-minutes.mp4", args.long_minutes * 60))
-        for video in videos:
-            long_video = video.stat().st_size >= 50e6
+            videos.append((looped_video(Path(scratch) / f"{args.long_minutes:g}-minutes.mp4", args.long_minutes * 60), True))
+        for video, long_video in videos:
             result = analyze_run(video, 1 if long_video else args.repeat)
             if args.fer_python and not long_video:
                 fer = fer_runs(video, args.fer_python, args.repeat, result["duration_s"])
