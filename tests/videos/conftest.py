@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -93,6 +94,17 @@ class VideoStack:
 
 def embedded_env(tmp: Path) -> dict[str, str]:
     return {"EMOTION_DATABASE_URL": f"sqlite:///{tmp / 'videos.db'}", "EMOTION_BROKER_URL": f"sqla+sqlite:///{tmp / 'queue.db'}"}
+
+
+def embedded_settings(tmp: Path, **overrides: Any) -> dict[str, Any]:
+    """create_app settings for the embedded stack (SQLite, SQLite queue, in-process models) in ``tmp``."""
+    return {
+        "model_server": "inprocess",
+        "database_url": f"sqlite:///{tmp / 'videos.db'}",
+        "broker_url": f"sqla+sqlite:///{tmp / 'queue.db'}",
+        "storage_dir": tmp / "storage",
+        **overrides,
+    }
 
 
 @contextlib.contextmanager

@@ -30,6 +30,7 @@ from emotion_detector.videos.report import (
 )
 from emotion_detector.videos.schemas import VideoResults
 from emotion_detector.web import services
+from tests.videos.conftest import embedded_settings
 
 TWO_PEOPLE = "head-pose-face-detection-female-and-male.mp4"  # 56 frames at 12.5 fps; both people in every frame
 API = "/api/v1/videos"
@@ -53,17 +54,8 @@ def bearer(secret: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def analysed(tmp_path_factory, shared_dir) -> Iterator[Analysed]:
     tmp = tmp_path_factory.mktemp("reports")
-    app = create_app(
-        {
-            "model_server": "inprocess",
-            "environment": "test",
-            "auth": "required",
-            "database_url": f"sqlite:///{tmp / 'videos.db'}",
-            "broker_url": f"sqla+sqlite:///{tmp / 'queue.db'}",
-            "storage_dir": tmp / "storage",
-            "segment_seconds": 2,  # more than one segment: people joined across them, as in production
-        }
-    )
+    # segment_seconds: more than one segment, so people are joined across them, as in production
+    app = create_app(embedded_settings(tmp, environment="test", auth="required", segment_seconds=2))
     with app.app_context():
         built = services()
         alice, bob = bearer(built.keys.create("alice").secret), bearer(built.keys.create("bob").secret)

@@ -11,6 +11,7 @@ from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 from app import create_app
 from emotion_detector.web import services
+from tests.videos.conftest import embedded_settings
 
 MAX_BYTES = 2_000_000
 BOUNDARY = "----emotion-detector-test"
@@ -48,14 +49,7 @@ def part(name: str, content: bytes, filename: str | None = None) -> bytes:
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("streaming")
-    settings = {
-        "model_server": "inprocess",
-        "database_url": f"sqlite:///{tmp / 'videos.db'}",
-        "broker_url": f"sqla+sqlite:///{tmp / 'queue.db'}",
-        "storage_dir": tmp / "storage",
-        "video_max_bytes": MAX_BYTES,
-    }
-    return create_app(settings).test_client()
+    return create_app(embedded_settings(tmp, video_max_bytes=MAX_BYTES)).test_client()
 
 
 def post_raw(client, body: io.RawIOBase, content_type: str, content_length: int | None = None) -> tuple[int, dict]:

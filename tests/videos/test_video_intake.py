@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from app import create_app
+from tests.videos.conftest import embedded_settings
 
 MAX_BYTES = 2_000_000
 API = "/api/v1/videos"
@@ -27,14 +28,7 @@ class Intake:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory) -> Intake:
     tmp = tmp_path_factory.mktemp("intake")
-    settings = {
-        "model_server": "inprocess",
-        "database_url": f"sqlite:///{tmp / 'videos.db'}",
-        "broker_url": f"sqla+sqlite:///{tmp / 'queue.db'}",
-        "storage_dir": tmp / "storage",
-        "video_max_bytes": MAX_BYTES,
-    }
-    return Intake(create_app(settings).test_client(), tmp / "storage")
+    return Intake(create_app(embedded_settings(tmp, video_max_bytes=MAX_BYTES)).test_client(), tmp / "storage")
 
 
 def left_behind(stack: Intake) -> list[Path]:
