@@ -36,6 +36,13 @@ def js(browser, script: str, *args):
     return browser.execute_script(script, *args)
 
 
+def save_screenshots(browser, width_px: int) -> None:
+    """The people table, the charts and the group chart, each scrolled into view, for a person to look at."""
+    for name, section in (("people", "#summary"), ("charts", "#charts"), ("charts-group", "#group")):
+        js(browser, f"document.querySelector('{section}').scrollIntoView()")
+        browser.save_screenshot(str(ARTIFACTS / f"video-{name}-{width_px}.png"))
+
+
 def pointer(browser, element, kind: str, x: float, y: float) -> None:
     """A mouse event at (x, y), as fractions of the element's box."""
     js(
@@ -185,12 +192,7 @@ def test_the_results_charts_are_readable_and_interactive(stack, shared_dir, tmp_
 
         # Legible at 1280×800 and on a 390 px phone: nothing wider than the screen, text at its real size.
         ARTIFACTS.mkdir(exist_ok=True)
-        js(browser, "document.querySelector('#summary').scrollIntoView()")
-        browser.save_screenshot(str(ARTIFACTS / "video-people-1280.png"))
-        js(browser, "document.querySelector('#charts').scrollIntoView()")
-        browser.save_screenshot(str(ARTIFACTS / "video-charts-1280.png"))
-        js(browser, "document.querySelector('#group').scrollIntoView()")
-        browser.save_screenshot(str(ARTIFACTS / "video-charts-group-1280.png"))
+        save_screenshots(browser, 1280)
         browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True})
         WebDriverWait(browser, 10).until(
             lambda b: all(int(s.get_attribute("width")) <= 390 for s in b.find_elements(By.CSS_SELECTOR, "svg.chart"))
@@ -204,12 +206,7 @@ def test_the_results_charts_are_readable_and_interactive(stack, shared_dir, tmp_
         assert js(browser, "return document.documentElement.scrollWidth") <= 390, wide
         font = js(browser, "const t = document.querySelector('svg.expressions .time-tick'); return t.getBoundingClientRect().height;")
         assert font >= 10  # drawn at the shown width, so the tick labels are not scaled down
-        js(browser, "document.querySelector('#summary').scrollIntoView()")
-        browser.save_screenshot(str(ARTIFACTS / "video-people-390.png"))
-        js(browser, "document.querySelector('#charts').scrollIntoView()")
-        browser.save_screenshot(str(ARTIFACTS / "video-charts-390.png"))
-        js(browser, "document.querySelector('#group').scrollIntoView()")
-        browser.save_screenshot(str(ARTIFACTS / "video-charts-group-390.png"))
+        save_screenshots(browser, 390)
     finally:
         browser.quit()
 
