@@ -15,9 +15,11 @@ COPY emotion_detector/ /src/emotion_detector/
 COPY serving/ /src/serving/
 RUN pip install --no-cache-dir --no-deps /src && rm -rf /src
 COPY gunicorn.conf.py ./
-# BlazeFace (the default detector) translated to ONNX once, at build time, into the image's model cache.
-RUN python -c "from emotion_detector.detection import DetectorOptions, create_detector; \
-from pathlib import Path; create_detector(DetectorOptions(kind='blazeface', cache_dir=Path('/app/models')))" && ls /app/models/*.onnx
+# The detectors' ONNX graphs made once, at build time, into the image's model cache: CenterFace (the default) and
+# BlazeFace full range (its fallback).
+RUN python -c "from emotion_detector.detection import DetectorOptions, create_detector; from pathlib import Path; \
+[create_detector(DetectorOptions(kind=kind, cache_dir=Path('/app/models'))) for kind in ('centerface', 'blazeface_full_range')]" \
+    && ls /app/models/*.onnx
 RUN useradd --create-home --uid 10001 web && mkdir -p /app/instance && chown -R web /app
 USER web
 EXPOSE 5000

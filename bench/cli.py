@@ -3,6 +3,8 @@
     python -m bench.cli                                   # single_face.mp4 and a one-minute clip (640x360)
     python -m bench.cli --long-minutes 15                 # also a 15-minute clip: peak RSS stays flat
     python -m bench.cli --fer-python /tmp/fer-venv/bin/python   # fer's Video.analyze on the same files
+    python -m bench.cli --baseline /tmp/before                 # beside another checkout (e.g. a git worktree of
+                                                               # the commit before a change), runs interleaved
 
 Each file is analysed ``--repeat`` times (default 3) in two ways, each run a fresh process, every frame,
 models in process:
@@ -50,20 +52,21 @@ print(json.dumps({"frames": frames, "wall_s": time.perf_counter() - started}))
 """
 
 
-def timed_api_run(video: Path, frames: int) -> float:
-    """Seconds from loading the models to the last record, in a fresh process (after its imports)."""
-    timed = subprocess.run([sys.executable, "-c", API_SCRIPT, str(video)], cwd=ROOT, capture_output=True, text=True, check=True)
+def timed_api_run(video: Path, frames: int, checkout: Path = ROOT) -> float:
+    """Seconds from loading the models to the last record, in a fresh process (after its imports), with the code
+    of ``checkout`` (its folder comes first on the path)."""
+    timed = subprocess.run([sys.executable, "-c", API_SCRIPT, str(video)], cwd=checkout, capture_output=True, text=True, check=True)
     analysed = json.loads(timed.stdout.strip().splitlines()[-1])
     if analysed["frames"] != frames:
         raise SystemExit(f"{video.name}: {analysed['frames']} records for {frames} frames")
     return float(analysed["wall_s"])
 
 
-def command_run(video: Path) -> tuple[float, float]:
+def command_run(video: Path, checkout: Path = ROOT) -> tuple[float, float]:
     """The whole command, as a user runs it: its wall time and peak RSS in MB (from wait4, not a poll)."""
     command = [sys.executable, "-m", "emotion_detector", "analyze", str(video), "--quiet", "--output", os.devnull]
     started = time.perf_counter()
-    process = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE)
+    process = subprocess.Popen(command, cwd=checkout, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(process.pid, 0)
     command_s = time.perf_counter() - started
     if os.waitstatus_to_exitcode(status) != 0:
@@ -75,10 +78,25 @@ def spread(values: list[float]) -> dict:
     return {"median": round(statistics.median(values), 2), "min": round(min(values), 2), "max": round(max(values), 2)}
 
 
+def analyze_runs(video: Path, repeat: int, checkouts: list[Path]) -> list[dict]:
+    """``analyze_run`` for each checkout, their runs taking turns (a slow spell of the VM falls on all alike)."""
+    walls: list[list[float]] = [[] for _ in checkouts]
+    commands: list[list[tuple[float, float]]] = [[] for _ in checkouts]
+    frames = video_facts(video)[0]
+    for _ in range(repeat):
+        for i, checkout in enumerate(checkouts):
+            walls[i].append(timed_api_run(video, frames, checkout))
+            commands[i].append(command_run(video, checkout))
+    return [summarised(video, w, c) for w, c in zip(walls, commands, strict=True)]
+
+
 def analyze_run(video: Path, repeat: int) -> dict:
+    return analyze_runs(video, repeat, [ROOT])[0]
+
+
+def summarised(video: Path, walls: list[float], commands: list[tuple[float, float]]) -> dict:
     frames, duration_s, size = video_facts(video)
-    walls = [timed_api_run(video, frames) for _ in range(repeat)]
-    commands = [command_run(video) for _ in range(repeat)]
+    repeat = len(walls)
     wall_s = statistics.median(walls)
     command_s = statistics.median(seconds for seconds, _ in commands)
     return {
@@ -111,6 +129,7 @@ def main() -> None:
     parser.add_argument("--long-minutes", type=float, default=0, help="also a clip this long (peak memory on long input)")
     parser.add_argument("--fer-python", help="a Python with `fer` and TensorFlow installed: measure fer's Video too")
     parser.add_argument("--repeat", type=int, default=3, help="runs per file and way of timing (the median is reported)")
+    parser.add_argument("--baseline", type=Path, help="another checkout to time beside this one (same files, runs interleaved)")
     args = parser.parse_args()
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
@@ -121,7 +140,12 @@ def main() -> None:
         if args.long_minutes:
             videos.append((looped_video(Path(scratch) / f"{args.long_minutes:g}-minutes.mp4", args.long_minutes * 60), True))
         for video, long_video in videos:
-            result = analyze_run(video, 1 if long_video else args.repeat)
+            if args.baseline and not long_video:
+                result, before = analyze_runs(video, args.repeat, [ROOT, args.baseline])
+                result["baseline"] = {"checkout": str(args.baseline), **before}
+                result["times_baseline_speed"] = round(result["speed_x_realtime"] / before["speed_x_realtime"], 2)
+            else:
+                result = analyze_run(video, 1 if long_video else args.repeat)
             if args.fer_python and not long_video:
                 fer = fer_runs(video, args.fer_python, args.repeat, result["duration_s"])
                 result["fer"] = fer

@@ -23,7 +23,7 @@ import numpy as np
 from emotion_detector.detection import DetectorOptions, create_detector
 from emotion_detector.face_models import FaceModels, create_models
 from emotion_detector.pipeline import FaceAnalyzer, FrameAnalysis, RunningMode
-from emotion_detector.records import FrameRecord, PersonRecord, Record
+from emotion_detector.records import FrameRecord, PersonRecord, Record, SourceSummary
 from emotion_detector.settings import Settings
 from emotion_detector.sources import (
     Frame,
@@ -102,16 +102,20 @@ class Analyzer:
         if source.kind.mode is RunningMode.IMAGE:
             picture = read_image(source, self.faces.image_limits)
             analysis = self.faces.pipeline(RunningMode.IMAGE).process_image(picture, 0)
-            yield FrameRecord(source.name, 0, 0.0, analysis.width, analysis.height, analysis.faces), picture
+            yield FrameRecord(source.name, 0, 0.0, analysis.width, analysis.height, analysis.faces, analysis.detection), picture
+            if summary:
+                yield self._source_summary(source, analysis.width, analysis.height, 1, int(bool(analysis.faces))), None
             return
         fps = nominal_fps(source)  # a video's header, read once
         reader = read_video(source) if source.kind is SourceKind.VIDEO else read_live(source)
         people = _People() if summary else None
         broke_off: SourceError | None = None
+        size, analysed, with_faces = (0, 0), 0, 0
         try:
             for record, image in self._tracked(source, reader, source.kind.mode, fps, every_n_frames, keep_images):
                 if people is not None:
                     people.add(record)
+                size, analysed, with_faces = (record.width, record.height), analysed + 1, with_faces + bool(record.faces)
                 yield record, image
         except SourceError as error:  # a stream that broke off: what it showed until then is summarised too
             broke_off = error
@@ -120,8 +124,14 @@ class Analyzer:
             for person, frames in sorted(people.frames.items()):
                 stats = person_stats(frames, fps, people.analysed, self.models.uncertain_below("emotion"), every_n_frames)
                 yield PersonRecord(source.name, person, stats, rule.counts(stats)), None
+            if analysed:
+                yield self._source_summary(source, *size, analysed, with_faces), None
         if broke_off is not None:
             raise broke_off
+
+    def _source_summary(self, source: Source, width: int, height: int, frames: int, frames_with_faces: int) -> SourceSummary:
+        info = self.faces.detection_info(width, height)
+        return SourceSummary(source.name, info.detector, info.min_face_px, frames, frames_with_faces)
 
     def run_live(self, source: Source, paced: bool = True, fps: float | None = None) -> Iterator[FrameRecord]:
         """A video file, camera or stream in live mode, as an edge device runs it: cameras and streams at their
@@ -162,7 +172,8 @@ class Analyzer:
             for analysis in link_first_sightings(analysed):
                 index = analysis.frame_index or 0
                 timestamp_ms, image = pending.pop(index)
-                yield FrameRecord(source.name, index, timestamp_ms, analysis.width, analysis.height, analysis.faces), image
+                record = FrameRecord(source.name, index, timestamp_ms, analysis.width, analysis.height, analysis.faces, analysis.detection)
+                yield record, image
 
 
 def nominal_fps(source: Source) -> float:
@@ -179,7 +190,8 @@ def analyze(
     settings: Settings | None = None,
 ) -> Iterator[Record]:
     """Records for every source in order: a FrameRecord per analysed frame or image (faces of videos, cameras
-    and streams carry track ids), and with ``summary`` a PersonRecord per person after each tracked source.
+    and streams carry track ids), and with ``summary`` a PersonRecord per person after each tracked source and a
+    SourceSummary after every source (the detector, the smallest face looked for, frames with faces).
     A source that cannot be analysed raises SourceError when it is reached."""
     with Analyzer(model_server, settings) as analyzer:
         for argument in sources:

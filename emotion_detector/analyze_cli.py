@@ -60,7 +60,12 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--annotate", type=Path, metavar="OUT.mp4", help="write the video with the faces drawn (one video, camera or stream)"
     )
     parser.add_argument("--blur-faces", action="store_true", help="pixelate the faces in the --annotate video (the labels stay)")
-    parser.add_argument("--summary", action="store_true", help="add one record per person after each video, camera or stream")
+    parser.add_argument(
+        "--summary",
+        action="store_true",
+        help="add one record per person after each video, camera or stream, and one per source: the detector, the smallest "
+        "face it looks for, and the frames with faces",
+    )
     parser.add_argument("--model-server", metavar="HOST:PORT", help="use this model server (gRPC) instead of in-process models")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
 
@@ -189,6 +194,7 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from emotion_detector.analyze_api import Analyzer
     from emotion_detector.model_client import ModelServerError, ModelUnavailable
+    from emotion_detector.schemas import no_faces_message
     from emotion_detector.sources import SourceError, expand
 
     # The imports (NumPy, SciPy, OpenCV, ONNX Runtime...) leave ~100,000 objects for the cyclic garbage collector,
@@ -232,15 +238,20 @@ def _run(args: argparse.Namespace) -> int:
         try:
             for source in sources:
                 progress.start(source)
+                faces, detection = 0, None
                 try:
                     for record in _records(analyzer, source, args, annotated):
                         writer.write(record)
                         progress.update(record)
+                        if isinstance(record, FrameRecord):
+                            faces, detection = faces + len(record.faces), record.detection or detection
                 except SourceError as error:  # bad input: said in one line, and the next source runs
                     progress.end()
                     print(f"emotion-detector: {error}", file=sys.stderr)
                     bad_input = True
                 progress.end()
+                if detection is not None and not faces:  # an empty result says why, on stderr (stdout is data)
+                    print(f"emotion-detector: {source.name}: {no_faces_message(detection.min_face_px)}", file=sys.stderr)
         except (ModelUnavailable, ModelServerError) as error:  # a model server that is down or went away
             progress.end()
             print(f"emotion-detector: {error}; the records written so far are complete", file=sys.stderr)

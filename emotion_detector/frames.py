@@ -32,11 +32,8 @@ class ImageLimits:
     max_side_px: int
 
 
-def decode_image(data: bytes, limits: ImageLimits, half_size: bool = False) -> np.ndarray:
-    """JPEG or PNG bytes → BGR uint8 (H, W, 3). Raises FrameError with a code and a message that says why.
-
-    ``half_size``: a JPEG is decoded at half its width and height (libjpeg scales in the DCT: about a third of
-    the full decode's time); other formats come at full size, so callers compare the result's shape."""
+def decode_image(data: bytes, limits: ImageLimits) -> np.ndarray:
+    """JPEG or PNG bytes → BGR uint8 (H, W, 3). Raises FrameError with a code and a message that says why."""
     if not data:
         raise FrameError("empty_frame", "the frame is empty (0 bytes)")
     if len(data) > limits.max_bytes:
@@ -56,19 +53,18 @@ def decode_image(data: bytes, limits: ImageLimits, half_size: bool = False) -> n
         )
     if not complete:
         raise FrameError("truncated_frame", "the image data is truncated (no end marker)")
-    reduced = half_size and data.startswith(JPEG_MAGIC) and min(width, height) >= 2
     if data.startswith(JPEG_MAGIC):
-        image = _decode_jpeg_strictly(data, width, height, reduced)
+        image = _decode_jpeg_strictly(data)
         if image is not None:
             return image
     # PNG (libpng refuses corrupt data itself), and JPEGs whose EXIF orientation or CMYK OpenCV applies.
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_REDUCED_COLOR_2 if reduced else cv2.IMREAD_COLOR)
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         raise FrameError("corrupt_frame", "the image data could not be decoded")
     return image
 
 
-def _decode_jpeg_strictly(data: bytes, width: int, height: int, reduced: bool) -> np.ndarray | None:
+def _decode_jpeg_strictly(data: bytes) -> np.ndarray | None:
     """libjpeg-turbo (simplejpeg) with its warnings as errors: OpenCV decodes a JPEG cut short, even one with
     a forged end marker, and fills the missing part with grey, which would be analysed as if it were real.
     The same library as OpenCV's, so the pixels are the same. None when OpenCV must decode it after all
@@ -78,16 +74,10 @@ def _decode_jpeg_strictly(data: bytes, width: int, height: int, reduced: bool) -
         if colorspace in ("CMYK", "YCCK") or data.find(b"Exif\x00\x00", 0, 64 * 1024) != -1:
             simplejpeg.decode_jpeg(data, colorspace="CMYK" if colorspace in ("CMYK", "YCCK") else "BGR", strict=True)
             return None
-        scale = {"min_height": (height + 1) // 2, "min_width": (width + 1) // 2, "min_factor": 2} if reduced else {}
-        image: np.ndarray = simplejpeg.decode_jpeg(data, "BGR", strict=True, **scale)  # reduced: scaled in the DCT
+        image: np.ndarray = simplejpeg.decode_jpeg(data, "BGR", strict=True)
         return image
     except ValueError as error:
         raise FrameError("corrupt_frame", f"the JPEG data is corrupt ({error})") from None
-
-
-def image_size(data: bytes) -> tuple[int, int]:
-    """(width, height) from a JPEG's or PNG's header (call after ``decode_image`` accepted the data)."""
-    return _jpeg_size(data) if data.startswith(JPEG_MAGIC) else _png_size(data)
 
 
 def _jpeg_size(data: bytes) -> tuple[int, int]:

@@ -4,14 +4,18 @@ modes), one typed object between its stages:
     frame ─decode─► BGR array ─detect─► sv.Detections (capped) ─track─► track ids ─models─► FaceAttributes
           ─smooth─► per-track averages ─► FrameAnalysis (faces: the JSON of DESIGN.md §2)
 
-Tracked modes also look for shot cuts (shots.py) before tracking: a cut ends every track, so no identity
-carries across it, and the frame is marked (``FrameAnalysis.shot_cut``).
+Detection (emotion_detector.detection) finds faces from ``detection_min_face_px`` high to the whole picture:
+a whole-picture search in image mode; in the tracked modes a search now and then and, in between, a look
+around the faces already known (detection/schedule.py). Tracked modes also look for shot cuts (shots.py)
+before detecting: a cut ends every track, so no identity carries across it, the video mode searches the
+whole picture again, and the frame is marked (``FrameAnalysis.shot_cut``).
 
 ``FramePipeline`` is built from ``PipelineOptions`` with an explicit ``RunningMode``:
 
 - ``IMAGE``: independent pictures; no tracking, no smoothing, every face measured.
 - ``LIVE``: a stream taken one frame at a time as it comes; the caller drops frames that queue up while one
-  is processed (newest wins), so nothing queues unboundedly.
+  is processed (newest wins), so nothing queues unboundedly. Whole-picture searches after the first run in
+  the background, so no answer waits for one.
 - ``VIDEO``: every frame of a file, in order; detection runs a few frames ahead on a thread of its own and
   the models get one batched request per few frames, while the next frames are decoded and detected.
 
@@ -26,7 +30,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -36,12 +40,12 @@ import numpy as np
 import supervision as sv
 
 from emotion_detector.crops import crop_faces
-from emotion_detector.detection import DetectionSizer, FaceDetector
+from emotion_detector.detection import FaceDetector, FaceSearch, LiveDetection, SearchOptions, VideoDetection
 from emotion_detector.face_models import FaceModels, PendingOutputs
-from emotion_detector.frames import ImageLimits, decode_image, image_size
+from emotion_detector.frames import ImageLimits, decode_image
 from emotion_detector.labels import EMOTIONS, GENDERS
 from emotion_detector.model_client import ModelServerError
-from emotion_detector.schemas import AgeResult, EmotionResult, FaceResult, GenderResult, ImageAnalysis
+from emotion_detector.schemas import AgeResult, DetectionInfo, EmotionResult, FaceResult, GenderResult, ImageAnalysis, no_faces_message
 from emotion_detector.settings import Settings
 from emotion_detector.shots import ShotCutDetector, colour_histogram
 from emotion_detector.tracking import AgeGenderSchedule, AttributeSmoother, FaceAttributes, FaceTracker
@@ -144,6 +148,7 @@ class FrameAnalysis:
     timing_ms: dict[str, float]
     frame_index: int | None = None  # position in the video (video mode)
     shot_cut: bool = False  # a new shot starts here: every track ended before this frame
+    detection: DetectionInfo | None = None  # which detector looked and from which face size (None: not detected)
 
     @property
     def video_frame_index(self) -> int:
@@ -154,7 +159,12 @@ class FrameAnalysis:
 
     def to_schema(self) -> ImageAnalysis:
         return ImageAnalysis(
-            faces=[face.to_schema() for face in self.faces], width=self.width, height=self.height, timing_ms=self.timing_ms
+            faces=[face.to_schema() for face in self.faces],
+            width=self.width,
+            height=self.height,
+            timing_ms=self.timing_ms,
+            detection=self.detection,
+            message=no_faces_message(self.detection.min_face_px) if self.detection and not self.faces else None,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -165,13 +175,13 @@ class FrameAnalysis:
 class PipelineOptions:
     mode: RunningMode
     nominal_fps: float = 10.0  # frames per second that reach the pipeline (a video's: its fps / every n-th)
-    max_faces_per_frame: int = 16  # the most confident ones are kept
+    max_faces_per_frame: int = 64  # the most confident ones are kept
     track_lost_after_s: float = 1.0  # a face unseen this long ends its track
     smoothing_new_frame_weight: float = 0.35  # 1: no smoothing
     age_gender_every_n_frames: int = 5  # a tracked face's age and gender are measured on every n-th frame
-    detection_max_side_px: int = 480
-    detection_min_side_px: int = 320
-    detection_full_every_n_frames: int = 5  # 1: detection always at the full size (no shrinking copy)
+    # Tracked modes: a whole-picture search at most this often (video: every this many seconds of the video, and
+    # after each cut; live: in the background); in between, faces are looked for around the known ones.
+    search_every_s: float = 1.0
     batch_frames: int = 8  # video mode: frames per model request
     detect_ahead_frames: int = 2  # video mode: frames detected ahead of tracking
     shot_cut_threshold: float | None = 0.2  # tracked modes: see shots.py (None: no cut detection)
@@ -185,6 +195,7 @@ class PipelineOptions:
                 ("track_lost_after_s", self.track_lost_after_s, self.track_lost_after_s > 0, "> 0"),
                 ("smoothing_new_frame_weight", self.smoothing_new_frame_weight, 0 < self.smoothing_new_frame_weight <= 1, "in (0, 1]"),
                 ("age_gender_every_n_frames", self.age_gender_every_n_frames, self.age_gender_every_n_frames >= 1, ">= 1"),
+                ("search_every_s", self.search_every_s, self.search_every_s > 0, "> 0"),
                 ("batch_frames", self.batch_frames, self.batch_frames >= 1, ">= 1"),
                 ("detect_ahead_frames", self.detect_ahead_frames, self.detect_ahead_frames >= 0, ">= 0"),
                 (
@@ -209,23 +220,35 @@ class PipelineOptions:
             track_lost_after_s=settings.track_lost_after_s,
             smoothing_new_frame_weight=settings.smoothing_new_frame_weight,
             age_gender_every_n_frames=settings.age_gender_every_n_frames,
-            detection_max_side_px=settings.detection_max_side_px,
-            detection_min_side_px=settings.detection_min_side_px,
-            detection_full_every_n_frames=settings.detection_full_every_n_frames,
+            search_every_s=settings.detection_search_every_s,
             shot_cut_threshold=settings.shot_cut_threshold,
         )
 
 
 class FaceAnalyzer:
-    """What every pipeline shares and nothing per stream: the detector, the models and the input limits.
-    Built once per process; ``pipeline(options)`` makes a pipeline per stream, video segment or request."""
+    """What every pipeline shares and nothing per stream: the detector and its search, the models, the input
+    limits, and the one low-priority thread that runs live streams' background searches. Built once per
+    process; ``pipeline(options)`` makes a pipeline per stream, video segment or request."""
 
-    def __init__(self, detector: FaceDetector, models: FaceModels, settings: Settings):
+    def __init__(self, detector: FaceDetector, models: FaceModels, settings: Settings, background: Executor | None = None):
+        """``background``: where live streams' searches run (default: one thread of this process's own, at a
+        lower priority, started on first use; the web app passes one of native threads under gevent)."""
         self.detector = detector
+        self.search = FaceSearch(detector, SearchOptions.from_settings(settings))
         self.client = models
         self.settings = settings
         self.frame_limits = ImageLimits(settings.max_frame_bytes, settings.max_image_pixels, settings.max_image_side_px)
         self.image_limits = ImageLimits(settings.max_image_bytes, settings.max_image_pixels, settings.max_image_side_px)
+        self._background = background
+
+    @property
+    def background(self) -> Executor:
+        if self._background is None:
+            self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="face-search")
+        return self._background
+
+    def detection_info(self, width: int, height: int) -> DetectionInfo:
+        return DetectionInfo(detector=self.detector.name, min_face_px=round(self.search.min_face_px_for(width, height), 1))
 
     def pipeline(
         self,
@@ -239,11 +262,6 @@ class FaceAnalyzer:
     def analyze_image(self, data: bytes, detect: bool = True) -> FrameAnalysis:
         """One picture: every face found (or, with ``detect=False``, the whole picture as one face crop)."""
         return self.pipeline(RunningMode.IMAGE).process(data, detect=detect)
-
-    def full_resolution_below_face_px(self) -> float:
-        """Faces narrower than this (frame pixels) are cropped from the full-size frame: at half size their
-        crop would be smaller than the largest model input (crops are squares of about the face's width)."""
-        return 2.0 * max(spec.size for spec in self.client.specs().values())
 
     def model_inputs(
         self, images: list[np.ndarray], boxes: list[np.ndarray], due: list[np.ndarray], detector_name: str
@@ -294,22 +312,30 @@ class _Detected:
 
     index: int | None
     image: np.ndarray
-    size: tuple[int, int]  # the frame's (width, height)
-    scale: float  # frame pixels per image pixel (2 for a half-size decode)
-    detections: sv.Detections  # in frame pixels
+    detections: sv.Detections  # in the frame's pixels
     track_ids: np.ndarray  # (N,), -1: no track (image mode, or not confirmed yet)
     due: np.ndarray  # (N,) bool: age and gender measured on this frame
     timer: Timer
     detector_name: str  # whose boxes these are (face-crop rules are measured per detector); "none": the whole image
+    detection: DetectionInfo | None  # None: the whole image taken as one face
     shot_cut: bool = False  # a new shot starts here (set when tracked)
-    histogram: np.ndarray | None = None  # for the shot-cut check; made on the detection thread in video mode
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """The frame's (width, height)."""
+        return self.image.shape[1], self.image.shape[0]
 
 
 class FramePipeline:
     """Decode → detect → track → models → smooth for one stream, video segment or image request. Not shared
     between streams: it holds the stream's tracks."""
 
-    def __init__(self, analyzer: FaceAnalyzer, options: PipelineOptions, run_cpu_bound: CpuBoundRunner | None = None):
+    def __init__(
+        self,
+        analyzer: FaceAnalyzer,
+        options: PipelineOptions,
+        run_cpu_bound: CpuBoundRunner | None = None,
+    ):
         self.analyzer, self.options = analyzer, options
         self.detector = analyzer.detector
         # Live, decoding and detection hold the CPU for milliseconds without needing the GIL; the web app runs
@@ -323,11 +349,11 @@ class FramePipeline:
             ShotCutDetector(options.shot_cut_threshold) if self.tracker is not None and options.shot_cut_threshold is not None else None
         )
         self.age_gender_schedule = AgeGenderSchedule(options.age_gender_every_n_frames if tracked else 1)
-        self.detection_sizer = (
-            DetectionSizer(options.detection_max_side_px, options.detection_min_side_px, options.detection_full_every_n_frames)
-            if tracked
-            else None
-        )
+        self.detection: VideoDetection | LiveDetection | None = None
+        if options.mode is RunningMode.VIDEO:
+            self.detection = VideoDetection(analyzer.search, max(1, round(options.search_every_s * options.nominal_fps)))
+        elif options.mode is RunningMode.LIVE:
+            self.detection = LiveDetection(analyzer.search, options.search_every_s, analyzer.background)
         self.uncertain_below = analyzer.client.uncertain_below("emotion")
 
     # ---- single frames (image and live modes) -------------------------------------------------------------
@@ -336,13 +362,20 @@ class FramePipeline:
         """One encoded frame (JPEG / PNG). Raises FrameError for data that is not an analysable image."""
         timer = Timer()
         frame = self.run_cpu_bound(lambda: self._decode_and_detect(data, timer, detect))
+        self._tend_background(frame)
         return self._predict([frame])[0]
 
     def process_image(self, image_bgr: np.ndarray, frame_index: int | None = None) -> FrameAnalysis:
         """One decoded frame (a camera's, a video's)."""
         timer = Timer()
-        frame = self.run_cpu_bound(lambda: self._detect(frame_index, image_bgr, 1.0, image_bgr.shape[1::-1], timer))
+        frame = self.run_cpu_bound(lambda: self._track(self._detect(frame_index, image_bgr, timer)))
+        self._tend_background(frame)
         return self._predict([frame])[0]
+
+    def _tend_background(self, frame: _Detected) -> None:
+        """Live: on this (the caller's) thread, not the CPU runner's, collect and start background searches."""
+        if isinstance(self.detection, LiveDetection) and frame.detection is not None:
+            self.detection.tend(frame.image)
 
     # ---- every frame of a video (video mode) --------------------------------------------------------------
 
@@ -350,7 +383,7 @@ class FramePipeline:
         """(index, BGR image) in order → one FrameAnalysis per frame, in order. While the models work on one
         batch of frames, the next batch is decoded, detected (a few frames ahead, on a thread of its own: the
         detector's runtime releases the GIL) and tracked. One detection thread, so frames are detected in
-        order and the detection sizer sees each frame's faces before sizing the next. Closing the iterator
+        order: the detection schedule looks around each frame's faces in the next. Closing the iterator
         early (cancel, error) stops the look-ahead."""
         if self.options.mode is not RunningMode.VIDEO:
             raise ValueError(f"run() analyses every frame of a video and needs RunningMode.VIDEO, got {self.options.mode}")
@@ -391,7 +424,7 @@ class FramePipeline:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="detect") as pool:
             try:
                 for index, image in frames:
-                    ahead.append(pool.submit(self._detect_ahead, index, image))
+                    ahead.append(pool.submit(self._detect, index, image, Timer()))
                     if len(ahead) > self.options.detect_ahead_frames:
                         yield self._track(ahead.popleft().result())
                 while ahead:
@@ -400,67 +433,38 @@ class FramePipeline:
                 for future in ahead:  # stopped early (cancelled, failed): drop what was not started
                     future.cancel()
 
-    def _detect_ahead(self, index: int, image: np.ndarray) -> _Detected:
-        frame = self._detect(index, image, 1.0, image.shape[1::-1], Timer(), track=False)
-        if self.shot_cuts is not None:  # per-frame CPU work, here rather than on the thread feeding the models
-            frame.histogram = colour_histogram(image)
-        return frame
-
     # ---- the stages ---------------------------------------------------------------------------------------
 
     def _decode_and_detect(self, data: bytes, timer: Timer, detect: bool) -> _Detected:
-        """Image mode decodes at full size. Live, a detector with a fixed input size (BlazeFace: 128 px) finds
-        the same faces in a half-size decode, which takes a third of the time; the face crops need the
-        resolution, though: a face narrower than ``full_resolution_below_face_px`` in the frame would give a
-        crop with fewer pixels than the model's input, so then the frame is decoded again at full size."""
         live = self.options.mode is RunningMode.LIVE
-        limits = self.analyzer.frame_limits if live else self.analyzer.image_limits
-        half_size = live and self.detector.fixed_input_side_px is not None
         with timer.stage("decode"):
-            image = decode_image(data, limits, half_size=half_size)
-        size = image_size(data) if half_size else (image.shape[1], image.shape[0])
+            image = decode_image(data, self.analyzer.frame_limits if live else self.analyzer.image_limits)
         if not detect:
-            whole = sv.Detections(xyxy=np.array([[0, 0, size[0], size[1]]], np.float32), confidence=np.ones(1, np.float32))
-            return _Detected(None, image, size, 1.0, whole, np.full(1, -1), np.ones(1, bool), timer, "none")
-        frame = self._detect(None, image, size[0] / image.shape[1], size, timer, track=False)
-        if frame.scale > 1 and len(frame.detections):
-            xyxy = frame.detections.xyxy
-            sides = np.minimum(xyxy[:, 2] - xyxy[:, 0], xyxy[:, 3] - xyxy[:, 1])
-            if sides.min() < self.analyzer.full_resolution_below_face_px():
-                with timer.stage("decode"):
-                    frame.image, frame.scale = decode_image(data, limits), 1.0
-        return self._track(frame)
+            whole = sv.Detections(xyxy=np.array([[0, 0, image.shape[1], image.shape[0]]], np.float32), confidence=np.ones(1, np.float32))
+            return _Detected(None, image, whole, np.full(1, -1), np.ones(1, bool), timer, "none", None)
+        return self._track(self._detect(None, image, timer))
 
-    def _detect(
-        self, index: int | None, image: np.ndarray, scale: float, size: tuple[int, int], timer: Timer, track: bool = True
-    ) -> _Detected:
+    def _detect(self, index: int | None, image: np.ndarray, timer: Timer) -> _Detected:
+        """Detection in stream order (video mode: on the detection thread), shot cuts first: a cut calls for a
+        whole-picture search in a video."""
         with timer.stage("detect"):
-            detections = self.detector.detect(image, self.detection_sizer.side_for(image) if self.detection_sizer else None)
-            if self.detection_sizer:
-                self.detection_sizer.update(detections)
+            # In stream order (the cut detector compares each frame with the one before), before detection.
+            shot_cut = self.shot_cuts is not None and self.shot_cuts.update(colour_histogram(image))
+            detections = self.detection.detect(image, shot_cut) if self.detection else self.analyzer.search.find(image)
             if len(detections) > self.options.max_faces_per_frame:  # the most confident ones, in detection order
                 keep = np.argsort(-_confidences(detections))[: self.options.max_faces_per_frame]
                 # An index array selects a Detections (supervision's __getitem__ is typed as every kind of result).
                 detections = cast(sv.Detections, detections[np.sort(keep)])
-        if scale != 1 and len(detections):
-            detections.xyxy = detections.xyxy * scale
-            for points in ("landmarks", "keypoints"):
-                if points in detections.data:
-                    detections.data[points] = np.asarray(detections.data[points]) * scale
         n = len(detections)
-        frame = _Detected(index, image, size, scale, detections, np.full(n, -1), np.ones(n, bool), timer, self.detector.name)
-        return self._track(frame) if track else frame
+        info = self.analyzer.detection_info(image.shape[1], image.shape[0])
+        return _Detected(index, image, detections, np.full(n, -1), np.ones(n, bool), timer, self.detector.name, info, shot_cut)
 
     def _track(self, frame: _Detected) -> _Detected:
         if self.tracker is None:
             return frame
         with frame.timer.stage("track"):
-            # In stream order (tracking is), before the tracker sees the frame's faces.
-            if self.shot_cuts is not None and self.shot_cuts.update(
-                frame.histogram if frame.histogram is not None else colour_histogram(frame.image)
-            ):
+            if frame.shot_cut:
                 self.tracker.end_tracks()
-                frame.shot_cut = True
             frame.track_ids = self.tracker.update(frame.detections)
             # Live, a measurement can fail (the model server down for a frame): a track without values to carry
             # over is due again. In a video, measurements of earlier frames may still be in flight, and a
@@ -472,7 +476,7 @@ class FramePipeline:
     def _submit(self, frames: list[_Detected]) -> PendingOutputs | None:
         """One batched request per model for these frames' faces (None: no face to score)."""
         inputs = self.analyzer.model_inputs(
-            [f.image for f in frames], [f.detections.xyxy / f.scale for f in frames], [f.due for f in frames], frames[0].detector_name
+            [f.image for f in frames], [f.detections.xyxy for f in frames], [f.due for f in frames], frames[0].detector_name
         )
         return self.analyzer.client.submit(inputs) if inputs else None
 
@@ -507,7 +511,9 @@ class FramePipeline:
                 )
                 for i in range(len(xyxy))
             ]
-            analyses.append(FrameAnalysis(faces, frame.size[0], frame.size[1], dict(timer.timings_ms), frame.index, frame.shot_cut))
+            analyses.append(
+                FrameAnalysis(faces, frame.size[0], frame.size[1], dict(timer.timings_ms), frame.index, frame.shot_cut, frame.detection)
+            )
         return analyses
 
 

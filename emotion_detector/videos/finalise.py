@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,7 @@ class Models:
     detector: str
     versions: dict[str, int | str]
     emotion_uncertain_below: float
+    min_face_px_for: Callable[[int, int], float]  # (width, height) → the smallest face looked for in such frames
 
 
 def finalise(db: Database, lease: Lease, models: Models) -> JobSummary | None:
@@ -43,6 +45,7 @@ def finalise(db: Database, lease: Lease, models: Models) -> JobSummary | None:
         people = stored_people(session, lease.video_id)
         cuts = stored_shot_cuts(session, lease.video_id)
         fps, frame_count, duration_s, every_n = video.fps, video.frame_count, video.duration_s, video.every_n_frames
+        width, height = video.width, video.height
         source, started_at = Path(video.source_path), video.started_at
     analysed = len(range(0, frame_count, every_n))
     stats = {person: person_stats(frames, fps, analysed, models.emotion_uncertain_below, every_n) for person, frames in people.items()}
@@ -66,6 +69,7 @@ def finalise(db: Database, lease: Lease, models: Models) -> JobSummary | None:
         segment_busy_s=round(sum(seconds for *_, seconds in segments), 3),
         render_busy_s=round(render_s, 3),
         detector=models.detector,
+        min_face_px=round(models.min_face_px_for(width, height), 1),
         models=models.versions,
         emotion_uncertain_below=models.emotion_uncertain_below,
         main_people=sorted(main_people(stats, rule=rule)),

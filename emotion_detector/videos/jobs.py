@@ -342,7 +342,7 @@ def finalise(self: Task, video_id: str) -> None:
         return
     try:
         versions: dict[str, int | str] = {name: spec.version for name, spec in ctx.client.specs().items()}
-        models = Models(ctx.detector.name, versions, ctx.client.uncertain_below("emotion"))
+        models = Models(ctx.detector.name, versions, ctx.client.uncertain_below("emotion"), ctx.analyzer.search.min_face_px_for)
         summary = finalise_job(ctx, lease, models)
     except ModelUnavailable as error:
         leases.release(ctx, lease)

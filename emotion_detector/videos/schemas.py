@@ -79,6 +79,7 @@ class JobSummary(_Schema):
     segment_busy_s: float  # summed analysis time of the segments (several may run at once)
     render_busy_s: float  # summed drawing time of the annotated video's parts
     detector: str
+    min_face_px: float | None = None  # the smallest face looked for, in the video's pixels (None: a job from before it was kept)
     models: dict[str, int | str]
     emotion_uncertain_below: float
     main_people: list[int]

@@ -36,6 +36,8 @@ class DetectorInfo(BaseModel):
     name: str
     model: str  # the model file in use
     degraded: bool  # detection runs on the Haar cascade fallback
+    min_face_px: float  # the smallest face height looked for (pictures larger than min_face_px_up_to_pixels: larger)
+    min_face_px_up_to_pixels: int  # pictures with more pixels than this are searched from a larger face
 
 
 class Health(BaseModel):
@@ -110,7 +112,14 @@ def health() -> ResponseReturnValue:
     """200 while the app can analyse faces and take video jobs (``degraded`` when only the Haar fallback
     detects faces), 503 naming what is down: the model server, the database or the job queue."""
     found = services()
-    detector = DetectorInfo(name=found.detector.name, model=found.detector.model, degraded=found.detector.degraded)
+    search = found.analyzer.search
+    detector = DetectorInfo(
+        name=found.detector.name,
+        model=found.detector.model,
+        degraded=found.detector.degraded,
+        min_face_px=search.options.min_face_px,
+        min_face_px_up_to_pixels=search.largest_picture_at_min_face_px(),
+    )
     problems = [f"face detection runs on the fallback {found.detector.name} detector"] if found.detector.degraded else []
     down: list[Literal["models", "database", "queue"]] = []
     models: dict[str, int] = {}

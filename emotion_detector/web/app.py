@@ -23,6 +23,7 @@ from emotion_detector.pipeline import FaceAnalyzer
 from emotion_detector.settings import Settings
 from emotion_detector.videos.service import VideoService
 from emotion_detector.web import api, auth, dashboard, images, live, openapi, reports, security, videos
+from emotion_detector.web.native import BackgroundThread
 
 
 @dataclass(frozen=True)
@@ -42,9 +43,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__)  # templates/ and static/ are found beside this module
     app.config.update(SECRET_KEY=settings.secret_key, MAX_CONTENT_LENGTH=settings.max_image_bytes + 64 * 1024)
 
-    detector = create_detector(DetectorOptions.from_settings(settings))
+    detector = create_detector(DetectorOptions.from_settings(settings, default_threads=1))  # many streams share the cores
     client = create_models(settings)
-    analyzer = FaceAnalyzer(detector, client, settings)
+    analyzer = FaceAnalyzer(detector, client, settings, background=BackgroundThread())
     video_service = VideoService(settings)
     app.extensions["emotion_detector"] = Services(settings, detector, client, analyzer, video_service, Keys(video_service.sessions))
 

@@ -33,7 +33,7 @@ limited_per_key_and_address(lambda: services().settings.rate_limit_live)(socket_
 @blueprint.get("/")
 def page() -> ResponseReturnValue:
     found = services()
-    return render_template("live.html", detector=found.detector)
+    return render_template("live.html", detector=found.detector, min_face_px=found.analyzer.search.options.min_face_px)
 
 
 def _hello() -> dict[str, Any]:
@@ -44,7 +44,12 @@ def _hello() -> dict[str, Any]:
         versions = None
     return {
         "type": "hello",
-        "detector": {"name": found.detector.name, "model": found.detector.model.rsplit("/", 1)[-1], "degraded": found.detector.degraded},
+        "detector": {
+            "name": found.detector.name,
+            "model": found.detector.model.rsplit("/", 1)[-1],
+            "degraded": found.detector.degraded,
+            "min_face_px": found.analyzer.search.options.min_face_px,
+        },
         "models": versions,
         "max_frame_bytes": found.settings.max_frame_bytes,
     }

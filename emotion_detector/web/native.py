@@ -6,7 +6,8 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from gevent.threadpool import ThreadPool
@@ -46,3 +47,22 @@ def _native_threads() -> ThreadPool | None:
     except ImportError:
         return None
     return ThreadPool(maxsize=os.cpu_count() or 2) if monkey.is_module_patched("socket") else None
+
+
+class BackgroundThread(Executor):
+    """One native thread for work no request waits for (live streams' whole-picture searches): gevent's
+    executor of native threads when this process runs under gevent (a plain thread there would be a greenlet
+    and hold up every socket), else a plain one. Decided on first use, when the worker has patched the
+    standard library."""
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        return self._executor.submit(fn, *args, **kwargs)
+
+    @functools.cached_property
+    def _executor(self) -> Executor:
+        if _native_threads() is None:
+            return ThreadPoolExecutor(max_workers=1, thread_name_prefix="face-search")
+        from gevent.threadpool import ThreadPoolExecutor as NativeThreadPoolExecutor
+
+        executor: Executor = NativeThreadPoolExecutor(1)
+        return executor

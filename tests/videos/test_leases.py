@@ -319,7 +319,11 @@ class NoModels:
 @pytest.fixture
 def queue(db, monkeypatch) -> Queue:
     context = jobs.WorkerContext(
-        db.settings, db.sessions, analyzer=SimpleNamespace(detector=SimpleNamespace(name="stub"), client=NoModels())
+        db.settings,
+        db.sessions,
+        analyzer=SimpleNamespace(
+            detector=SimpleNamespace(name="stub"), client=NoModels(), search=SimpleNamespace(min_face_px_for=lambda width, height: 20.0)
+        ),
     )
     monkeypatch.setattr(jobs, "database", lambda: db)
     monkeypatch.setattr(jobs, "context", lambda: context)

@@ -153,7 +153,13 @@ def test_a_finalisation_whose_job_was_retried_meanwhile_neither_finishes_nor_fai
         jobs,
         "context",
         lambda: jobs.WorkerContext(
-            ctx.settings, ctx.sessions, analyzer=SimpleNamespace(detector=SimpleNamespace(name="yunet"), client=_NoModels())
+            ctx.settings,
+            ctx.sessions,
+            analyzer=SimpleNamespace(
+                detector=SimpleNamespace(name="yunet"),
+                client=_NoModels(),
+                search=SimpleNamespace(min_face_px_for=lambda width, height: 20.0),
+            ),
         ),
     )
     join = finalise_step.join_parts

@@ -9,7 +9,7 @@ import threading
 import numpy as np
 import pytest
 
-from emotion_detector.detection import DetectionSizer, DetectorOptions, create_detector
+from emotion_detector.detection import DetectorOptions, FaceSearch, SearchOptions, VideoDetection, create_detector
 from emotion_detector.pipeline import FaceAnalyzer, RunningMode
 from emotion_detector.settings import Settings
 from emotion_detector.videos.analysis import Cancelled, analyse_segment, decode_frames
@@ -53,22 +53,20 @@ def test_age_and_gender_are_measured_every_nth_frame_of_a_track_and_carried_betw
 
 
 def test_detecting_ahead_on_a_thread_finds_the_faces_one_frame_at_a_time_would(client, shared_dir):
-    """Detection runs a few frames ahead of tracking; the sizer must still size each frame from the faces
-    of the frame before it, so the boxes equal those of a plain loop over the frames."""
-    video = shared_dir / "media" / "videos" / SINGLE_FACE  # a large face: the sizer shrinks and grows the copy
+    """Detection runs a few frames ahead of tracking; each frame must still be looked at around the faces of the
+    frame before it, so the boxes equal those of a plain loop over the frames."""
+    video = shared_dir / "media" / "videos" / SINGLE_FACE
     settings = Settings()
     detector = create_detector(DetectorOptions.from_settings(settings))
-    sizer = DetectionSizer.from_settings(settings)
-    expected, sides = [], set()
+    schedule = VideoDetection(FaceSearch(detector, SearchOptions.from_settings(settings)), search_every_frames=30)  # 1 s at 30 fps
+    expected, searched = [], []
     for index, image in decode_frames(video, 0, 60):
-        side = sizer.side_for(image)
-        sides.add(side)
-        detections = detector.detect(image, side)
-        sizer.update(detections)
+        detections = schedule.detect(image)
+        searched.append(schedule.searched)
         expected += [(index, tuple(round(float(v), 2) for v in box)) for box in detections.xyxy]
     found = analyse_segment(FaceAnalyzer(detector, client, settings), video, 30.0, 0, 60)
     assert len({index for index, _ in expected}) > 50  # faces in most frames: the comparison means something
-    assert len(sides) > 1  # sized from the frame before: sizing a frame too early would change its boxes
+    assert sum(searched) == 2 and searched[0] and searched[30]  # looked around the frame before's faces in between
     assert [(frame.frame_index, tuple(round(v, 2) for v in face.box_xyxy)) for frame in found for face in frame.faces] == expected
 
 

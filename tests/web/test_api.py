@@ -26,9 +26,19 @@ def image(shared_dir, name: str) -> bytes:
     return (shared_dir / "media" / "images" / name).read_bytes()
 
 
-@pytest.mark.parametrize(("name", "faces"), [("two_people.jpg", 2), ("single_face.jpg", 1), ("BWPictureHuman.jpg", 0)])
+def smaller(data: bytes, side_px: int) -> bytes:
+    """The picture at most ``side_px`` wide or high (a 5-MP photo takes seconds to search on a small CPU)."""
+    picture = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    scale = min(1.0, side_px / max(picture.shape[:2]))
+    return cv2.imencode(".jpg", cv2.resize(picture, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA))[1].tobytes()
+
+
+@pytest.mark.parametrize(
+    ("name", "faces"), [("two_people.jpg", 2), ("single_face.jpg", 1), ("multi_face.jpg", 5), ("BWPictureHuman.jpg", 0)]
+)
 def test_analyze_finds_every_face(client, shared_dir, name, faces):
-    answer = client.post("/api/v1/analyze", data={"image": (io.BytesIO(image(shared_dir, name)), name)}, content_type="multipart/form-data")
+    data = smaller(image(shared_dir, name), 1000)
+    answer = client.post("/api/v1/analyze", data={"image": (io.BytesIO(data), name)}, content_type="multipart/form-data")
     assert answer.status_code == 200, answer.get_json()
     body = answer.get_json()
     assert len(body["faces"]) == faces
@@ -37,10 +47,27 @@ def test_analyze_finds_every_face(client, shared_dir, name, faces):
         assert face["emotion"]["label"] in EMOTIONS
         assert 0 <= face["box"][0] < face["box"][2] <= body["width"]
     assert body["timing_ms"]["total"] > 0
+    assert body["detection"] == {"detector": "centerface", "min_face_px": 20.0}  # which detector, from which size
+    # An empty answer says why: the smallest face looked for, and what to try.
+    assert (body.get("message") or "") == (
+        ""
+        if faces
+        else "No faces found. Faces smaller than 20 px high are not looked for: try a larger picture, or a closer view of the faces."
+    )
+
+
+def test_a_group_far_from_the_camera_is_found_face_by_face(client, shared_dir):
+    """The five-person photo shrunk so that its faces are about 22 px high, in the middle of a large picture."""
+    group = cv2.imread(str(shared_dir / "media" / "images" / "multi_face.jpg"))
+    far = np.zeros((720, 1280, 3), np.uint8)
+    small = cv2.resize(group, None, fx=0.18, fy=0.18, interpolation=cv2.INTER_AREA)  # faces 98-138 px -> 18-25 px
+    far[300 : 300 + small.shape[0], 540 : 540 + small.shape[1]] = small
+    answer = client.post("/api/v1/analyze", data=cv2.imencode(".png", far)[1].tobytes())
+    assert answer.status_code == 200 and len(answer.get_json()["faces"]) == 5
 
 
 def test_raw_body_works_whatever_the_content_type_says(client, shared_dir):
-    answer = client.post("/api/v1/analyze", data=image(shared_dir, "obama.jpg"), content_type="application/x-www-form-urlencoded")
+    answer = client.post("/api/v1/analyze", data=image(shared_dir, "obama_small.jpg"), content_type="application/x-www-form-urlencoded")
     assert answer.status_code == 200 and len(answer.get_json()["faces"]) == 1
 
 
@@ -117,11 +144,13 @@ def test_health_notices_a_model_server_that_went_away(shared_dir):
 def test_health_reports_detector_and_model_versions(client):
     body = client.get("/api/v1/health").get_json()
     assert body["status"] == "ok" and body["problems"] == []
-    assert body["detector"]["name"] == "blazeface" and not body["detector"]["degraded"]
+    assert body["detector"]["name"] == "centerface" and not body["detector"]["degraded"]
+    # The smallest face looked for, and up to which picture size (larger ones are searched from a larger face).
+    assert body["detector"]["min_face_px"] == 20 and body["detector"]["min_face_px_up_to_pixels"] == 5_120_000
     assert set(body["models"]) == {"emotion", "age_gender"}
 
 
-@pytest.mark.parametrize("detector", ["yunet", "blazeface_full_range"])
+@pytest.mark.parametrize("detector", ["yunet", "blazeface", "blazeface_full_range"])
 def test_the_other_detectors_find_the_same_faces(shared_dir, detector):
     app = create_app({"model_server": "inprocess", "detector": detector, "yunet_path": YUNET})
     answer = app.test_client().post("/api/v1/analyze", data=image(shared_dir, "two_people.jpg"))

@@ -40,7 +40,7 @@ def test_live_page_labels_the_face_from_the_webcam(web, fake_camera, tmp_path):
             "let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++; return n;"
         )
         assert painted > 1000
-        assert browser.find_element(By.ID, "detector").text == "blazeface"
+        assert browser.find_element(By.ID, "detector").text == "centerface"
         assert browser.find_element(By.ID, "connection").text == "connected"
         ARTIFACTS.mkdir(exist_ok=True)
         browser.save_screenshot(str(ARTIFACTS / "live-chromium.png"))

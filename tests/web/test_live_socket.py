@@ -58,7 +58,7 @@ def assert_complete_face(face: dict, width: int, height: int) -> None:
 def test_hello_names_the_detector_and_models(web):
     client = LiveClient(web.ws_url)
     assert client.hello["type"] == "hello"
-    assert client.hello["detector"] == {"name": "blazeface", "model": "face_detection_short_range.tflite", "degraded": False}
+    assert client.hello["detector"] == {"name": "centerface", "model": "centerface.onnx", "degraded": False, "min_face_px": 20.0}
     assert set(client.hello["models"]) == {"emotion", "age_gender"}  # age and gender in one forward pass
     client.close()
 

@@ -112,12 +112,13 @@ function showOutcome(entry) {
     view.picture.classList.add("failed");
     return;
   }
-  const { faces, width, height } = entry.answer;
+  const { faces, width, height, detection, message } = entry.answer;
   view.faces = faces;
   view.frameSize = [width, height];
   view.status.textContent = faces.length === 1 ? "1 face" : `${faces.length} faces`;
   view.status.className = faces.length ? "pill ok" : "pill";
-  if (!faces.length) view.list.append(element("li", "muted no-face", "No face found in this image."));
+  // An empty answer says why: the smallest face looked for in this picture, and what to try.
+  if (!faces.length) view.list.append(element("li", "muted no-face", message || "No face found in this image."));
   faces.forEach((face, index) => {
     const item = element("li", "face");
     item.dataset.emotion = face.emotion.label;
@@ -129,6 +130,10 @@ function showOutcome(entry) {
         `${face.gender.label} (${(face.gender.confidence * 100).toFixed(0)}%)`));
     view.list.append(item);
   });
+  if (detection) {
+    view.list.append(element("li", "muted detection",
+      `Detector: ${detection.detector}, faces from ${Math.round(detection.min_face_px)} px high.`));
+  }
   draw(view);
 }
 

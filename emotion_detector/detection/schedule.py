@@ -1,0 +1,138 @@
+"""Which detection each frame of a stream gets. A whole-picture search (``FaceSearch.find``) finds faces of every
+size but costs many times a look around the faces already known (``FaceSearch.around``), and faces move little
+from one frame to the next. So a stream searches the whole picture on its first frame and then now and then,
+and in between looks again only around the last frame's faces:
+
+- ``VideoDetection`` (every frame of a file, in order): a search on the first frame, after each shot cut and
+  every ``search_every_frames`` frames; the same frames get the same faces on every run.
+
+Between searches the frames are also looked at whole, shrunk to one more region (the largest faces, for the
+cost of one more face: live on every frame, in a video on every 4th), so someone stepping up to the camera is
+found at once; and a face turned to profile is followed (though not
+reported), so it is reported again as soon as it turns back.
+- ``LiveDetection`` (a camera or socket, frames as they come): the first frame is searched at once; after that a
+  search runs at most every ``search_every_s`` seconds in the background, on a low-priority thread, while the
+  frames go on being answered from the regions around known faces; the faces it finds join those regions on the
+  next frame after it ends. So a live answer never waits for a search, and many streams on few cores search less often
+  instead of answering late.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor, Future
+
+import numpy as np
+import supervision as sv
+
+from emotion_detector.detection.search import FaceSearch, frontal_only
+
+log = logging.getLogger(__name__)
+
+# Regions around faces found by a background search are wider: the frame they were found on is a few old.
+SEED_SIDE_PER_FACE = 3.0
+SEARCH_THREAD_NICE = 10  # background searches yield the CPU to frames being answered
+
+
+class VideoDetection:
+    def __init__(self, search: FaceSearch, search_every_frames: int, whole_picture_every_frames: int = 4):
+        if search_every_frames < 1 or whole_picture_every_frames < 1:
+            raise ValueError(
+                f"search_every_frames and whole_picture_every_frames must be >= 1, got {search_every_frames}, {whole_picture_every_frames}"
+            )
+        self.search, self.search_every_frames, self.whole_picture_every_frames = search, search_every_frames, whole_picture_every_frames
+        self._last: np.ndarray | None = None  # the last frame's boxes; None: nothing searched yet
+        self._since_search = 0
+        self.searched = False  # whether the last frame was searched whole (else: around known faces)
+
+    def detect(self, image_bgr: np.ndarray, new_shot: bool = False) -> sv.Detections:
+        last = self._last
+        self.searched = last is None or new_shot or self._since_search + 1 >= self.search_every_frames
+        if last is None or self.searched:
+            found, self._since_search = self.search.find(image_bgr, profiles=True), 0
+        else:
+            self._since_search += 1
+            whole = self._since_search % self.whole_picture_every_frames == 0
+            found = self.search.around(image_bgr, last, profiles=True, whole_picture=whole)
+        self._last = found.xyxy
+        return frontal_only(found)
+
+
+class LiveDetection:
+    """Two halves: ``detect`` (CPU work, on any thread: the web app runs it on a native one) and ``tend`` (on the
+    caller's own thread after each frame: it collects a finished background search and starts the next when due).
+    They are apart because an executor may only be used from its owner's thread (gevent's native-thread pool
+    refuses calls from its own workers)."""
+
+    def __init__(
+        self,
+        search: FaceSearch,
+        search_every_s: float,
+        background: Executor | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        """``background``: where searches after the first run (None: in ``detect``, when due)."""
+        if search_every_s <= 0:
+            raise ValueError(f"search_every_s must be > 0, got {search_every_s}")
+        self.search, self.search_every_s, self.background, self.clock = search, search_every_s, background, clock
+        self._last: np.ndarray = np.zeros((0, 4), np.float32)
+        self._seeds: np.ndarray = np.zeros((0, 4), np.float32)  # faces of a finished background search, not yet looked at
+        self._searched_at: float | None = None
+        self._pending: Future[sv.Detections] | None = None
+        self.searched = False  # whether the last frame was searched whole in detect
+
+    def detect(self, image_bgr: np.ndarray, new_shot: bool = False) -> sv.Detections:
+        del new_shot  # a camera has no cuts to speak of; a lost face is found again by the next search
+        now = self.clock()
+        self.searched = self._searched_at is None or (self.background is None and now - self._searched_at >= self.search_every_s)
+        if self.searched:
+            self._searched_at = now
+            found = self.search.find(image_bgr, profiles=True)
+        else:
+            regions, factors = self._regions()
+            found = self.search.around(image_bgr, regions, factors, profiles=True, whole_picture=True)
+        self._last = found.xyxy
+        return frontal_only(found)
+
+    def tend(self, image_bgr: np.ndarray) -> None:
+        """After a frame, on the caller's thread: keep a finished background search's faces for the next frame,
+        and search ``image_bgr`` in the background if one is due."""
+        if self.background is None or self._searched_at is None:
+            return
+        if self._pending is not None and self._pending.done():
+            pending, self._pending = self._pending, None
+            try:
+                self._seeds = pending.result().xyxy
+            except Exception:  # a search that failed is retried on schedule; the stream goes on meanwhile
+                log.exception("background face search failed")
+        now = self.clock()
+        if self._pending is None and now - self._searched_at >= self.search_every_s:
+            self._searched_at = now
+            self._pending = self.background.submit(_search_at_low_priority, self.search, image_bgr)
+
+    def _regions(self) -> tuple[np.ndarray, np.ndarray]:
+        """The last frame's faces, and the new ones of a finished background search (wider regions)."""
+        regions: np.ndarray = self._last
+        seeds, self._seeds = self._seeds, np.zeros((0, 4), np.float32)
+        if len(regions) and len(seeds):
+            seeds = seeds[sv.box_iou_batch(seeds, regions).max(axis=1) <= self.search.options.merge_iou]
+        factors = np.concatenate(
+            [
+                np.full(len(regions), self.search.options.region_side_per_face, np.float32),
+                np.full(len(seeds), SEED_SIDE_PER_FACE, np.float32),
+            ]
+        )
+        return np.concatenate([regions, seeds]).astype(np.float32), factors
+
+
+def _search_at_low_priority(search: FaceSearch, image_bgr: np.ndarray) -> sv.Detections:
+    """A background search, on a thread that yields the CPU to the frames being answered. Set per task, not when
+    the thread starts: gevent's pool of native threads takes no initializer. (Linux sets it per thread.)"""
+    with contextlib.suppress(AttributeError, OSError):  # not Linux, or not allowed: the search runs at normal priority
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), SEARCH_THREAD_NICE)
+    return search.find(image_bgr, profiles=True)

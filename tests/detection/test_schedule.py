@@ -1,0 +1,136 @@
+"""Which look each frame of a stream gets: whole-picture searches on the first frame, on schedule and after cuts,
+regions around the known faces in between; live searches in the background whose faces join on the next frame.
+Pinned with the square-finding network of test_search.py, so every answer is known."""
+
+from __future__ import annotations
+
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from emotion_detector.detection import FaceSearch, LiveDetection, SearchOptions, VideoDetection
+from tests.detection.test_search import SquareFinder, picture_with_squares
+
+SMALL = [(100, 100, 130, 130)]  # below the largest level's range: found by a search or around a known face only
+NEW_SMALL = [(400, 200, 430, 230)]
+
+
+class CountingSearch(FaceSearch):
+    """FaceSearch that counts its whole-picture searches."""
+
+    def __init__(self) -> None:
+        super().__init__(SquareFinder(), SearchOptions(min_face_px=20))
+        self.searches = 0
+
+    def find(self, image_bgr, profiles=False):
+        self.searches += 1
+        return super().find(image_bgr, profiles)
+
+
+def frame(squares) -> np.ndarray:
+    return picture_with_squares((640, 360), squares)
+
+
+def boxes(found) -> list[list[float]]:
+    return found.xyxy.round().tolist()
+
+
+def test_video_searches_the_first_frame_then_every_nth_and_follows_faces_between():
+    search = CountingSearch()
+    video = VideoDetection(search, search_every_frames=3)
+    searched = []
+    for number in range(7):
+        moved = [(x1 + 3 * number, y1, x2 + 3 * number, y2) for x1, y1, x2, y2 in SMALL]
+        found = video.detect(frame(moved))
+        searched.append(video.searched)
+        assert boxes(found) == [list(map(float, moved[0]))]  # followed as it moves, 3 px a frame
+    assert searched == [True, False, False, True, False, False, True]
+    assert search.searches == 3
+
+
+def test_a_new_small_face_waits_for_the_next_search_and_a_cut_searches_at_once():
+    search = CountingSearch()
+    video = VideoDetection(search, search_every_frames=10)
+    video.detect(frame(SMALL))
+    assert boxes(video.detect(frame(SMALL + NEW_SMALL))) == [list(map(float, SMALL[0]))]  # not around any known face
+    assert len(video.detect(frame(SMALL + NEW_SMALL), new_shot=True)) == 2 and video.searched
+    assert search.searches == 2
+
+
+def test_a_large_new_face_is_found_between_searches():
+    """Every 4th frame between searches also looks at the whole picture, shrunk to a 64-px region: faces from
+    25 px there, 250 px in a 640-px frame."""
+    video = VideoDetection(CountingSearch(), search_every_frames=10, whole_picture_every_frames=4)
+    video.detect(frame(SMALL))
+    large = [(300, 20, 640, 360)]
+    found = [len(video.detect(frame(SMALL + large))) for _ in range(4)]
+    assert found == [1, 1, 1, 2] and not video.searched
+
+
+def test_live_searches_the_first_frame_at_once_and_later_ones_in_the_background():
+    now = [0.0]
+    search = CountingSearch()
+    with ThreadPoolExecutor(max_workers=1) as background:
+        live = LiveDetection(search, search_every_s=1.0, background=background, clock=lambda: now[0])
+
+        def detect(squares):
+            found = live.detect(frame(squares))
+            live.tend(frame(squares))  # after each frame, on the caller's thread
+            return found
+
+        assert len(detect(SMALL)) == 1 and live.searched  # the first frame waits for its search
+        now[0] = 0.5
+        assert len(detect(SMALL + NEW_SMALL)) == 1  # no search due yet
+        now[0] = 1.2
+        assert len(detect(SMALL + NEW_SMALL)) == 1 and not live.searched  # due: submitted, not awaited
+        pending = live._pending
+        assert pending is not None
+        pending.result(timeout=10)
+        now[0] = 1.3
+        assert len(detect(SMALL + NEW_SMALL)) == 1  # collected after this frame...
+        found = detect(SMALL + NEW_SMALL)  # ...its faces join the regions of the next
+        np.testing.assert_allclose(sorted(boxes(found)), sorted(SMALL + NEW_SMALL), atol=1.5)
+    assert search.searches == 2
+
+
+class FailingExecutor:
+    def submit(self, fn, *args, **kwargs) -> Future:
+        future: Future = Future()
+        future.set_exception(RuntimeError("search failed"))
+        return future
+
+
+def test_a_failed_background_search_is_logged_and_the_stream_goes_on(caplog):
+    now = [0.0]
+    live = LiveDetection(CountingSearch(), search_every_s=1.0, background=FailingExecutor(), clock=lambda: now[0])
+    live.detect(frame(SMALL))
+    live.tend(frame(SMALL))
+    now[0] = 2.0
+    live.detect(frame(SMALL))
+    live.tend(frame(SMALL))  # submitted: failed at once
+    live.tend(frame(SMALL))  # collected: logged
+    found = live.detect(frame(SMALL))
+    assert len(found) == 1 and "background face search failed" in caplog.text
+
+
+def test_without_a_background_executor_live_searches_in_line_when_due():
+    now = [0.0]
+    search = CountingSearch()
+    live = LiveDetection(search, search_every_s=1.0, clock=lambda: now[0])
+    live.detect(frame(SMALL))
+    now[0] = 1.0
+    assert len(live.detect(frame(SMALL + NEW_SMALL))) == 2 and live.searched
+    assert search.searches == 2
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: VideoDetection(CountingSearch(), 0), "search_every_frames and whole_picture_every_frames must be >= 1, got 0, 4"),
+        (lambda: LiveDetection(CountingSearch(), 0.0), "search_every_s must be > 0, got 0.0"),
+    ],
+)
+def test_misuse_fails_fast_saying_why(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
