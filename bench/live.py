@@ -2,7 +2,10 @@
 
 1. Server-side time per frame, decode to result: the web app's own live-mode FramePipeline (default detector, tracking,
    smoothing) in this process against a real model server, fed the clip's frames in order (looping).
-2. N websocket clients (default 20) each streaming the clip at 5 frames/s for 30 s to the real web app
+2. One webcam of 640x480 with three people, as the live page streams it (at most 15 frames/s, one in flight):
+   results per second and faces per result. The frames are real clips side by side: the two-person head-pose
+   clip scaled to 640x360 above single_face.mp4 at 213x120 (faces about 90, 90 and 45 px high).
+3. N websocket clients (default 20) each streaming the clip at 5 frames/s for 30 s to the real web app
    (gunicorn + gevent) and model server: each sends the frame its camera shows at that moment, like the
    browser page, with at most one frame in flight; a tick that finds its previous frame unanswered is skipped
    (back-pressure). Clients start at random phases of the frame interval, as independent users do;
@@ -34,18 +37,43 @@ from bench.machine import cpu_description
 from tests.conftest import ROOT, SHARED, YUNET, free_port, wait_until
 
 CLIP = SHARED / "media" / "videos" / "single_face.mp4"
+TWO_PEOPLE = SHARED / "media" / "videos" / "head-pose-face-detection-female-and-male.mp4"
+PAGE_MAX_FPS = 15.0  # the live page's shortest send interval (static/live.js: 66 ms)
 
 
-def clip_frames() -> tuple[list[bytes], float]:
-    """The clip's frames as the browser sends them (JPEG, quality 0.8), and its frame rate."""
-    capture = cv2.VideoCapture(str(CLIP))
+def decoded(path: Path) -> tuple[list[np.ndarray], float]:
+    capture = cv2.VideoCapture(str(path))
     fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
     frames = []
     while True:
         ok, frame = capture.read()
         if not ok:
             return frames, fps
-        frames.append(cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 80])[1].tobytes())
+        frames.append(frame)
+
+
+def as_sent(frames: list[np.ndarray]) -> list[bytes]:
+    """Frames as the browser sends them: JPEG, quality 0.8."""
+    return [cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 80])[1].tobytes() for frame in frames]
+
+
+def clip_frames() -> tuple[list[bytes], float]:
+    """The clip's frames as the browser sends them, and its frame rate."""
+    frames, fps = decoded(CLIP)
+    return as_sent(frames), fps
+
+
+def three_people_frames() -> tuple[list[bytes], float]:
+    """640x480 frames with three real faces: the two-person clip (640x360) above the webcam clip (213x120)."""
+    two, fps = decoded(TWO_PEOPLE)
+    one, _ = decoded(CLIP)
+    frames = []
+    for index, top in enumerate(two):
+        canvas = np.zeros((480, 640, 3), np.uint8)
+        canvas[:360] = cv2.resize(top, (640, 360), interpolation=cv2.INTER_LINEAR)
+        canvas[360:480, 213:426] = cv2.resize(one[index % len(one)], (213, 120), interpolation=cv2.INTER_AREA)
+        frames.append(canvas)
+    return as_sent(frames), fps
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -92,7 +120,7 @@ def per_frame(model_target: str, frames: int, **overrides) -> dict:
 
 async def one_client(url: str, clip: list[bytes], clip_fps: float, fps: float, seconds: float, phase_s: float = 0.0) -> dict:
     stats = {"offered": 0, "sent": 0, "answered": 0, "skipped_backpressure": 0, "dropped_by_server": 0, "errors": 0}
-    stats |= {"rtt_ms": [], "server_ms": []}
+    stats |= {"rtt_ms": [], "server_ms": [], "faces": []}
     async with websockets.connect(url, max_size=None) as ws:
         await ws.recv()  # hello
         in_flight: dict[int, float] = {}
@@ -106,6 +134,7 @@ async def one_client(url: str, clip: list[bytes], clip_fps: float, fps: float, s
                     stats["answered"] += 1
                     stats["dropped_by_server"] += answer.get("dropped", 0)
                     stats["server_ms"].append(answer["timing_ms"])
+                    stats["faces"].append(len(answer["faces"]))
                 sent_at = in_flight.pop(answer.get("frame"), None)
                 if sent_at is not None:
                     stats["rtt_ms"].append((time.perf_counter() - sent_at) * 1000)
@@ -130,6 +159,22 @@ async def one_client(url: str, clip: list[bytes], clip_fps: float, fps: float, s
             await asyncio.sleep(0.01)
         reading.cancel()
     return stats
+
+
+async def page_like_stream(url: str, seconds: float) -> dict:
+    """One camera of three people at the live page's pace: results per second, faces per result, round trips."""
+    clip, clip_fps = three_people_frames()
+    stats = await one_client(url, clip, clip_fps, PAGE_MAX_FPS, seconds)
+    return {
+        "frame": "640x480 JPEG, three real faces (two-person clip above the webcam clip)",
+        "seconds": seconds,
+        "results_per_s": round(stats["answered"] / seconds, 1),
+        "faces_per_result": {str(n): stats["faces"].count(n) for n in sorted(set(stats["faces"]))},
+        "rtt_p50_ms": percentile(stats["rtt_ms"], 50),
+        "rtt_p99_ms": percentile(stats["rtt_ms"], 99),
+        "server_total_p50_ms": percentile([t["total"] for t in stats["server_ms"]], 50),
+        "errors": stats["errors"],
+    }
 
 
 async def many_clients(url: str, clients: int, fps: float, seconds: float, lockstep: bool = False) -> dict:
@@ -201,6 +246,8 @@ def main(argv: list[str] | None = None) -> None:
         # The same with age and gender on every frame: the cost of a frame that measures them.
         results["per_frame_all_models"] = per_frame(target, args.frames, detector=args.detector, age_gender_every_n_frames=1)
         print(json.dumps(results["per_frame_all_models"]), flush=True)
+        results["three_people"] = asyncio.run(page_like_stream(f"ws://127.0.0.1:{web_port}/ws/live", min(args.seconds, 20.0)))
+        print(json.dumps(results["three_people"]), flush=True)
         results["websocket_load"] = asyncio.run(
             many_clients(f"ws://127.0.0.1:{web_port}/ws/live", args.clients, args.fps, args.seconds, args.lockstep)
         )
@@ -219,6 +266,11 @@ def main(argv: list[str] | None = None) -> None:
             f"per frame (server side, decode to result; {per['detector']}, {what}): p50 {per['p50_ms']} ms, p99 {per['p99_ms']} ms; "
             f"stages p50 {per['stage_p50_ms']}; face found in {per['frames_with_the_face']}/{per['frames']} frames"
         )
+    three = results["three_people"]
+    print(
+        f"one 640x480 camera, three people, at the page's pace (<= {PAGE_MAX_FPS:g}/s): {three['results_per_s']} results/s, "
+        f"faces per result {three['faces_per_result']}, round trip p50 {three['rtt_p50_ms']} ms, p99 {three['rtt_p99_ms']} ms"
+    )
     print(
         f"{load['clients']} clients ({load['start']}) x {load['fps_per_client']} frames/s x {load['seconds']} s: "
         f"offered {load['offered']}, sent {load['sent']}, answered {load['answered']} ({load['answered_per_s']}/s), "

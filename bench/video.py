@@ -8,6 +8,8 @@ render. Speed = video duration / (queued → done).
     python -m bench.video                        # 1 worker, then 2 workers; embedded SQLite + local queue
     python -m bench.video --workers 1 2 --backend production   # PostgreSQL + Redis on this machine
     python -m bench.video --fer-python /tmp/fer-venv/bin/python   # also the `fer` package's Video analysis
+    python -m bench.video --baseline /tmp/before   # beside another checkout's workers (e.g. a git worktree of the
+                                                   # commit before a change), same video and model server
 
 fer needs TensorFlow, so it lives in an environment of its own, never in this project's requirements:
     python -m venv /tmp/fer-venv && /tmp/fer-venv/bin/pip install torch==2.13.0 fer==25.10.3 tensorflow-cpu \
@@ -187,12 +189,14 @@ def fer_speed(video: Path, python: str) -> dict:
     return {"fer": json.loads(result.stdout.strip().splitlines()[-1])}
 
 
-def one_run(video: Path, workers: int, args: argparse.Namespace, model_target: str, workdir: Path) -> dict:
+def one_run(video: Path, workers: int, args: argparse.Namespace, model_target: str, workdir: Path, checkout: Path = ROOT) -> dict:
     """Each configuration in a process of its own: Celery's producer keeps its broker connection, so a
-    second run in this process would queue into the first run's broker."""
+    second run in this process would queue into the first run's broker. ``checkout``: whose code (its own
+    bench.video and workers) runs the job."""
     command = [sys.executable, "-m", "bench.video", "--single-run", str(workers), "--backend", args.backend]
-    command += ["--video", str(video), "--model-server", model_target, "--workdir", str(workdir)]
-    answer = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True)
+    command += ["--video", str(video), "--model-server", model_target, "--workdir", str(workdir / checkout.name)]
+    (workdir / checkout.name).mkdir(exist_ok=True)
+    answer = subprocess.run(command, cwd=checkout, capture_output=True, text=True, check=True)
     return json.loads(answer.stdout.strip().splitlines()[-1])
 
 
@@ -203,6 +207,7 @@ def main() -> None:
     parser.add_argument("--backend", choices=["embedded", "production"], default="embedded")
     parser.add_argument("--segment-seconds", type=float, default=10.0)
     parser.add_argument("--fer-python", help="a Python with `fer` and TensorFlow installed: measure fer's Video too")
+    parser.add_argument("--baseline", type=Path, help="another checkout whose workers run the same job after each of ours")
     parser.add_argument("--single-run", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--video", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--model-server", help=argparse.SUPPRESS)
@@ -221,7 +226,13 @@ def main() -> None:
     )
     try:
         wait_until(lambda: requests.get(f"http://127.0.0.1:{rest_port}/readyz", timeout=1).ok, 60, "model server", model)
-        results = [one_run(video, n, args, f"127.0.0.1:{grpc_port}", workdir) for n in args.workers]
+        results = []
+        for n in args.workers:
+            results.append(one_run(video, n, args, f"127.0.0.1:{grpc_port}", workdir))
+            if args.baseline:
+                before = one_run(video, n, args, f"127.0.0.1:{grpc_port}", workdir, args.baseline)
+                results[-1]["baseline"] = {"checkout": str(args.baseline), **before}
+                results[-1]["times_baseline_speed"] = round(results[-1]["speed_x_realtime"] / before["speed_x_realtime"], 2)
     finally:
         os.killpg(model.pid, signal.SIGTERM)
     report = {"video": {"source": SOURCE.name, "seconds": args.seconds, "cpu_count": os.cpu_count()}, "runs": results}

@@ -27,6 +27,7 @@ for the same face and frame.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
@@ -40,7 +41,7 @@ import numpy as np
 import supervision as sv
 
 from emotion_detector.crops import crop_faces
-from emotion_detector.detection import FaceDetector, FaceSearch, LiveDetection, SearchOptions, VideoDetection
+from emotion_detector.detection import BackgroundSearches, FaceDetector, FaceSearch, LiveDetection, SearchOptions, VideoDetection
 from emotion_detector.face_models import FaceModels, PendingOutputs
 from emotion_detector.frames import ImageLimits, decode_image
 from emotion_detector.labels import EMOTIONS, GENDERS
@@ -227,25 +228,24 @@ class PipelineOptions:
 
 class FaceAnalyzer:
     """What every pipeline shares and nothing per stream: the detector and its search, the models, the input
-    limits, and the one low-priority thread that runs live streams' background searches. Built once per
+    limits, and the one thread (with its budget) that runs live streams' background searches. Built once per
     process; ``pipeline(options)`` makes a pipeline per stream, video segment or request."""
 
     def __init__(self, detector: FaceDetector, models: FaceModels, settings: Settings, background: Executor | None = None):
-        """``background``: where live streams' searches run (default: one thread of this process's own, at a
-        lower priority, started on first use; the web app passes one of native threads under gevent)."""
+        """``background``: the executor live streams' searches run on (default: one thread of this process's own,
+        started on first use; the web app passes one of native threads under gevent)."""
         self.detector = detector
         self.search = FaceSearch(detector, SearchOptions.from_settings(settings))
         self.client = models
         self.settings = settings
         self.frame_limits = ImageLimits(settings.max_frame_bytes, settings.max_image_pixels, settings.max_image_side_px)
         self.image_limits = ImageLimits(settings.max_image_bytes, settings.max_image_pixels, settings.max_image_side_px)
-        self._background = background
+        self._executor = background
 
-    @property
-    def background(self) -> Executor:
-        if self._background is None:
-            self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="face-search")
-        return self._background
+    @functools.cached_property
+    def background(self) -> BackgroundSearches:
+        executor = self._executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="face-search")
+        return BackgroundSearches(executor, self.settings.detection_background_busy_share)
 
     def detection_info(self, width: int, height: int) -> DetectionInfo:
         return DetectionInfo(detector=self.detector.name, min_face_px=round(self.search.min_face_px_for(width, height), 1))

@@ -8,6 +8,7 @@ EMOTION_DETECTOR=auto|centerface|blazeface|blazeface_full_range|yunet|haar
 EMOTION_DETECTION_MIN_FACE_PX=20         the smallest face height looked for, in pixels of the picture
 EMOTION_DETECTION_SEARCH_EVERY_S=1.0     videos and live streams: a whole-picture search at most this often
                                          (in between, faces are looked for around the known ones)
+EMOTION_DETECTION_BACKGROUND_BUSY_SHARE=0.15  live: the share of one thread per process that searches may take
 EMOTION_MODEL_CACHE_DIR=...              where the detectors' ONNX graphs made on first use are cached
 EMOTION_YUNET_PATH=...                   where `python -m emotion_detector models download` puts YuNet
 EMOTION_YUNET_RUNTIME=onnxruntime|opencv runs YuNet on ONNX Runtime (faster) or in cv2.FaceDetectorYN
@@ -31,7 +32,7 @@ EMOTION_VIDEO_RETENTION_DAYS=30         uploaded videos, results and annotated c
 EMOTION_SHOT_CUT_THRESHOLD=0.2           a colour-histogram change (0..1) this large between analysed frames is a
                                          shot cut: every face track ends there (see shots.py)
 EMOTION_PERSON_MIN_SEEN_S=1.0            a track counts as a person when seen this long (seconds in view) ...
-EMOTION_PERSON_MIN_MEAN_SCORE=0.75       ... with this mean detector score; other tracks are brief detections
+EMOTION_PERSON_MIN_MEAN_SCORE=0.6        ... with this mean detector score; other tracks are brief detections
 EMOTION_MQTT_URL=mqtt://localhost:1883   edge mode: the broker the forwarder reads devices' events from
                                          (unset: no forwarder; `make run` starts one when it is set)
 """
@@ -101,6 +102,9 @@ class Settings(BaseSettings):
     # Videos and live streams: a whole-picture search at most this often (videos: every this many seconds of
     # the video, and after each cut; live: in the background); in between, around the known faces.
     detection_search_every_s: float = Field(1.0, gt=0)
+    # Live streams' searches run on one thread per process, busy at most this share of the time: however many
+    # streams there are, the frames being answered keep the cores (more streams: each searched less often).
+    detection_background_busy_share: float = Field(0.15, gt=0, le=1)
     detection_score_threshold: float | None = Field(None, gt=0, lt=1)  # None: each detector's own (measured)
     max_faces_per_frame: int = Field(64, ge=1)
 
@@ -118,8 +122,10 @@ class Settings(BaseSettings):
     # Who counts as a person in a video's results and the CLI's summary: a track seen at least this long (its
     # analysed frames × the time between them) with at least this mean detector score. Shorter or fainter
     # tracks (a background face for a frame or two) are listed apart as brief detections. The pages state both.
+    # The score is the default detector's (CenterFace: faces from 0.5; real faces 14-25 px high at the back of a
+    # room score 0.67-0.76 on average, close ones 0.75-0.9): another detector's scores may need another value.
     person_min_seen_s: float = Field(1.0, ge=0)
-    person_min_mean_score: float = Field(0.75, ge=0, le=1)
+    person_min_mean_score: float = Field(0.6, ge=0, le=1)
     # A tracked face's apparent age and gender hardly change from one frame to the next, so live and in videos
     # they are measured again only on every n-th analysed frame of its track (new faces at once) and carried
     # over in between; expression is measured on every analysed frame.

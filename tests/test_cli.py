@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import av
+import cv2
 import pytest
 
 from emotion_detector import analyze
@@ -60,11 +61,50 @@ def test_a_video_gives_a_record_per_frame_with_track_ids_and_a_summary_per_perso
     assert all(0 < b["timestamp_ms"] - a["timestamp_ms"] < 100 for a, b in itertools.pairwise(frames))  # ~12.6 fps
     ids = {face["id"] for r in frames for face in r["faces"]}
     assert ids == {p["id"] for p in people} and len(people) == 2
+    # After the people, one record for the source: which detector looked and from which face size.
+    assert records[-1] == {
+        "source": str(media / "videos" / TWO_PEOPLE),
+        "type": "summary",
+        "detector": "centerface",
+        "min_face_px": 20.0,
+        "frames": 56,
+        "frames_with_faces": 56,
+    }
     for person in people:
         seen = [face for r in frames for face in r["faces"] if face["id"] == person["id"]]
         assert person["frames_seen"] == len(seen) >= 50
         shown = [("uncertain" if f["emotion"]["uncertain"] else f["emotion"]["label"]) for f in seen]
         assert {k: v for k, v in person["expression_counts"].items() if v} == {k: shown.count(k) for k in set(shown)}
+
+
+@pytest.mark.parametrize(("clip", "people"), [("classroom.mp4", 4), ("face-demographics-walking.mp4", 2)])
+def test_the_faces_at_the_back_of_a_room_are_found_and_counted(capsys, media, clip, people):
+    """480x270 clips of a classroom and a corridor: faces 14-25 px high, in every frame, each one person."""
+    code, out, _ = cli(capsys, str(media / "videos" / clip), "--summary")
+    records = lines(out)
+    frames = [r for r in records if "faces" in r]
+    assert code == 0 and all(len(r["faces"]) == people for r in frames)
+    assert sum(r.get("counted", False) for r in records if r.get("type") == "person") == people
+
+
+def test_a_source_without_faces_says_why_on_stderr_and_in_its_summary(capsys, media, tmp_path):
+    ok, frame = cv2.VideoCapture(str(media / "videos" / "no_face.mp4")).read()
+    assert ok
+    sky = tmp_path / "sky.jpg"
+    cv2.imwrite(str(sky), frame)
+    code, out, err = cli(capsys, str(sky), "--summary")
+    record, summary = lines(out)
+    message = "No faces found. Faces smaller than 20 px high are not looked for: try a larger picture, or a closer view of the faces."
+    assert code == 0 and record["faces"] == [] and err == f"emotion-detector: {sky}: {message}\n"  # stdout stays data
+    assert summary == {
+        "source": str(sky),
+        "type": "summary",
+        "detector": "centerface",
+        "min_face_px": 20.0,
+        "frames": 1,
+        "frames_with_faces": 0,
+        "message": message,
+    }
 
 
 def test_every_nth_frame_and_the_python_api_give_the_same_records(capsys, media):
@@ -182,6 +222,6 @@ def test_the_summary_counts_people_by_the_video_results_rule_and_ends_tracks_at_
     people = [r for r in lines(out) if r.get("type") == "person"]
     counted = [p for p in people if p["counted"]]
     assert [(p["first_frame"], p["last_frame"]) for p in counted] == [(0, len(first) - 1), (len(first), len(first) + 61)]
-    assert all(p["seen_s"] >= 1.0 and p["mean_score"] >= 0.75 for p in counted)
+    assert all(p["seen_s"] >= 1.0 and p["mean_score"] >= 0.6 for p in counted)
     assert all(not p["counted"] for p in people if p not in counted)
     assert all(-1 <= p["valence_mean"] <= 1 and -1 <= p["arousal_mean"] <= 1 for p in people)

@@ -53,7 +53,7 @@ class BackgroundThread(Executor):
     """One native thread for work no request waits for (live streams' whole-picture searches): gevent's
     executor of native threads when this process runs under gevent (a plain thread there would be a greenlet
     and hold up every socket), else a plain one. Decided on first use, when the worker has patched the
-    standard library."""
+    standard library. Use it from the event loop's thread only (gevent's rule)."""
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
         return self._executor.submit(fn, *args, **kwargs)

@@ -4,12 +4,14 @@ Pinned with the square-finding network of test_search.py, so every answer is kno
 
 from __future__ import annotations
 
+import re
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
-from emotion_detector.detection import FaceSearch, LiveDetection, SearchOptions, VideoDetection
+from emotion_detector.detection import BackgroundSearches, FaceSearch, LiveDetection, SearchOptions, VideoDetection
 from tests.detection.test_search import SquareFinder, picture_with_squares
 
 SMALL = [(100, 100, 130, 130)]  # below the largest level's range: found by a search or around a known face only
@@ -68,30 +70,77 @@ def test_a_large_new_face_is_found_between_searches():
     assert found == [1, 1, 1, 2] and not video.searched
 
 
-def test_live_searches_the_first_frame_at_once_and_later_ones_in_the_background():
+def test_live_searches_in_the_background_and_its_faces_join_the_next_frame():
     now = [0.0]
     search = CountingSearch()
-    with ThreadPoolExecutor(max_workers=1) as background:
-        live = LiveDetection(search, search_every_s=1.0, background=background, clock=lambda: now[0])
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        live = LiveDetection(search, 1.0, BackgroundSearches(executor, busy_share=1.0, clock=lambda: now[0]), clock=lambda: now[0])
 
         def detect(squares):
             found = live.detect(frame(squares))
             live.tend(frame(squares))  # after each frame, on the caller's thread
             return found
 
-        assert len(detect(SMALL)) == 1 and live.searched  # the first frame waits for its search
+        def wait_for_search():
+            pending = live._pending
+            assert pending is not None
+            pending.result(timeout=10)
+
+        assert len(detect(SMALL)) == 0 and not live.searched  # the first frame's search starts, not awaited...
+        wait_for_search()
+        assert len(detect(SMALL)) == 0  # ...collected after this frame...
+        assert len(detect(SMALL)) == 1  # ...its face followed from the next
         now[0] = 0.5
-        assert len(detect(SMALL + NEW_SMALL)) == 1  # no search due yet
+        assert len(detect(SMALL + NEW_SMALL)) == 1  # no search due yet: the new face waits
         now[0] = 1.2
-        assert len(detect(SMALL + NEW_SMALL)) == 1 and not live.searched  # due: submitted, not awaited
-        pending = live._pending
-        assert pending is not None
-        pending.result(timeout=10)
-        now[0] = 1.3
-        assert len(detect(SMALL + NEW_SMALL)) == 1  # collected after this frame...
-        found = detect(SMALL + NEW_SMALL)  # ...its faces join the regions of the next
+        assert len(detect(SMALL + NEW_SMALL)) == 1  # due: started
+        wait_for_search()
+        detect(SMALL + NEW_SMALL)
+        found = detect(SMALL + NEW_SMALL)
         np.testing.assert_allclose(sorted(boxes(found)), sorted(SMALL + NEW_SMALL), atol=1.5)
     assert search.searches == 2
+
+
+def test_background_searches_keep_to_their_share_of_the_time():
+    """However many streams want one, a search starts only after the last one's time x (1 / share - 1)."""
+    now = [10.0]
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        background = BackgroundSearches(executor, busy_share=0.25, clock=lambda: now[0])
+        assert background.ready()
+        blocker = threading.Event()
+        executor.submit(blocker.wait)  # the one thread is busy: the search waits in line
+        started = background.start(CountingSearch(), frame(SMALL))
+        assert not background.ready()  # one at a time
+        blocker.set()
+        seconds = started.result(timeout=10)[1]
+        assert not background.ready()  # done: idle for 3x its time from now
+        now[0] += seconds * 3 - 1e-3
+        assert not background.ready()
+        now[0] += 2e-3
+        assert background.ready()
+
+
+def test_a_stream_that_ends_during_its_search_leaves_the_budget_free():
+    now = [0.0]
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        background = BackgroundSearches(executor, busy_share=1.0, clock=lambda: now[0])
+        gone = LiveDetection(CountingSearch(), 1.0, background, clock=lambda: now[0])
+        gone.detect(frame(SMALL))
+        gone.tend(frame(SMALL))
+        gone._pending.result(timeout=10)  # its search ends after the stream did: nobody collects it
+        del gone
+        assert background.ready()
+
+
+def test_many_live_streams_share_one_budget():
+    now = [0.0]
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        background = BackgroundSearches(executor, busy_share=0.5, clock=lambda: now[0])
+        streams = [LiveDetection(CountingSearch(), 1.0, background, clock=lambda: now[0]) for _ in range(3)]
+        for live in streams:
+            live.detect(frame(SMALL))
+            live.tend(frame(SMALL))
+        assert [live._pending is not None for live in streams] == [True, False, False]  # one search at a time
 
 
 class FailingExecutor:
@@ -103,22 +152,21 @@ class FailingExecutor:
 
 def test_a_failed_background_search_is_logged_and_the_stream_goes_on(caplog):
     now = [0.0]
-    live = LiveDetection(CountingSearch(), search_every_s=1.0, background=FailingExecutor(), clock=lambda: now[0])
+    live = LiveDetection(CountingSearch(), 1.0, BackgroundSearches(FailingExecutor(), clock=lambda: now[0]), clock=lambda: now[0])
     live.detect(frame(SMALL))
-    live.tend(frame(SMALL))
-    now[0] = 2.0
-    live.detect(frame(SMALL))
-    live.tend(frame(SMALL))  # submitted: failed at once
+    live.tend(frame(SMALL))  # started: failed at once
     live.tend(frame(SMALL))  # collected: logged
-    found = live.detect(frame(SMALL))
-    assert len(found) == 1 and "background face search failed" in caplog.text
+    assert "background face search failed" in caplog.text
+    now[0] = 2.0
+    live.tend(frame(SMALL))  # tried again on schedule
+    assert live._pending is not None
 
 
-def test_without_a_background_executor_live_searches_in_line_when_due():
+def test_without_background_searches_live_searches_in_line_when_due():
     now = [0.0]
     search = CountingSearch()
     live = LiveDetection(search, search_every_s=1.0, clock=lambda: now[0])
-    live.detect(frame(SMALL))
+    assert len(live.detect(frame(SMALL))) == 1 and live.searched
     now[0] = 1.0
     assert len(live.detect(frame(SMALL + NEW_SMALL))) == 2 and live.searched
     assert search.searches == 2
@@ -128,9 +176,10 @@ def test_without_a_background_executor_live_searches_in_line_when_due():
     ("make", "message"),
     [
         (lambda: VideoDetection(CountingSearch(), 0), "search_every_frames and whole_picture_every_frames must be >= 1, got 0, 4"),
-        (lambda: LiveDetection(CountingSearch(), 0.0), "search_every_s must be > 0, got 0.0"),
+        (lambda: LiveDetection(CountingSearch(), 0.0), "search_every_s must be > 0 and whole_picture_every_frames >= 1, got 0.0, 2"),
+        (lambda: BackgroundSearches(FailingExecutor(), busy_share=0.0), "busy_share must be in (0, 1], got 0.0"),
     ],
 )
 def test_misuse_fails_fast_saying_why(make, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=re.escape(message)):
         make()

@@ -203,6 +203,22 @@ def test_the_edge_command_publishes_the_contracts_messages_for_a_real_video(shar
     assert "0 waiting on disk, 0 dropped" in err
 
 
+def test_every_face_at_the_back_of_a_classroom_is_published(shared_dir: Path, tmp_path: Path, device_id: str):
+    """classroom.mp4 (480x270, 3.2 s): four people whose faces are 14-22 px high, one track each."""
+    subscriber = Subscriber(device_id)
+    try:
+        process = edge(shared_dir / "media" / "videos" / "classroom.mp4", device_id, tmp_path / "queue.sqlite3", "--interval-s", "0.5")
+        _out, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err
+        subscriber.wait_for(lambda: subscriber.statuses()[-1:] and subscriber.statuses()[-1].state is DeviceState.OFFLINE, 10, "offline")
+        events = subscriber.events()
+    finally:
+        subscriber.close()
+    check_contract(events, interval_ms=500)
+    ends = [e for e in events if e.type is EventType.TRACK_END]
+    assert len(ends) == 4 and all(e.seen_ms >= 2500 for e in ends), [(e.track_id, e.seen_ms) for e in ends]
+
+
 def test_a_killed_device_is_reported_offline_by_its_last_will(long_video: Path, tmp_path: Path, device_id: str):
     subscriber = Subscriber(device_id)
     try:

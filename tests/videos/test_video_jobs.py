@@ -70,6 +70,8 @@ def test_a_video_without_faces_is_done_with_zero_tracks(stack, shared_dir):
     results = requests.get(f"{stack.api}/{video_id}/results", timeout=10).json()
     assert results["people"] == []
     assert results["video"]["frames_analysed"] == 98
+    # The results say which detector looked and the smallest face it looked for (the page's "no faces" says so).
+    assert (results["video"]["detector"], results["video"]["min_face_px"]) == ("centerface", 20.0)
     assert requests.get(f"{stack.api}/{video_id}/results.csv", timeout=10).text.count("\n") == 1  # the header only
 
 

@@ -133,12 +133,12 @@ def test_image_page_boxes_labels_and_lists_every_face_and_downloads_them_as_json
     try:
         assert "expressions" in browser.find_element(By.TAG_NAME, "footer").text  # not inner feelings
         assert "1 MB" in browser.find_element(By.ID, "drop").text
-        photos = [images / "obama.jpg", images / "two_people.jpg", images / "astronaut.png"]
+        photos = [images / "obama.jpg", images / "two_people.jpg", images / "astronaut.png", images / "multi_face.jpg"]
         shown = add_images(browser, [*photos, no_face, not_an_image, too_large])
         by_name = {a["name"]: a for a in shown}
 
-        found = {name: len(by_name[name]["faces"]) for name in ("obama.jpg", "two_people.jpg", "astronaut.png")}
-        assert found == {"obama.jpg": 1, "two_people.jpg": 2, "astronaut.png": 1}
+        found = {name: len(by_name[name]["faces"]) for name in ("obama.jpg", "two_people.jpg", "astronaut.png", "multi_face.jpg")}
+        assert found == {"obama.jpg": 1, "two_people.jpg": 2, "astronaut.png": 1, "multi_face.jpg": 5}  # the group too
         for name in found:
             assert by_name[name]["status"] == "done"
             assert by_name[name]["painted"] > 2000  # boxes and labels really are on the canvas over the picture
@@ -147,25 +147,31 @@ def test_image_page_boxes_labels_and_lists_every_face_and_downloads_them_as_json
 
         empty = by_name["no_one.jpg"]
         assert empty["status"] == "done" and empty["faces"] == [] and empty["painted"] == 0
-        assert browser.find_element(By.CSS_SELECTOR, "article.image-result:nth-of-type(4) .no-face").text == "No face found in this image."
+        # An empty answer says why: the smallest face looked for in it, and what to try; every answer says who looked.
+        assert browser.find_element(By.CSS_SELECTOR, "article.image-result:nth-of-type(5) .no-face").text == (
+            "No faces found. Faces smaller than 20 px high are not looked for: try a larger picture, or a closer view of the faces."
+        )
+        detection = browser.find_elements(By.CSS_SELECTOR, "article.image-result .detection")
+        assert [d.text for d in detection[:2]] == ["Detector: centerface, faces from 20 px high."] * 2
         bad = by_name["notes.jpg"]
         assert bad["status"] == "failed" and "JPEG or PNG" in bad["problem"]  # the API's own message
         big = by_name["BWPictureHuman.jpg"]
         assert big["status"] == "failed" and big["problem"].startswith("The data value transmitted exceeds the capacity limit.")
         assert "(1.3 MB; the limit is 1.0 MB)" in big["problem"]  # the page adds by how much
         status = browser.find_element(By.ID, "image-status").text
-        assert status == "6 images · 4 faces · 2 failed", status
+        assert status == "7 images · 9 faces · 2 failed", status
 
         screenshot(browser, "images-1280x800.png", tmp_path)
         screenshot(browser, "images-1280x800-group.png", tmp_path, "article.image-result:nth-of-type(2)")
-        screenshot(browser, "images-1280x800-errors.png", tmp_path, "article.image-result:nth-of-type(4)")  # no face, then errors
+        screenshot(browser, "images-1280x800-errors.png", tmp_path, "article.image-result:nth-of-type(5)")  # no face, then errors
 
         browser.find_element(By.ID, "download-json").click()
         saved = json.loads(downloaded(tmp_path / "downloads", ".json").read_text())
-        names = ["obama.jpg", "two_people.jpg", "astronaut.png", "no_one.jpg", "notes.jpg", "BWPictureHuman.jpg"]
+        names = ["obama.jpg", "two_people.jpg", "astronaut.png", "multi_face.jpg", "no_one.jpg", "notes.jpg", "BWPictureHuman.jpg"]
         assert [image["file"] for image in saved["images"]] == names
-        obama, pair, astronaut, no_one, third, fourth = saved["images"]
-        assert no_one["faces"] == [] and no_one["width"] > 0
+        obama, pair, astronaut, group, no_one, third, fourth = saved["images"]
+        assert no_one["faces"] == [] and no_one["width"] > 0 and "smaller than 20 px" in no_one["message"]
+        assert len(group["faces"]) == 5 and group["detection"] == {"detector": "centerface", "min_face_px": 20.0}
         assert (obama["width"], obama["height"], len(obama["faces"])) == (910, 1137, 1)
         assert len(pair["faces"]) == 2 and len(astronaut["faces"]) == 1
         for image in (obama, pair, astronaut):

@@ -77,6 +77,22 @@ def test_one_face_video_gives_one_complete_face_per_frame_with_a_stable_id(web, 
     assert set(answers[0]["timing_ms"]) >= {"decode", "detect", "models", "total"}
 
 
+def test_a_room_streamed_live_shows_every_face_once_the_first_search_is_in(web, shared_dir):
+    """classroom.mp4 (480x270) as a camera: four faces 14-22 px high. The first answers come before the first
+    whole-picture search (it runs in the background); from then on, all four in every answer."""
+    frames = video_frames_as_jpeg(shared_dir / "media" / "videos" / "classroom.mp4")
+    client = LiveClient(web.ws_url)
+    counts = []
+    for frame in frames:
+        answer = client.send_frame(frame)
+        counts.append(len(answer["faces"]))
+        assert answer["detection"] == {"detector": "centerface", "min_face_px": 20.0}
+        time.sleep(0.05)  # a camera's pace, about 10 frames a second with the answer's time
+    client.close()
+    first = counts.index(4)
+    assert first < 15 and counts[first:] == [4] * (len(counts) - first), counts
+
+
 def test_two_people_each_keep_their_own_id(web, shared_dir):
     frames = video_frames_as_jpeg(shared_dir / "media" / "videos" / "head-pose-face-detection-female-and-male.mp4")
     client = LiveClient(web.ws_url)

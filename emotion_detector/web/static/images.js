@@ -201,7 +201,8 @@ function exportJson() {
     note: "Expressions as a model sees them, not what anyone feels; age and gender are rough apparent estimates.",
     images: results.map((r) => (r.error
       ? { file: r.file.name, bytes: r.file.size, error: r.error }
-      : { file: r.file.name, bytes: r.file.size, width: r.answer.width, height: r.answer.height, faces: r.answer.faces })),
+      : { file: r.file.name, bytes: r.file.size, width: r.answer.width, height: r.answer.height, faces: r.answer.faces,
+          detection: r.answer.detection, ...(r.answer.message ? { message: r.answer.message } : {}) })),
   };
 }
 
