@@ -63,8 +63,9 @@ class BackgroundSearches:
     """Where a process's live streams search in the background: one thread (an executor of one worker), and a
     budget that keeps it busy at most ``busy_share`` of the time, so that however many streams ask, the frames
     being answered keep the cores. A search is started only once the last one's duration times
-    (1 / busy_share - 1) has passed since it ended. Not a lower thread priority: a low-priority thread holding
-    the GIL would hold up every thread of the process.
+    (1 / busy_share - 1) has passed since it ended; a stream's first search only waits for the one running,
+    so someone who just connected is not kept waiting by the streams already there. Not a lower thread
+    priority: a low-priority thread holding the GIL would hold up every thread of the process.
 
     ``ready`` and ``start`` are called on the caller's thread (the event loop's, in the web app); the searches
     run on the executor's. The budget follows the searches themselves, not the streams that asked: a stream
@@ -77,7 +78,8 @@ class BackgroundSearches:
         self._current: Future[tuple[sv.Detections, float]] | None = None
         self._next_start = 0.0  # the clock's time from which another search may start
 
-    def ready(self) -> bool:
+    def ready(self, first: bool = False) -> bool:
+        """Whether a search may start now (``first``: a stream's first, which skips the idle time)."""
         current = self._current
         if current is not None:
             if not current.done():
@@ -85,7 +87,7 @@ class BackgroundSearches:
             self._current = None
             seconds = current.result()[1] if current.exception() is None else 0.0
             self._next_start = self.clock() + seconds * (1 / self.busy_share - 1)
-        return self.clock() >= self._next_start
+        return first or self.clock() >= self._next_start
 
     def start(self, search: FaceSearch, image_bgr: np.ndarray) -> Future[tuple[sv.Detections, float]]:
         self._current = self.executor.submit(_timed_search, search, image_bgr)
@@ -148,8 +150,9 @@ class LiveDetection:
             except Exception:  # a search that failed is retried on schedule; the stream goes on meanwhile
                 log.exception("background face search failed")
         now = self.clock()
-        due = self._searched_at is None or now - self._searched_at >= self.search_every_s
-        if self._pending is None and due and background.ready():
+        first = self._searched_at is None
+        due = first or now - self._searched_at >= self.search_every_s
+        if self._pending is None and due and background.ready(first):
             self._searched_at = now
             self._pending = background.start(self.search, image_bgr)
 

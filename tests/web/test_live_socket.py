@@ -96,9 +96,17 @@ def test_a_room_streamed_live_shows_every_face_once_the_first_search_is_in(web, 
 def test_two_people_each_keep_their_own_id(web, shared_dir):
     frames = video_frames_as_jpeg(shared_dir / "media" / "videos" / "head-pose-face-detection-female-and-male.mp4")
     client = LiveClient(web.ws_url)
-    answers = [client.send_frame(frame) for frame in frames]
+    answers = []
+    for frame in frames:
+        answers.append(client.send_frame(frame))
+        time.sleep(0.05)  # a camera's pace, about 10 frames a second with the answer's time
     client.close()
-    assert all(a["type"] == "result" and len(a["faces"]) == 2 for a in answers)
+    # The stream's first search runs in the background: the first answers may come before it is in.
+    counts = [len(a["faces"]) for a in answers]
+    assert all(a["type"] == "result" for a in answers) and 2 in counts[:15], counts
+    # A face first seen mid-stream gets its track id on its second frame (ByteTrack confirms a track then).
+    answers = answers[counts.index(2) + 1 :]
+    assert all(len(a["faces"]) == 2 for a in answers), counts
     left_to_right = [[f["id"] for f in sorted(a["faces"], key=lambda f: f["box"][0])] for a in answers]
     assert len(set(left_to_right[0])) == 2
     assert all(ids == left_to_right[0] for ids in left_to_right)
