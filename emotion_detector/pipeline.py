@@ -231,9 +231,17 @@ class FaceAnalyzer:
     limits, and the one thread (with its budget) that runs live streams' background searches. Built once per
     process; ``pipeline(options)`` makes a pipeline per stream, video segment or request."""
 
-    def __init__(self, detector: FaceDetector, models: FaceModels, settings: Settings, background: Executor | None = None):
+    def __init__(
+        self,
+        detector: FaceDetector,
+        models: FaceModels,
+        settings: Settings,
+        background: Executor | None = None,
+        live_searches_in_background: bool = True,
+    ):
         """``background``: the executor live streams' searches run on (default: one thread of this process's own,
-        started on first use; the web app passes one of native threads under gevent)."""
+        started on first use; the web app passes one of native threads under gevent). Without
+        ``live_searches_in_background`` live streams search in line, when due (the same frames, the same faces)."""
         self.detector = detector
         self.search = FaceSearch(detector, SearchOptions.from_settings(settings))
         self.client = models
@@ -241,6 +249,7 @@ class FaceAnalyzer:
         self.frame_limits = ImageLimits(settings.max_frame_bytes, settings.max_image_pixels, settings.max_image_side_px)
         self.image_limits = ImageLimits(settings.max_image_bytes, settings.max_image_pixels, settings.max_image_side_px)
         self._executor = background
+        self.live_searches_in_background = live_searches_in_background
 
     @functools.cached_property
     def background(self) -> BackgroundSearches:
@@ -353,7 +362,8 @@ class FramePipeline:
         if options.mode is RunningMode.VIDEO:
             self.detection = VideoDetection(analyzer.search, max(1, round(options.search_every_s * options.nominal_fps)))
         elif options.mode is RunningMode.LIVE:
-            self.detection = LiveDetection(analyzer.search, options.search_every_s, analyzer.background)
+            background = analyzer.background if analyzer.live_searches_in_background else None
+            self.detection = LiveDetection(analyzer.search, options.search_every_s, background)
         self.uncertain_below = analyzer.client.uncertain_below("emotion")
 
     # ---- single frames (image and live modes) -------------------------------------------------------------

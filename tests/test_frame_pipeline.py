@@ -45,10 +45,10 @@ def video_mode(analyzer, two_people):
 def test_live_and_video_modes_give_the_same_faces_frame_by_frame(analyzer, two_people):
     """Live takes one frame at a time, video batches 8 frames per model call with detection ahead: the
     same tracks, boxes, smoothed expressions and carried-over age and gender. (Their whole-picture searches
-    differ by design - live by the clock, in the background - so both search only the first frame here and
-    follow the faces from there.)"""
+    differ by design - live by the clock, in the background - so both search only the first frame here, in
+    line, and follow the faces from there.)"""
     settings = analyzer.settings.model_copy(update={"detection_search_every_s": 100.0})
-    same_schedule = FaceAnalyzer(analyzer.detector, analyzer.client, settings)
+    same_schedule = FaceAnalyzer(analyzer.detector, analyzer.client, settings, live_searches_in_background=False)
     video_mode = list(same_schedule.pipeline(RunningMode.VIDEO, nominal_fps=FPS).run(two_people))
     live = same_schedule.pipeline(RunningMode.LIVE, nominal_fps=FPS)
     live_mode = [live.process_image(image, index) for index, image in two_people]
