@@ -169,10 +169,15 @@ def _csrf_failed(exc: CSRFError) -> ResponseReturnValue:
 
 
 def _local_path(target: str | None) -> str:
-    """Where to go after signing in: a path on this server only (no open redirect)."""
-    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+    """Where to go after signing in: a path on this server only (no open redirect). Judged as a browser reads
+    it: browsers drop tabs and newlines anywhere in a URL ("/\\t/evil.example" is "//evil.example", another
+    site), so every control character and space goes before the target is parsed (none belongs in our paths;
+    a newline would also be refused as a header value: a 500)."""
+    cleaned = "".join(ch for ch in target or "" if ch.isprintable() and not ch.isspace())
+    parts = urlsplit(cleaned)
+    if parts.scheme or parts.netloc or not parts.path.startswith("/") or cleaned.startswith("//") or "\\" in cleaned:
         return url_for("live.page")
-    return target
+    return cleaned
 
 
 @blueprint.route("/signin", methods=["GET", "POST"])

@@ -170,12 +170,61 @@ def test_a_wrong_key_does_not_sign_in_and_the_form_needs_its_csrf_token(app):
     assert browser.get("/videos").status_code == 302
 
 
-@pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/x", "/\\evil.example"])
+# Browsers drop tabs and newlines anywhere in a URL and control characters and spaces around it: "/\t/evil.example"
+# is "//evil.example" to them, another site.
+OFF_SITE_TARGETS = [
+    "https://evil.example/",
+    "//evil.example/x",
+    "/\\evil.example",
+    "/\t/evil.example",
+    "/\n/evil.example",
+    "/\r\n/evil.example",
+    "\t//evil.example",
+    " //evil.example",
+    "/\x00/evil.example",
+    "/\x0b/evil.example",
+    "/\u3000/evil.example",
+    "java\tscript:alert(1)",
+    "https:/evil.example",
+]
+
+
+@pytest.mark.parametrize("target", OFF_SITE_TARGETS)
 def test_signing_in_never_redirects_off_the_site(app, target):
     secret = new_key(app, "alice")
     browser = app.test_client()
     answer = browser.post("/signin", data={"key": secret, "csrf_token": csrf_token(browser), "next": target})
+    assert answer.status_code == 302
+    location = answer.headers["Location"]
+    assert location.startswith("/") and not location.startswith(("//", "/\\")), location
+    assert not any(ch.isspace() or not ch.isprintable() for ch in location), location
+
+
+def test_a_phishing_link_through_the_sign_in_page_lands_on_this_site(app):
+    """The attack as reported: a link to /signin?next=/%09/evil.example, then a genuine sign-in with the form it shows."""
+    secret = new_key(app, "alice")
+    browser = app.test_client()
+    page = browser.get("/signin?next=/%09/evil.example").get_data(as_text=True)
+    target = re.search(r'name="next" value="([^"]*)"', page).group(1)
+    token = re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)
+    answer = browser.post("/signin", data={"key": secret, "csrf_token": token, "next": target})
     assert answer.status_code == 302 and answer.headers["Location"] == "/"
+
+
+@pytest.mark.parametrize("target", ["/videos\nX-Injected: 1", "/videos\r\nSet-Cookie: a=b", "/\n"])
+def test_a_newline_in_next_is_no_server_error(app, target):
+    secret = new_key(app, "alice")
+    browser = app.test_client()
+    assert browser.get("/signin", query_string={"next": target}).status_code == 200
+    answer = browser.post("/signin", data={"key": secret, "csrf_token": csrf_token(browser), "next": target})
+    assert answer.status_code == 302 and "\n" not in answer.headers["Location"] and "X-Injected" not in answer.headers
+
+
+def test_a_path_on_this_site_with_its_query_is_kept(app):
+    secret = new_key(app, "alice")
+    browser = app.test_client()
+    answer = browser.post("/signin", data={"key": secret, "csrf_token": csrf_token(browser), "next": "/videos?sort=new"})
+    assert answer.headers["Location"] == "/videos?sort=new"
 
 
 def test_session_requests_that_change_state_need_the_csrf_token(app, video_bytes):
