@@ -17,6 +17,7 @@ from typing import Any
 from flask import Flask
 
 from emotion_detector.accounts.keys import Keys
+from emotion_detector.accounts.recent import RecentlyVerified
 from emotion_detector.detection import DetectorOptions, FaceDetector, create_detector
 from emotion_detector.face_models import FaceModels, create_models
 from emotion_detector.pipeline import FaceAnalyzer
@@ -47,7 +48,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     client = create_models(settings)
     analyzer = FaceAnalyzer(detector, client, settings, background=BackgroundThread())
     video_service = VideoService(settings)
-    app.extensions["emotion_detector"] = Services(settings, detector, client, analyzer, video_service, Keys(video_service.sessions))
+    keys = Keys(video_service.sessions, RecentlyVerified(settings.auth_cache_s, settings.auth_outage_grace_s))
+    app.extensions["emotion_detector"] = Services(settings, detector, client, analyzer, video_service, keys)
 
     # Oversized frames must reach the handler (and get a frame_too_large answer) rather than close the socket.
     app.config["SOCK_SERVER_OPTIONS"] = {"max_message_size": max(64 * 1024 * 1024, 2 * settings.max_frame_bytes)}

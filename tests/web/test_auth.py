@@ -5,14 +5,18 @@ sign in and keep a session with CSRF tokens, the Origin check, and rate limits (
 from __future__ import annotations
 
 import re
+import time
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 
 import pytest
+from sqlalchemy.orm import sessionmaker
 
 from app import create_app
 from emotion_detector.__main__ import main
 from emotion_detector.accounts.keys import Keys
 from emotion_detector.settings import Settings
-from emotion_detector.videos.db import sessions
+from emotion_detector.videos.db import engine_for, sessions
 from emotion_detector.web import services
 
 OWN_ORIGIN = "http://localhost"  # the Flask test client's host
@@ -111,7 +115,7 @@ def test_a_key_reaches_the_api_and_a_revoked_one_does_not(app, shared_dir):
     with app.app_context():
         key = services().keys.verify(secret)
         assert key is not None
-        services().keys.revoke(key.id)
+        services().keys.revoke(key.key_id)
     answer = client.get("/api/v1/videos", headers=bearer(secret))
     assert answer.status_code == 403 and answer.get_json()["error"]["code"] == "forbidden"
 
@@ -242,6 +246,63 @@ def test_session_requests_that_change_state_need_the_csrf_token(app, video_bytes
     assert browser.get("/api/v1/videos").status_code == 401
 
 
+def copy_of(browser):
+    """Another client holding a copy of this browser's session cookie (as a thief or a shared computer would)."""
+    thief = browser.application.test_client()
+    thief.set_cookie("session", browser.get_cookie("session").value)
+    return thief
+
+
+def test_signing_out_ends_the_session_on_the_server_not_only_in_the_browser(app):
+    secret = new_key(app, "alice")
+    browser = app.test_client()
+    sign_in(browser, secret)
+    copied = copy_of(browser)
+    assert copied.get("/api/v1/videos").status_code == 200
+    assert browser.post("/signout", data={"csrf_token": csrf_token(browser, "/videos")}).status_code == 302
+    assert copied.get("/api/v1/videos").status_code == 401
+    assert copied.get("/videos").status_code == 302
+
+
+def test_sign_out_everywhere_ends_every_session_of_the_key_and_no_other(app):
+    alice, bob = new_key(app, "alice"), new_key(app, "bob")
+    laptop, phone, other = app.test_client(), app.test_client(), app.test_client()
+    sign_in(laptop, alice)
+    sign_in(phone, alice)
+    sign_in(other, bob)
+    assert "Sign out everywhere" in laptop.get("/videos").get_data(as_text=True)
+    answer = laptop.post("/signout", data={"csrf_token": csrf_token(laptop, "/videos"), "everywhere": "1"})
+    assert answer.status_code == 302
+    assert laptop.get("/api/v1/videos").status_code == 401
+    assert phone.get("/api/v1/videos").status_code == 401
+    assert other.get("/api/v1/videos").status_code == 200
+    assert app.test_client().get("/api/v1/videos", headers=bearer(alice)).status_code == 200  # the key itself still works
+
+
+def test_a_session_ends_after_its_lifetime_whatever_the_cookie_says(tmp_path):
+    app = make_app(tmp_path, auth="required", session_lifetime_s=1)
+    secret = new_key(app, "alice")
+    browser = app.test_client()
+    sign_in(browser, secret)
+    assert browser.get("/api/v1/videos").status_code == 200
+    copied = copy_of(browser)
+    time.sleep(1.1)
+    assert browser.get("/api/v1/videos").status_code == 401
+    assert copied.get("/api/v1/videos").status_code == 401
+
+
+def test_the_session_cookie_expires_with_the_session_and_use_does_not_renew_it(tmp_path):
+    app = make_app(tmp_path, auth="required", session_lifetime_s=3600)
+    browser = app.test_client()
+    token = csrf_token(browser)
+    answer = browser.post("/signin", data={"key": new_key(app, "alice"), "csrf_token": token, "next": "/videos"})
+    cookie = answer.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    expires = parsedate_to_datetime(re.search(r"Expires=([^;]+)", cookie).group(1))
+    assert abs((expires - datetime.now(UTC)).total_seconds() - 3600) < 60
+    assert "Set-Cookie" not in browser.get("/api/v1/videos").headers
+
+
 def test_a_revoked_key_ends_its_sessions(app):
     secret = new_key(app, "alice")
     browser = app.test_client()
@@ -313,3 +374,56 @@ def test_keys_command_prints_a_key_once_and_stores_only_its_hash(tmp_path, monke
     assert main(["keys", "revoke", secret[:10]]) == 0
     assert keys.verify(secret) is None
     assert main(["keys", "revoke", "nope"]) == 2
+
+
+# ---- keys and sessions through a database outage -----------------------------------------------------
+
+UNREACHABLE_DATABASE = "postgresql+psycopg://postgres@127.0.0.1:9/test?connect_timeout=1"  # nothing listens there
+
+
+def cut_off_the_database(app) -> None:
+    """From now on every query of this app fails to connect, as in an outage."""
+    with app.app_context():
+        unreachable = sessionmaker(engine_for(UNREACHABLE_DATABASE))
+        services().keys.sessions = services().videos.sessions = unreachable
+
+
+def test_a_database_outage_does_not_stop_image_and_live_analysis_of_keys_already_seen(tmp_path, shared_dir):
+    app = make_app(tmp_path, auth="required", auth_cache_s=0)  # the database is asked every time it answers
+    secret, unseen = new_key(app, "alice"), new_key(app, "bob")
+    image = (shared_dir / "media" / "images" / "obama_small.jpg").read_bytes()
+    client, browser = app.test_client(), app.test_client()
+    assert client.post("/api/v1/analyze", data=image, headers=bearer(secret)).status_code == 200
+    sign_in(browser, secret)
+
+    cut_off_the_database(app)
+    answer = client.post("/api/v1/analyze", data=image, headers=bearer(secret))
+    assert answer.status_code == 200 and answer.get_json()["faces"]
+    assert browser.get("/").status_code == 200  # the live page, signed in
+    assert browser.post("/api/v1/analyze", data=image, headers={"X-CSRFToken": csrf_token(browser, "/")}).status_code == 200
+    # What needs the database says so; a key never checked cannot be.
+    answer = client.get("/api/v1/videos", headers=bearer(secret))
+    assert answer.status_code == 503 and answer.get_json()["error"]["code"] == "database_unavailable"
+    answer = client.post("/api/v1/analyze", data=image, headers=bearer(unseen))
+    assert answer.status_code == 503 and answer.get_json()["error"]["code"] == "database_unavailable"
+
+
+def test_keys_are_taken_on_trust_through_an_outage_only_for_the_grace_period(tmp_path, shared_dir):
+    app = make_app(tmp_path, auth="required", auth_cache_s=0, auth_outage_grace_s=0)
+    secret = new_key(app, "alice")
+    client = app.test_client()
+    assert client.get("/api/v1/devices", headers=bearer(secret)).status_code == 200
+    cut_off_the_database(app)
+    image = (shared_dir / "media" / "images" / "obama_small.jpg").read_bytes()
+    assert client.post("/api/v1/analyze", data=image, headers=bearer(secret)).status_code == 503
+
+
+def test_a_key_revoked_by_another_process_is_refused_within_auth_cache_s(tmp_path):
+    app = make_app(tmp_path, auth="required", auth_cache_s=0.5)
+    secret = new_key(app, "alice")
+    client = app.test_client()
+    assert client.get("/api/v1/videos", headers=bearer(secret)).status_code == 200
+    cli = Keys(sessions(f"sqlite:///{tmp_path / 'emotion-detector.db'}"))  # what `emotion-detector keys revoke` uses
+    cli.revoke(secret[:10])
+    time.sleep(0.6)
+    assert client.get("/api/v1/videos", headers=bearer(secret)).status_code == 403
