@@ -20,7 +20,7 @@ from emotion_detector.labels import EMOTIONS
 from emotion_detector.pipeline import CpuBoundRunner, run_here
 from emotion_detector.settings import Settings
 from emotion_detector.videos import jobs
-from emotion_detector.videos.db import migrate, sessions
+from emotion_detector.videos.db import SchemaUpgrade, sessions
 from emotion_detector.videos.models import (
     FINISHED,
     Finalisation,
@@ -66,9 +66,14 @@ class Conflict(RuntimeError):
 
 
 class VideoService:
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, schema: SchemaUpgrade | None = None):
+        """``schema``: its upgrade, running meanwhile (the web app starts without its database); without
+        one the schema is brought up to date here, now."""
         self.settings = settings
-        migrate(settings.database_url)
+        if schema is None:
+            schema = SchemaUpgrade(settings.database_url)
+            schema.run()
+        self.schema = schema
         self.sessions = sessions(settings.database_url)
         jobs.configure(settings)
 
@@ -78,7 +83,7 @@ class VideoService:
         try:
             with self.sessions() as session:
                 session.execute(select(1))
-            found["database"] = "ok"
+            found["database"] = "ok" if self.schema.ready.is_set() else f"down: {self.schema.problem}"
         except Exception as error:  # any failure means the same to the health check: down
             found["database"] = f"down: {type(error).__name__}"
         try:

@@ -22,6 +22,7 @@ from emotion_detector.detection import DetectorOptions, FaceDetector, create_det
 from emotion_detector.face_models import FaceModels, create_models
 from emotion_detector.pipeline import FaceAnalyzer
 from emotion_detector.settings import Settings
+from emotion_detector.videos.db import SchemaUpgrade
 from emotion_detector.videos.service import VideoService
 from emotion_detector.web import api, auth, dashboard, images, live, openapi, reports, security, videos
 from emotion_detector.web.native import BackgroundThread
@@ -47,7 +48,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     detector = create_detector(DetectorOptions.from_settings(settings, default_threads=1))  # many streams share the cores
     client = create_models(settings)
     analyzer = FaceAnalyzer(detector, client, settings, background=BackgroundThread())
-    video_service = VideoService(settings)
+    # The schema is brought up to date in the background, retried while the database is down: the app starts
+    # and serves what needs no database (live and image analysis) meanwhile; the rest answers 503.
+    video_service = VideoService(settings, SchemaUpgrade(settings.database_url).start())
     keys = Keys(video_service.sessions, RecentlyVerified(settings.auth_cache_s, settings.auth_outage_grace_s))
     app.extensions["emotion_detector"] = Services(settings, detector, client, analyzer, video_service, keys)
 

@@ -3,6 +3,11 @@ parameters, and outages said as outages (503 naming the database or the queue), 
 
 from __future__ import annotations
 
+import contextlib
+import time
+import uuid
+
+import psycopg
 import pytest
 from sqlalchemy.orm import sessionmaker
 
@@ -10,6 +15,7 @@ from app import create_app
 from emotion_detector.videos.db import engine_for
 from emotion_detector.web import services
 from emotion_detector.web.security import SECURITY_HEADERS
+from tests.videos.conftest import POSTGRES_ADMIN
 
 # A PostgreSQL address where nothing listens: connecting fails at once (no process is started).
 UNREACHABLE_DATABASE = "postgresql+psycopg://postgres@127.0.0.1:9/test?connect_timeout=1"
@@ -88,3 +94,41 @@ def test_the_notices_say_what_is_stored_and_for_how_long(tmp_path):
     live = " ".join(app.test_client().get("/").get_data(as_text=True).split())
     assert "Live webcam frames are analysed in memory and never stored or logged" in live
     assert "never stored." not in live  # the old, untrue blanket promise
+
+
+def test_the_app_starts_without_its_database_serves_analysis_and_migrates_once_it_is_back(tmp_path, shared_dir):
+    with contextlib.ExitStack() as stack:
+        # A database that does not exist yet: connecting to it fails as to a server that is down.
+        name = f"emotion_test_{uuid.uuid4().hex[:10]}"
+        stack.callback(drop_database, name)
+        app = create_app(
+            {
+                "model_server": "inprocess",
+                "environment": "test",
+                "database_url": f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}",
+                "storage_dir": tmp_path / "videos",
+            }
+        )
+        client = app.test_client()
+        image = (shared_dir / "media" / "images" / "obama_small.jpg").read_bytes()
+        assert client.post("/api/v1/analyze", data=image).status_code == 200
+        assert client.get("/").status_code == 200
+        health = client.get("/api/v1/health")
+        assert health.status_code == 503 and health.get_json()["down"] == ["database"]
+        answer = client.get("/api/v1/videos")
+        assert answer.status_code == 503 and answer.get_json()["error"]["code"] == "database_unavailable"
+
+        with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
+        deadline = time.monotonic() + 20
+        while client.get("/api/v1/health").status_code != 200:
+            assert time.monotonic() < deadline, client.get("/api/v1/health").get_json()
+            time.sleep(0.2)
+        video = (shared_dir / "media" / "videos" / "single_face.mp4").read_bytes()
+        assert client.post("/api/v1/videos?filename=clip.mp4", data=video).status_code == 202
+        assert len(client.get("/api/v1/videos").get_json()["videos"]) == 1
+
+
+def drop_database(name: str) -> None:
+    with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
