@@ -24,7 +24,7 @@ from emotion_detector.pipeline import FaceAnalyzer
 from emotion_detector.settings import Settings
 from emotion_detector.videos.db import SchemaUpgrade
 from emotion_detector.videos.service import VideoService
-from emotion_detector.web import api, auth, dashboard, images, live, openapi, reports, security, videos
+from emotion_detector.web import api, auth, dashboard, ids, images, live, openapi, reports, security, videos
 from emotion_detector.web.native import BackgroundThread
 
 
@@ -61,6 +61,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     def face_detector() -> dict[str, FaceDetector]:  # every page says when detection runs on the degraded fallback
         return {"face_detector": detector}
 
+    ids.install(app)
     security.install(app)
     auth.install(app, settings)
     live.sock.init_app(app)

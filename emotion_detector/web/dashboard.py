@@ -107,7 +107,7 @@ def events() -> ResponseReturnValue:
         return queries.events(session, query.device_id, query.since_ms, query.limit).to_json()
 
 
-@blueprint.get("/api/v1/devices/<device_id>/mix")
+@blueprint.get("/api/v1/devices/<device_id:device_id>/mix")
 @operation(
     "A device's expression mix: events per expression per minute (hour) or half hour (day)",
     tag="dashboard",

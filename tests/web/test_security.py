@@ -15,7 +15,7 @@ from app import create_app
 from emotion_detector.videos.db import engine_for
 from emotion_detector.web import services
 from emotion_detector.web.security import SECURITY_HEADERS
-from tests.videos.conftest import POSTGRES_ADMIN
+from tests.videos.conftest import POSTGRES_ADMIN, new_postgres_database
 
 # A PostgreSQL address where nothing listens: connecting fails at once (no process is started).
 UNREACHABLE_DATABASE = "postgresql+psycopg://postgres@127.0.0.1:9/test?connect_timeout=1"
@@ -132,3 +132,43 @@ def test_the_app_starts_without_its_database_serves_analysis_and_migrates_once_i
 def drop_database(name: str) -> None:
     with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+def postgres_app(tmp_path_factory):
+    """The production database: PostgreSQL refuses a NUL byte in text, SQLite takes it."""
+    with new_postgres_database() as url:
+        yield create_app(
+            {"model_server": "inprocess", "environment": "test", "database_url": url, "storage_dir": tmp_path_factory.mktemp("videos")}
+        )
+
+
+BAD_IDS = ["%00", "abc%00def", "0" * 31 + "%00", "%C0%80", "x" * 5000, "..%2F..%2Fetc", "ABCDEF0123456789ABCDEF0123456789"]
+
+
+@pytest.mark.parametrize("bad_id", BAD_IDS)
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("get", "/api/v1/videos/{}"),
+        ("get", "/api/v1/videos/{}/results"),
+        ("get", "/api/v1/videos/{}/results.csv"),
+        ("get", "/api/v1/videos/{}/annotated"),
+        ("get", "/api/v1/videos/{}/report.html"),
+        ("get", "/api/v1/videos/{}/report.pdf"),
+        ("post", "/api/v1/videos/{}/cancel"),
+        ("post", "/api/v1/videos/{}/retry"),
+        ("delete", "/api/v1/videos/{}"),
+        ("get", "/api/v1/devices/{}/mix"),
+    ],
+)
+def test_a_malformed_id_is_a_404_before_it_reaches_the_database(postgres_app, method, path, bad_id, caplog):
+    answer = getattr(postgres_app.test_client(), method)(path.format(bad_id))
+    assert answer.status_code == 404 and answer.is_json, answer.get_data(as_text=True)[:200]
+    assert answer.get_json()["error"]["code"] == "not_found" and "Retry-After" not in answer.headers
+    assert "database error" not in caplog.text
+
+
+def test_a_malformed_id_on_a_page_is_a_404_page(postgres_app):
+    answer = postgres_app.test_client().get("/videos/abc%00def")
+    assert answer.status_code == 404 and not answer.is_json
