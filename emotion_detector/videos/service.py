@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import errno
 import logging
 import os
 import re
@@ -63,6 +64,14 @@ class NotFound(LookupError):
 
 class Conflict(RuntimeError):
     pass
+
+
+class StorageFull(OSError):
+    """The disk (or quota) the uploads go to is full: nothing of this upload was kept."""
+
+
+# Out of space, over a quota, or over the file system's largest file: the server's storage, not the upload.
+STORAGE_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
 class VideoService:
@@ -136,9 +145,12 @@ class VideoService:
             )
             with self.sessions.begin() as session:
                 session.add(video)
-        except BaseException:
+        except BaseException as error:
             partial.unlink(missing_ok=True)
             shutil.rmtree(folder, ignore_errors=True)
+            if isinstance(error, OSError) and error.errno in STORAGE_FULL_ERRNOS:
+                log.error("upload refused: the storage at %s is full (%s)", self.settings.storage_dir, error.strerror)
+                raise StorageFull(error.errno, "the server's storage is full: the upload was not stored") from error
             raise
         self._enqueue(video_id)
         return video

@@ -84,6 +84,7 @@ ERROR_DESCRIPTIONS = {
     429: "Rate limited: see Retry-After",
     502: "The model server failed on this request",
     503: "A service this operation needs (the database, the model server) is unavailable: see Retry-After",
+    507: "The server's storage is full: the upload was not stored",
 }
 
 

@@ -50,6 +50,7 @@ ERROR_CODES = {
     429: "rate_limited",
     500: "internal_error",
     503: "unavailable",
+    507: "storage_full",
 }
 
 

@@ -17,7 +17,7 @@ from werkzeug.exceptions import HTTPException
 
 from emotion_detector.videos.probe import VideoRejected
 from emotion_detector.videos.schemas import VideoCreated, VideoList, VideoResults, VideoStatus
-from emotion_detector.videos.service import Conflict, NotFound, VideoService
+from emotion_detector.videos.service import Conflict, NotFound, StorageFull, VideoService
 from emotion_detector.web import services, uploads
 from emotion_detector.web.auth import limited_per_key_and_address, owner
 from emotion_detector.web.native import run_on_native_thread
@@ -59,6 +59,12 @@ def not_found(exc: NotFound) -> ResponseReturnValue:
 @blueprint.errorhandler(Conflict)
 def conflict(exc: Conflict) -> ResponseReturnValue:
     return error("conflict", str(exc), 409)
+
+
+@blueprint.errorhandler(StorageFull)
+def storage_full(exc: StorageFull) -> ResponseReturnValue:
+    message = "the server's storage is full: the upload was not stored. Try again later; if it persists, tell the server's operator"
+    return error("storage_full", message, 507)
 
 
 @blueprint.errorhandler(VideoRejected)
@@ -104,7 +110,7 @@ def video_page(video_id: str) -> ResponseReturnValue:
     body=Content.upload("video", "video/mp4", "application/octet-stream"),
     body_description="The video: the multipart field 'video', or the raw body (then ?filename= names it). Read as it arrives.",
     responses={202: ("Queued", VideoCreated)},
-    errors=(413, 415, 429, 503),
+    errors=(413, 415, 429, 503, 507),
     headers={202: {"Location": "the job's status URL (status_url)"}},
 )
 @limited_per_key_and_address(lambda: service().settings.rate_limit_upload)

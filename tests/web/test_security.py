@@ -172,3 +172,24 @@ def test_a_malformed_id_is_a_404_before_it_reaches_the_database(postgres_app, me
 def test_a_malformed_id_on_a_page_is_a_404_page(postgres_app):
     answer = postgres_app.test_client().get("/videos/abc%00def")
     assert answer.status_code == 404 and not answer.is_json
+
+
+def test_a_full_disk_during_an_upload_is_a_507_storage_full_and_leaves_nothing_behind(tmp_path, shared_dir, monkeypatch):
+    """/dev/full answers every write with ENOSPC, as a full disk does: the upload's file is made to be it
+    (tests/faults: a real full file system)."""
+    import emotion_detector.videos.service as service_module
+
+    database = f"sqlite:///{tmp_path / 'videos.db'}"
+    app = create_app({"model_server": "inprocess", "environment": "test", "database_url": database, "storage_dir": tmp_path / "videos"})
+    fixed = uuid.UUID(int=0xFEED)
+    monkeypatch.setattr(service_module.uuid, "uuid4", lambda: fixed)
+    incoming = tmp_path / "videos" / ".incoming"
+    incoming.mkdir(parents=True)
+    (incoming / f"{fixed.hex}.part").symlink_to("/dev/full")
+    video = (shared_dir / "media" / "videos" / "single_face.mp4").read_bytes()
+    answer = app.test_client().post("/api/v1/videos?filename=clip.mp4", data=video)
+    assert answer.status_code == 507, answer.get_data(as_text=True)[:300]
+    error = answer.get_json()["error"]
+    assert error["code"] == "storage_full" and "storage is full" in error["message"] and "not stored" in error["message"]
+    assert [path.name for path in (tmp_path / "videos").rglob("*")] == [".incoming"]  # the partial file is gone
+    assert app.test_client().get("/api/v1/videos").get_json()["videos"] == []
