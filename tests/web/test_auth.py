@@ -427,3 +427,48 @@ def test_a_key_revoked_by_another_process_is_refused_within_auth_cache_s(tmp_pat
     cli.revoke(secret[:10])
     time.sleep(0.6)
     assert client.get("/api/v1/videos", headers=bearer(secret)).status_code == 403
+
+
+# ---- what the public health check shows -----------------------------------------------------------------
+
+
+def test_the_public_health_answer_is_status_only(app):
+    answer = app.test_client().get("/api/v1/health")
+    assert answer.status_code == 200 and answer.get_json() == {"status": "ok"}
+    wrong = app.test_client().get("/api/v1/health", headers=bearer("edk_not-a-real-key"))
+    assert wrong.status_code == 200 and wrong.get_json() == {"status": "ok"}  # probes are never refused
+
+
+def test_the_public_health_answer_names_what_is_down_and_nothing_more(app):
+    cut_off_the_database(app)
+    answer = app.test_client().get("/api/v1/health")
+    assert answer.status_code == 503 and answer.get_json() == {"status": "unavailable", "down": ["database"]}
+    assert "Error" not in answer.get_data(as_text=True)  # no exception class names
+
+
+@pytest.mark.parametrize("how", ["bearer", "session", "auth off"])
+def test_health_details_go_to_key_holders_and_without_auth(tmp_path, how):
+    app = make_app(tmp_path, auth="off" if how == "auth off" else "required")
+    client = app.test_client()
+    headers = {}
+    if how == "bearer":
+        headers = bearer(new_key(app, "monitor"))
+    elif how == "session":
+        sign_in(client, new_key(app, "alice"))
+    body = client.get("/api/v1/health", headers=headers).get_json()
+    assert body["status"] == "ok" and body["database"] == "ok" and body["queue"] == "ok" and body["problems"] == []
+    assert set(body["models"]) == {"emotion", "age_gender"}
+    detector = body["detector"]
+    assert detector["name"] == "centerface" and detector["min_face_px"] == 20 and detector["min_face_px_up_to_pixels"] == 5_120_000
+    assert "/" not in detector["model"] and detector["model"].endswith(".onnx")  # the file, not where it is installed
+
+
+def test_health_details_during_an_outage_say_why_to_holders_only(app):
+    secret = new_key(app, "monitor")
+    client = app.test_client()
+    assert client.get("/api/v1/health", headers=bearer(secret)).status_code == 200  # the key is checked once
+    cut_off_the_database(app)
+    body = client.get("/api/v1/health", headers=bearer(secret)).get_json()
+    assert body["down"] == ["database"] and body["database"].startswith("down: ") and body["problems"]
+    unchecked = client.get("/api/v1/health", headers=bearer("edk_unknown")).get_json()
+    assert unchecked == {"status": "unavailable", "down": ["database"]}  # a key that cannot be checked now counts as none
