@@ -62,7 +62,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         return {"face_detector": detector}
 
     ids.install(app)
-    security.install(app)
+    security.install(app, production=settings.environment == "production")
     auth.install(app, settings)
     live.sock.init_app(app)
     app.register_blueprint(live.blueprint)

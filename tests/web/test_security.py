@@ -193,3 +193,50 @@ def test_a_full_disk_during_an_upload_is_a_507_storage_full_and_leaves_nothing_b
     assert error["code"] == "storage_full" and "storage is full" in error["message"] and "not stored" in error["message"]
     assert [path.name for path in (tmp_path / "videos").rglob("*")] == [".incoming"]  # the partial file is gone
     assert app.test_client().get("/api/v1/videos").get_json()["videos"] == []
+
+
+def production_app(tmp_path):
+    return create_app(
+        {
+            "environment": "production",
+            "secret_key": "s" * 40,
+            "allow_insecure": "sqlite,embedded_queue",
+            "model_server": "inprocess",
+            "database_url": f"sqlite:///{tmp_path / 'videos.db'}",
+            "storage_dir": tmp_path / "videos",
+        }
+    )
+
+
+@pytest.mark.parametrize("path", ["/signin", "/api/v1/health", "/api/v1/videos", "/static/live.js", "/no-such-page"])
+def test_production_answers_tell_browsers_to_use_https_only(tmp_path, path):
+    answer = production_app(tmp_path).test_client().get(path)
+    assert answer.headers["Strict-Transport-Security"] == "max-age=63072000; includeSubDomains"
+
+
+def test_a_laptop_sends_no_hsts(app):
+    assert "Strict-Transport-Security" not in app.test_client().get("/").headers  # http://localhost stays usable
+
+
+def test_pages_and_api_answers_are_not_kept_by_caches_static_files_are(app, shared_dir):
+    client = app.test_client()
+    video = (shared_dir / "media" / "videos" / "single_face.mp4").read_bytes()
+    video_id = client.post("/api/v1/videos?filename=clip.mp4", data=video).get_json()["id"]
+    for path in ["/", "/videos", f"/videos/{video_id}", "/images", "/dashboard", "/signin", "/api/v1/videos", f"/api/v1/videos/{video_id}"]:
+        assert client.get(path).headers.get("Cache-Control") == "no-store", path
+    for path in [f"/api/v1/videos/{video_id}/results", f"/api/v1/videos/{video_id}/report.html", "/api/v1/health", "/api/v1/no-such"]:
+        assert client.get(path).headers.get("Cache-Control") == "no-store", path  # answers and errors alike
+    assert "no-store" not in client.get("/static/live.js").headers.get("Cache-Control", "")
+
+
+def test_retry_after_comes_only_with_429_and_503(tmp_path, shared_dir):
+    app = create_app({"model_server": "inprocess", "environment": "test", "instance_dir": tmp_path, "rate_limit_analyze": "2/minute"})
+    client = app.test_client()
+    image = (shared_dir / "media" / "images" / "obama_small.jpg").read_bytes()
+    for _ in range(2):
+        answer = client.post("/api/v1/analyze", data=image)
+        assert answer.status_code == 200 and "Retry-After" not in answer.headers
+        assert answer.headers["X-RateLimit-Remaining"]  # the limit's headers stay
+    assert client.post("/api/v1/analyze", data=b"not an image").status_code == 429
+    answer = client.post("/api/v1/analyze", data=image)
+    assert answer.status_code == 429 and int(answer.headers["Retry-After"]) > 0
