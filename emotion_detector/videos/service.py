@@ -158,8 +158,10 @@ class VideoService:
     def _enqueue(self, video_id: str) -> None:
         try:
             jobs.start.delay(video_id)
-        except Exception:  # the broker is down: the job stays queued and a worker's sweep picks it up
-            log.exception("could not queue video %s now; a worker will pick it up when the queue is back", video_id)
+        except Exception as error:  # the broker is down: the job stays queued and a worker's sweep picks it up
+            # One line: an outage, said as one (the health check names the queue), not a traceback per upload.
+            problem = f"{type(error).__name__}: {error}"
+            log.error("could not queue video %s now (%s); a worker will pick it up when the queue is back", video_id, problem)
 
     # ---- reading -----------------------------------------------------------------------------------------
 

@@ -114,6 +114,11 @@ def install(app: Flask, settings: Settings) -> None:
         PERMANENT_SESSION_LIFETIME=dt.timedelta(seconds=settings.session_lifetime_s),
         SESSION_REFRESH_EACH_REQUEST=False,
         RATELIMIT_STORAGE_URI=settings.rate_limit_storage_url,
+        # Redis (the counters' store in production) down must not stop analysis: the limits count in this
+        # process's memory meanwhile (the store is tried again now and then), and any other failure of the
+        # limiter lets the request through.
+        RATELIMIT_IN_MEMORY_FALLBACK_ENABLED=True,
+        RATELIMIT_SWALLOW_ERRORS=True,
     )
     csrf.init_app(app)
     app.before_request(check)  # before the limiter's own hook, so limits can count per key

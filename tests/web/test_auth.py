@@ -18,6 +18,7 @@ from emotion_detector.accounts.keys import Keys
 from emotion_detector.settings import Settings
 from emotion_detector.videos.db import engine_for, sessions
 from emotion_detector.web import services
+from tests.conftest import free_port
 
 OWN_ORIGIN = "http://localhost"  # the Flask test client's host
 # A websocket opening request (the test client has no socket to upgrade: what the checks answer is what counts).
@@ -472,3 +473,12 @@ def test_health_details_during_an_outage_say_why_to_holders_only(app):
     assert body["down"] == ["database"] and body["database"].startswith("down: ") and body["problems"]
     unchecked = client.get("/api/v1/health", headers=bearer("edk_unknown")).get_json()
     assert unchecked == {"status": "unavailable", "down": ["database"]}  # a key that cannot be checked now counts as none
+
+
+def test_with_the_rate_limit_store_down_limits_count_in_memory_and_nothing_fails(tmp_path, shared_dir):
+    """Redis (the counters' store in production) unreachable: answers go on, limited per process meanwhile."""
+    app = make_app(tmp_path, rate_limit_storage_url=f"redis://127.0.0.1:{free_port()}/0", rate_limit_analyze="2/minute")
+    client = app.test_client()
+    image = (shared_dir / "media" / "images" / "obama_small.jpg").read_bytes()
+    codes = [client.post("/api/v1/analyze", data=image).status_code for _ in range(3)]
+    assert codes == [200, 200, 429]  # the live socket's handshake: tests/faults/test_brokers.py
