@@ -52,7 +52,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-DEV_SECRET_KEY = "development-only-not-secret"
+DEV_SECRET_KEY = "development-only-not-secret"  # nosec B105  # the laptop default; production refuses it (below)
 MIN_SECRET_KEY_CHARS = 32
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]", "unix:")
 
@@ -60,7 +60,7 @@ LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]", "unix:")
 class Insecure(StrEnum):
     """What production refuses unless EMOTION_ALLOW_INSECURE names it (a deliberate, visible choice)."""
 
-    SHORT_SECRET_KEY = "short_secret_key"
+    SHORT_SECRET_KEY = "short_secret_key"  # nosec B105  # the name of a check, not a secret
     SQLITE = "sqlite"  # one machine's file: no second web process or worker elsewhere sees it
     EMBEDDED_QUEUE = "embedded_queue"
     PLAINTEXT_MODEL_SERVER = "plaintext_model_server"  # frames of faces over the network unencrypted

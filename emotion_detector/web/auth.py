@@ -45,7 +45,7 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 PUBLIC_ENDPOINTS = frozenset({"static", "auth.signin", "api.health"})
 # Public, but a key (or a session) that comes along is looked at: the health check gives details to holders.
 DETAILS_FOR_HOLDERS = frozenset({"api.health"})
-SESSION_TOKEN = "sid"  # the cookie's entry naming the server-side session (accounts/keys.py WebSession)
+SESSION_TOKEN = "sid"  # nosec B105  # the name of the cookie's entry holding the session token (accounts/keys.py)
 SIGNIN_LIMIT = "20/minute"  # per address: keys are unguessable, this keeps the page from being a CPU sink
 
 

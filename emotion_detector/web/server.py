@@ -4,6 +4,7 @@ without holding up the worker's other sockets."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from typing import Any
@@ -47,13 +48,16 @@ def post_request(worker: Any, req: Any, environ: dict[str, Any], resp: Any) -> N
     for at most DRAIN_MAX_S: by then a client still sending is cut off (it has its answer: the refusal was
     sent before this hook runs), and gunicorn closes the connection instead of reading on."""
     body = getattr(req, "body", None)
-    if body is None:
-        return
-    with gevent.Timeout(DRAIN_MAX_S, False):
-        try:
-            while body.read(DRAIN_CHUNK_BYTES):
-                time.sleep(0)  # patched by gevent: the other greenlets run
-            return  # all read: the connection may serve the next request
-        except Exception:  # the client went away, or sent a malformed body: nothing to serve next
-            pass
-    req.must_close = True
+    if body is not None and not _drained(body):
+        req.must_close = True  # gunicorn closes the connection instead of reading on
+
+
+def _drained(body: Any) -> bool:
+    """True once the body is read to its end; False if DRAIN_MAX_S passed first, or it could not be read."""
+    drained = False
+    # gevent.Timeout is no Exception: when it fires, it leaves the block (False: silently) with drained False.
+    with gevent.Timeout(DRAIN_MAX_S, False), contextlib.suppress(Exception):  # a client gone, a malformed body
+        while body.read(DRAIN_CHUNK_BYTES):
+            time.sleep(0)  # patched by gevent: the other greenlets run
+        drained = True
+    return drained
