@@ -1,7 +1,8 @@
 # make run   install into .venv and start every process in the Procfile (restarted if one dies), from this
 #            checkout, with its data in ./instance (EMOTION_INSTANCE_DIR; requirements-nodeps.txt: wheels
 #            installed without their declared dependencies)
-# make test  install the dev requirements and run the linter, the type checker and the whole test suite
+# make lint  the linter, the type checker and the static security scan (bandit), offline
+# make test  install the dev requirements, run make lint, then the whole test suite
 #            (pytest -m "not slow": the fast, in-process layer alone, in under two minutes)
 PYTHON ?= python3
 VENV ?= .venv
@@ -26,10 +27,13 @@ run: export EMOTION_INSTANCE_DIR ?= $(CURDIR)/instance
 run: $(VENV)/.runtime
 	$(BIN)/python -m emotion_detector run
 
-test: $(VENV)/.dev
+lint: $(VENV)/.dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/bandit -q -c pyproject.toml -r emotion_detector serving training bench
+
+test: lint
 	$(BIN)/python -m pytest
 
 bench: $(VENV)/.dev

@@ -2,10 +2,15 @@
 
 import os
 
+from emotion_detector.web import server
+
 # Loopback unless told otherwise: a laptop's `make run` is not reachable from the network. Deployments say
 # so explicitly (the Dockerfile sets HOST=0.0.0.0; on Heroku `heroku config:set HOST=0.0.0.0`).
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '5000')}"
-worker_class = "gevent"
+# gevent's worker, with gunicorn's own error answers (a request line over limit_request_line: 414) as the API's
+# JSON, and a hook that reads what is left of a refused upload without holding up the other sockets.
+worker_class = "emotion_detector.web.server.GeventWorker"
+post_request = server.post_request
 # One worker per core: each has its own GIL and event loop, so one busy frame's Python work does not hold up
 # the other sockets' answers (bench/live.py, 20 clients on 2 cores: round-trip p99 ~110-120 ms with 2 workers,
 # 120-190 ms with 1). Every live socket stays with the worker that accepted it. Cores this process may run

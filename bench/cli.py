@@ -55,7 +55,7 @@ print(json.dumps({"frames": frames, "wall_s": time.perf_counter() - started}))
 def timed_api_run(video: Path, frames: int, checkout: Path = ROOT) -> float:
     """Seconds from loading the models to the last record, in a fresh process (after its imports), with the code
     of ``checkout`` (its folder comes first on the path)."""
-    timed = subprocess.run([sys.executable, "-c", API_SCRIPT, str(video)], cwd=checkout, capture_output=True, text=True, check=True)
+    timed = subprocess.run([sys.executable, "-c", API_SCRIPT, str(video)], cwd=checkout, capture_output=True, text=True, check=True)  # nosec B603  # a fixed argument list, no shell
     analysed = json.loads(timed.stdout.strip().splitlines()[-1])
     if analysed["frames"] != frames:
         raise SystemExit(f"{video.name}: {analysed['frames']} records for {frames} frames")
@@ -66,7 +66,7 @@ def command_run(video: Path, checkout: Path = ROOT) -> tuple[float, float]:
     """The whole command, as a user runs it: its wall time and peak RSS in MB (from wait4, not a poll)."""
     command = [sys.executable, "-m", "emotion_detector", "analyze", str(video), "--quiet", "--output", os.devnull]
     started = time.perf_counter()
-    process = subprocess.Popen(command, cwd=checkout, stderr=subprocess.PIPE)
+    process = subprocess.Popen(command, cwd=checkout, stderr=subprocess.PIPE)  # nosec B603  # a fixed argument list, no shell
     _, status, usage = os.wait4(process.pid, 0)
     command_s = time.perf_counter() - started
     if os.waitstatus_to_exitcode(status) != 0:

@@ -40,6 +40,7 @@ from bench.faces import BUCKETS, Item, Tally, annotated, image_of, scale_sweep, 
 from bench.machine import cpu_description
 from emotion_detector.detection import DETECTORS, DetectorOptions, FaceSearch, LiveDetection, SearchOptions, VideoDetection
 from emotion_detector.detection.base import nose_along_eyes
+from emotion_detector.settings import DEFAULT_MODEL_DIR
 from tests.conftest import YUNET
 
 SEARCH_EVERY_S = 1.0
@@ -136,7 +137,8 @@ def fmt(value: float | None) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="*", help="candidate names (default: all)")
-    parser.add_argument("--cache-dir", type=Path, default=Path("/tmp/emotion-detector-bench-cache"), help="detectors' ONNX graphs")
+    # Per user, not a fixed name in the shared /tmp, where another user could plant a graph first.
+    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_MODEL_DIR.parent / "bench-cache", help="detectors' ONNX graphs")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     cv2.setNumThreads(1)

@@ -81,7 +81,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def start(args: list[str], env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen(
+    return subprocess.Popen(  # nosec B603  # a fixed argument list, no shell
         [sys.executable, *args], cwd=ROOT, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
 

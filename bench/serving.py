@@ -142,7 +142,7 @@ def start_server(extra: list[str]) -> tuple[subprocess.Popen, str, str]:
     from tests.conftest import free_port, wait_until
 
     grpc_port, rest_port = free_port(), free_port()
-    process = subprocess.Popen(
+    process = subprocess.Popen(  # nosec B603  # a fixed argument list, no shell
         [sys.executable, "-m", "serving", "--host", "127.0.0.1", "--port", str(grpc_port), "--rest_api_port", str(rest_port), *extra],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,

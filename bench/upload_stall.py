@@ -86,7 +86,7 @@ def main() -> None:
             "EMOTION_STORAGE_DIR": str(Path(folder) / "videos"),
             "EMOTION_VIDEO_MAX_BYTES": str((args.upload_mib + 10) * 1024 * 1024),
         }
-        web = subprocess.Popen(
+        web = subprocess.Popen(  # nosec B603  # a fixed argument list, no shell
             [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:create_app()"],
             cwd=ROOT,
             env=env,

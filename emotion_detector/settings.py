@@ -18,6 +18,11 @@ EMOTION_ENVIRONMENT=production           refuses a secret key under 32 character
                                          embedded_queue, plaintext_model_server)
 EMOTION_AUTH=required|off               API keys on /api/v1 and pages (default: required in production, off
                                          otherwise); keys come from `emotion-detector keys create NAME`
+EMOTION_SESSION_LIFETIME_S=43200        a page's sign-in ends this long after signing in (or at sign-out)
+EMOTION_AUTH_CACHE_S=10                 keys and sessions are checked in the database at most this often per
+                                         process: a revocation or sign-out elsewhere takes up to this long here
+EMOTION_AUTH_OUTAGE_GRACE_S=300         while the database is down, keys and sessions it confirmed this recently
+                                         still pass (live and image analysis go on)
 EMOTION_ALLOWED_ORIGINS=https://a.example,...  other origins whose pages may post here or open /ws/live
                                          (the server's own origin always may)
 EMOTION_RATE_LIMIT_STORAGE_URL=redis://...     where rate-limit counters live (default: the broker's Redis,
@@ -47,7 +52,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-DEV_SECRET_KEY = "development-only-not-secret"
+DEV_SECRET_KEY = "development-only-not-secret"  # nosec B105  # the laptop default; production refuses it (below)
 MIN_SECRET_KEY_CHARS = 32
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]", "unix:")
 
@@ -55,7 +60,7 @@ LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]", "unix:")
 class Insecure(StrEnum):
     """What production refuses unless EMOTION_ALLOW_INSECURE names it (a deliberate, visible choice)."""
 
-    SHORT_SECRET_KEY = "short_secret_key"
+    SHORT_SECRET_KEY = "short_secret_key"  # nosec B105  # the name of a check, not a secret
     SQLITE = "sqlite"  # one machine's file: no second web process or worker elsewhere sees it
     EMBEDDED_QUEUE = "embedded_queue"
     PLAINTEXT_MODEL_SERVER = "plaintext_model_server"  # frames of faces over the network unencrypted
@@ -82,6 +87,14 @@ class Settings(BaseSettings):
     rate_limit_analyze: str = "120/minute"  # POST /api/v1/analyze
     rate_limit_upload: str = "30/hour"  # POST /api/v1/videos
     rate_limit_live: str = "20/minute"  # new /ws/live connections
+    # A page's sign-in lasts this long from signing in (not renewed by use); signing out ends it at once.
+    session_lifetime_s: float = Field(12 * 3600, gt=0)
+    # A key or session the database confirmed is trusted this long without asking again: the longest a
+    # revocation or a sign-out made elsewhere (the keys command, another web process) takes to reach this one.
+    auth_cache_s: float = Field(10.0, ge=0)
+    # While the database is unreachable, keys and sessions it confirmed this recently still pass, so live and
+    # image analysis go on through a short outage (a revocation made just before one can take this long).
+    auth_outage_grace_s: float = Field(300.0, ge=0)
 
     model_server: str = "localhost:8500"
     model_server_tls: bool = False  # e.g. a model server behind Cloud Run's HTTPS front (host:443)

@@ -141,9 +141,13 @@ def test_compose_runs_video_workers_on_postgres_and_redis():
 
 
 def test_gunicorn_runs_gevent_workers():
+    from gunicorn.util import load_class
+    from gunicorn.workers.ggevent import GeventWorker
+
     config = {}
     exec((ROOT / "gunicorn.conf.py").read_text(), config)
-    assert config["worker_class"] == "gevent"
+    assert issubclass(load_class(config["worker_class"]), GeventWorker)
+    assert callable(config["post_request"])  # reads a refused upload's rest without stalling the other sockets
 
 
 @pytest.mark.slow  # runs bash and shellcheck

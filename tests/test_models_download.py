@@ -41,3 +41,10 @@ def test_cli(mirror, tmp_path, capsys):
     assert (tmp_path / "m" / YUNET.filename).is_file()
     assert main(["models", "download", "--dest", str(tmp_path / "m2"), "--url", f"{mirror}/tampered.onnx"]) == 1
     assert "download failed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://example.com/yunet.onnx", "data:,x"])
+def test_a_download_from_anything_but_http_is_refused_before_it_is_opened(tmp_path, url):
+    with pytest.raises(ValueError, match="downloads come over https"):
+        download(YUNET, tmp_path / "models", url=url)
+    assert not (tmp_path / "models").exists()

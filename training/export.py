@@ -99,7 +99,7 @@ class ServingGraph(nn.Module):
 
 def load_trained(run_dir: Path, weights: str = "ema") -> tuple[TrainConfig, nn.Module, dict]:
     """The checkpoint's network with its EMA weights (default) or its last raw weights."""
-    state = torch.load(run_dir / "last.pt", weights_only=False)
+    state = torch.load(run_dir / "last.pt", weights_only=False)  # nosec B614  # our own run's checkpoint
     config = TrainConfig.from_dict(state["config"])
     _task, network = build(config)
     if weights == "ema":

@@ -100,7 +100,7 @@ def train(config: TrainConfig, run_dir: Path, resume: bool) -> dict[str, float]:
     run_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_path = run_dir / "last.pt"
     if resume and checkpoint_path.exists():
-        state = torch.load(checkpoint_path, weights_only=False)
+        state = torch.load(checkpoint_path, weights_only=False)  # nosec B614  # our own run's checkpoint
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     args = parser.parse_args(argv)
     if args.resume:
-        saved = torch.load(args.resume / "last.pt", weights_only=False)["config"]
+        saved = torch.load(args.resume / "last.pt", weights_only=False)["config"]  # nosec B614  # our own run's checkpoint
         runtime_only = {"threads", "epochs"}  # what may change mid-run without changing the experiment
         overrides = dict(o.split("=", 1) for o in args.set)
         if set(overrides) - runtime_only:

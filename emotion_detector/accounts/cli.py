@@ -15,7 +15,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     create = actions.add_parser("create", help="make a key and print it (once: only its hash is stored)")
     create.add_argument("name", help="who or what uses it, e.g. a person or a script")
     actions.add_parser("list", help="the keys: id, the key's first characters, name, created, revoked")
-    revoke = actions.add_parser("revoke", help="revoke a key: its requests and sessions are refused from now on")
+    revoke = actions.add_parser(
+        "revoke", help="revoke a key and end its sessions: every web process refuses them within EMOTION_AUTH_CACHE_S (10 s)"
+    )
     revoke.add_argument("key", help="the key's id or its first characters as `list` shows them")
 
 

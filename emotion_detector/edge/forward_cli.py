@@ -36,9 +36,10 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # a line per plugin at every start
-    from emotion_detector.edge.forwarder import EventStore, Forwarder, ForwarderOptions, migrate_when_up
+    from emotion_detector.edge.forwarder import EventStore, Forwarder, ForwarderOptions
     from emotion_detector.edge.mqtt import Broker, BrokerUrlError
     from emotion_detector.settings import Settings
+    from emotion_detector.videos.db import SchemaUpgrade
 
     settings = Settings()
     url = args.mqtt or settings.mqtt_url
@@ -58,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    if not migrate_when_up(settings.database_url, stop):
+    if not SchemaUpgrade(settings.database_url).run(stop):
         return 0
     options = ForwarderOptions(group=args.group, client_id=args.client_id)
     Forwarder(broker, EventStore(settings.database_url), options).run(stop)

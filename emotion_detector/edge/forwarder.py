@@ -46,14 +46,14 @@ from emotion_detector.edge.messages import (
 )
 from emotion_detector.edge.models import Device, EdgeEvent
 from emotion_detector.edge.mqtt import KEEPALIVE_S, Broker
-from emotion_detector.videos.db import engine_for, migrate
+from emotion_detector.videos.db import RETRY_S as DATABASE_RETRY_S
+from emotion_detector.videos.db import engine_for
 
 log = logging.getLogger(__name__)
 
 SESSION_EXPIRY_S = 24 * 3600  # how long the broker queues events for a forwarder that is away
 MAX_BATCH = 500  # messages per transaction: one commit (an fsync) for many rows
 RECEIVE_MAXIMUM = 1000  # unacknowledged messages the broker may send ahead (batches fill while one commits)
-DATABASE_RETRY_S = (0.5, 30.0)  # backoff from the first to the second while the database is unreachable
 EMOTION_MAX_CHARS = 16  # the edge_events.emotion column
 VERSION_MAX_CHARS = 64  # the edge_devices.version column
 
@@ -318,17 +318,3 @@ class Forwarder:
         for item in batch:
             if item.qos > 0 and item.connection == self._connection:
                 self._client.ack(item.mid, item.qos)
-
-
-def migrate_when_up(database_url: str, stop: threading.Event) -> bool:
-    """The schema up to date, waiting for a database that is not up yet; False if stopped first."""
-    delay_s = DATABASE_RETRY_S[0]
-    while True:
-        try:
-            migrate(database_url)
-            return True
-        except exc.OperationalError as error:
-            log.warning("database unavailable (%s); retrying in %.1f s", type(error.orig).__name__, delay_s)
-        if stop.wait(delay_s):
-            return False
-        delay_s = min(delay_s * 2, DATABASE_RETRY_S[1])

@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
-from xml.sax.saxutils import escape, quoteattr
+from xml.sax.saxutils import escape, quoteattr  # nosec B406  # escapes the text we write into SVG; no XML is parsed
 
 from emotion_detector.labels import EMOTIONS
 from emotion_detector.videos.summary import UNCERTAIN

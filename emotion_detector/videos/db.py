@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import functools
+import logging
+import threading
+import time
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Engine, Result, create_engine, event
+from sqlalchemy import CursorResult, Engine, Result, create_engine, event, exc
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
+log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"  # package data: an installed package migrates too
+RETRY_S = (0.5, 30.0)  # backoff from the first to the second while the database is unreachable
 
 
 @functools.cache
@@ -54,3 +59,49 @@ def migrate(url: str) -> None:
     config.set_main_option("path_separator", "os")
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     command.upgrade(config, "head")
+
+
+class SchemaUpgrade:
+    """``migrate``, waiting for a database that is not up yet. The web app runs it on a thread of its own
+    (``start``), so that it starts, and serves live and image analysis, without its database, and gets its
+    schema once the database is back (``ready``); the forwarder waits for it (``run``)."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.ready = threading.Event()
+        self.problem = "the schema is not up to date yet"  # why not ready, for the health check
+
+    def run(self, stop: threading.Event | None = None) -> bool:
+        """Retry while the database is unreachable; False if ``stop`` was set first. Other errors (a broken
+        migration) are raised: no retry would help."""
+        delay_s = RETRY_S[0]
+        while not self._try():
+            if (stop or threading.Event()).wait(delay_s):
+                return False
+            delay_s = min(delay_s * 2, RETRY_S[1])
+        return True
+
+    def start(self) -> SchemaUpgrade:
+        """Up to date now if the database answers (a normal start: ready before the first request); else
+        retried on a thread of its own while the caller goes on."""
+        if not self._try():
+            threading.Thread(target=self._run_logged, name="schema-upgrade", daemon=True).start()
+        return self
+
+    def _try(self) -> bool:
+        try:
+            migrate(self.url)
+        except exc.OperationalError as error:
+            self.problem = f"unreachable ({type(error.orig).__name__}); schema upgrade retried"
+            log.warning("database unavailable (%s); the schema upgrade is retried", type(error.orig).__name__)
+            return False
+        self.ready.set()
+        return True
+
+    def _run_logged(self) -> None:
+        try:
+            time.sleep(RETRY_S[0])  # start() has just tried
+            self.run()
+        except Exception as error:
+            self.problem = f"the schema upgrade failed ({type(error).__name__}; see the log)"
+            log.exception("schema upgrade failed")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import errno
 import logging
 import os
 import re
@@ -20,7 +21,7 @@ from emotion_detector.labels import EMOTIONS
 from emotion_detector.pipeline import CpuBoundRunner, run_here
 from emotion_detector.settings import Settings
 from emotion_detector.videos import jobs
-from emotion_detector.videos.db import migrate, sessions
+from emotion_detector.videos.db import SchemaUpgrade, sessions
 from emotion_detector.videos.models import (
     FINISHED,
     Finalisation,
@@ -65,10 +66,23 @@ class Conflict(RuntimeError):
     pass
 
 
+class StorageFull(OSError):
+    """The disk (or quota) the uploads go to is full: nothing of this upload was kept."""
+
+
+# Out of space, over a quota, or over the file system's largest file: the server's storage, not the upload.
+STORAGE_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
 class VideoService:
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, schema: SchemaUpgrade | None = None):
+        """``schema``: its upgrade, running meanwhile (the web app starts without its database); without
+        one the schema is brought up to date here, now."""
         self.settings = settings
-        migrate(settings.database_url)
+        if schema is None:
+            schema = SchemaUpgrade(settings.database_url)
+            schema.run()
+        self.schema = schema
         self.sessions = sessions(settings.database_url)
         jobs.configure(settings)
 
@@ -78,7 +92,7 @@ class VideoService:
         try:
             with self.sessions() as session:
                 session.execute(select(1))
-            found["database"] = "ok"
+            found["database"] = "ok" if self.schema.ready.is_set() else f"down: {self.schema.problem}"
         except Exception as error:  # any failure means the same to the health check: down
             found["database"] = f"down: {type(error).__name__}"
         try:
@@ -131,9 +145,12 @@ class VideoService:
             )
             with self.sessions.begin() as session:
                 session.add(video)
-        except BaseException:
+        except BaseException as error:
             partial.unlink(missing_ok=True)
             shutil.rmtree(folder, ignore_errors=True)
+            if isinstance(error, OSError) and error.errno in STORAGE_FULL_ERRNOS:
+                log.error("upload refused: the storage at %s is full (%s)", self.settings.storage_dir, error.strerror)
+                raise StorageFull(error.errno, "the server's storage is full: the upload was not stored") from error
             raise
         self._enqueue(video_id)
         return video
@@ -141,8 +158,10 @@ class VideoService:
     def _enqueue(self, video_id: str) -> None:
         try:
             jobs.start.delay(video_id)
-        except Exception:  # the broker is down: the job stays queued and a worker's sweep picks it up
-            log.exception("could not queue video %s now; a worker will pick it up when the queue is back", video_id)
+        except Exception as error:  # the broker is down: the job stays queued and a worker's sweep picks it up
+            # One line: an outage, said as one (the health check names the queue), not a traceback per upload.
+            problem = f"{type(error).__name__}: {error}"
+            log.error("could not queue video %s now (%s); a worker will pick it up when the queue is back", video_id, problem)
 
     # ---- reading -----------------------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Literal
 
 from flask import Blueprint, jsonify, request
@@ -15,7 +16,7 @@ from emotion_detector.frames import FrameError
 from emotion_detector.model_client import ModelServerError, ModelUnavailable
 from emotion_detector.schemas import ImageAnalysis
 from emotion_detector.web import services
-from emotion_detector.web.auth import limited_per_key_and_address
+from emotion_detector.web.auth import limited_per_key_and_address, owner
 from emotion_detector.web.openapi import Content, operation, parsed
 from emotion_detector.web.security import api_error as error
 from emotion_detector.web.security import database_unavailable, json_error
@@ -41,15 +42,18 @@ class DetectorInfo(BaseModel):
 
 
 class Health(BaseModel):
-    """GET /api/v1/health: 200 (ok or degraded) or 503 (unavailable, naming what is ``down``)."""
+    """GET /api/v1/health: 200 (ok or degraded) or 503 (unavailable, naming what is ``down``). Anyone gets the
+    status and what is down; the details (which detector and models, why something is down) only a request
+    with a valid API key (or a signed-in page), or any request when auth is off: they tell an attacker what
+    runs here and how it fails."""
 
     status: Literal["ok", "degraded", "unavailable"]
     down: list[Literal["models", "database", "queue"]] | None = None  # only when unavailable
-    detector: DetectorInfo
-    models: dict[str, int]  # model name → version served
-    database: str  # "ok" or "down: <why>"
-    queue: str
-    problems: list[str]
+    detector: DetectorInfo | None = None  # the details, from here on
+    models: dict[str, int] | None = None  # model name → version served
+    database: str | None = None  # "ok" or "down: <why>"
+    queue: str | None = None
+    problems: list[str] | None = None
 
 
 @blueprint.errorhandler(HTTPException)
@@ -103,7 +107,7 @@ def analyze() -> ResponseReturnValue:
 
 @blueprint.get("/health")
 @operation(
-    "Whether the app can analyse faces and take video jobs (no API key needed)",
+    "Whether the app can analyse faces and take video jobs (no API key needed; details only with one)",
     tag="health",
     public=True,
     responses={200: ("ok, or degraded (see problems)", Health), 503: ("unavailable: see down and problems", Health)},
@@ -115,7 +119,7 @@ def health() -> ResponseReturnValue:
     search = found.analyzer.search
     detector = DetectorInfo(
         name=found.detector.name,
-        model=found.detector.model,
+        model=Path(found.detector.model).name,  # the file, not where it is installed
         degraded=found.detector.degraded,
         min_face_px=search.options.min_face_px,
         min_face_px_up_to_pixels=search.largest_picture_at_min_face_px(),
@@ -135,13 +139,9 @@ def health() -> ResponseReturnValue:
             down.append(name)
             problems.append(f"the {name} is {checks[name]}")
     status = "unavailable" if down else "degraded" if problems else "ok"
-    report = Health(
-        status=status,
-        down=down or None,
-        detector=detector,
-        models=models,
-        database=checks["database"],
-        queue=checks["queue"],
-        problems=problems,
-    )
+    report = Health(status=status, down=down or None)
+    if found.settings.auth == "off" or owner() is not None:
+        report = report.model_copy(
+            update={"detector": detector, "models": models, "database": checks["database"], "queue": checks["queue"], "problems": problems}
+        )
     return jsonify(report.model_dump(mode="json", exclude_none=True)), 503 if down else 200

@@ -17,12 +17,14 @@ from typing import Any
 from flask import Flask
 
 from emotion_detector.accounts.keys import Keys
+from emotion_detector.accounts.recent import RecentlyVerified
 from emotion_detector.detection import DetectorOptions, FaceDetector, create_detector
 from emotion_detector.face_models import FaceModels, create_models
 from emotion_detector.pipeline import FaceAnalyzer
 from emotion_detector.settings import Settings
+from emotion_detector.videos.db import SchemaUpgrade
 from emotion_detector.videos.service import VideoService
-from emotion_detector.web import api, auth, dashboard, images, live, openapi, reports, security, videos
+from emotion_detector.web import api, auth, dashboard, ids, images, live, openapi, reports, security, videos
 from emotion_detector.web.native import BackgroundThread
 
 
@@ -46,8 +48,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     detector = create_detector(DetectorOptions.from_settings(settings, default_threads=1))  # many streams share the cores
     client = create_models(settings)
     analyzer = FaceAnalyzer(detector, client, settings, background=BackgroundThread())
-    video_service = VideoService(settings)
-    app.extensions["emotion_detector"] = Services(settings, detector, client, analyzer, video_service, Keys(video_service.sessions))
+    # The schema is brought up to date in the background, retried while the database is down: the app starts
+    # and serves what needs no database (live and image analysis) meanwhile; the rest answers 503.
+    video_service = VideoService(settings, SchemaUpgrade(settings.database_url).start())
+    keys = Keys(video_service.sessions, RecentlyVerified(settings.auth_cache_s, settings.auth_outage_grace_s))
+    app.extensions["emotion_detector"] = Services(settings, detector, client, analyzer, video_service, keys)
 
     # Oversized frames must reach the handler (and get a frame_too_large answer) rather than close the socket.
     app.config["SOCK_SERVER_OPTIONS"] = {"max_message_size": max(64 * 1024 * 1024, 2 * settings.max_frame_bytes)}
@@ -56,7 +61,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     def face_detector() -> dict[str, FaceDetector]:  # every page says when detection runs on the degraded fallback
         return {"face_detector": detector}
 
-    security.install(app)
+    ids.install(app)
+    security.install(app, production=settings.environment == "production")
     auth.install(app, settings)
     live.sock.init_app(app)
     app.register_blueprint(live.blueprint)

@@ -6,7 +6,10 @@ Every request passes ``check`` before its view:
   the auth mode: with auth off it is the only thing between a malicious page and this server's CPU.
 - **Who**: ``Authorization: Bearer <key>`` (scripts), or the session cookie a page got by signing in with a
   key. With EMOTION_AUTH=required, none → 401 (pages redirect to /signin), a wrong or revoked key → 403.
-  With auth off every request is the one local user (owner None: every video).
+  With auth off every request is the one local user (owner None: every video). A session is a row on the
+  server (accounts/keys.py): signing out, "sign out everywhere" and revoking the key end it there, and it ends
+  EMOTION_SESSION_LIFETIME_S after signing in. Valid keys and sessions are remembered briefly
+  (accounts/recent.py), so a short database outage does not stop live and image analysis.
 - **CSRF**: state-changing requests authenticated by the session cookie carry the page's CSRF token
   (Flask-WTF); a bearer key cannot be sent by another site's page, so it needs none.
 Rate limits (Flask-Limiter) count per API key and, separately, per client address.
@@ -14,6 +17,8 @@ Rate limits (Flask-Limiter) count per API key and, separately, per client addres
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, cast
@@ -24,6 +29,7 @@ from flask.typing import ResponseReturnValue
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_wtf.csrf import CSRFError, CSRFProtect
+from sqlalchemy.exc import DBAPIError
 
 from emotion_detector.accounts.keys import Keys
 from emotion_detector.settings import Settings
@@ -37,6 +43,9 @@ limiter = Limiter(key_func=get_remote_address, headers_enabled=True)
 Limited = TypeVar("Limited", bound=Callable[..., Any] | Blueprint)
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 PUBLIC_ENDPOINTS = frozenset({"static", "auth.signin", "api.health"})
+# Public, but a key (or a session) that comes along is looked at: the health check gives details to holders.
+DETAILS_FOR_HOLDERS = frozenset({"api.health"})
+SESSION_TOKEN = "sid"  # nosec B105  # the name of the cookie's entry holding the session token (accounts/keys.py)
 SIGNIN_LIMIT = "20/minute"  # per address: keys are unguessable, this keeps the page from being a CPU sink
 
 
@@ -101,7 +110,15 @@ def install(app: Flask, settings: Settings) -> None:
         WTF_CSRF_TIME_LIMIT=None,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=settings.environment == "production",
+        # The cookie ends with the server-side session (the server checks expires_at itself); not renewed by use.
+        PERMANENT_SESSION_LIFETIME=dt.timedelta(seconds=settings.session_lifetime_s),
+        SESSION_REFRESH_EACH_REQUEST=False,
         RATELIMIT_STORAGE_URI=settings.rate_limit_storage_url,
+        # Redis (the counters' store in production) down must not stop analysis: the limits count in this
+        # process's memory meanwhile (the store is tried again now and then), and any other failure of the
+        # limiter lets the request through.
+        RATELIMIT_IN_MEMORY_FALLBACK_ENABLED=True,
+        RATELIMIT_SWALLOW_ERRORS=True,
     )
     csrf.init_app(app)
     app.before_request(check)  # before the limiter's own hook, so limits can count per key
@@ -110,8 +127,8 @@ def install(app: Flask, settings: Settings) -> None:
     app.register_blueprint(blueprint)
 
     @app.context_processor
-    def signed_in() -> dict[str, Principal]:
-        return {"principal": principal()}
+    def signed_in() -> dict[str, Principal | str]:
+        return {"principal": principal(), "session_hours": f"{settings.session_lifetime_s / 3600:g}"}
 
 
 def _origin_allowed(origin: str) -> bool:
@@ -133,8 +150,32 @@ def check() -> ResponseReturnValue | None:
         origin = request.headers.get("Origin")
         if origin is not None and not _origin_allowed(origin):
             return api_error("origin_not_allowed", f"requests from {origin} are not accepted here", 403)
+    if request.endpoint in DETAILS_FOR_HOLDERS:
+        # Never refused, and answered during a database outage too: credentials that cannot be checked count as none.
+        with contextlib.suppress(DBAPIError):
+            found = _identify()
+            if isinstance(found, Principal):
+                g.principal = found
+        return None
     if request.endpoint in PUBLIC_ENDPOINTS:
         return None
+    found = _identify()
+    if found is None:
+        if _wants_json():
+            message = "an API key is required: 'Authorization: Bearer <key>' (emotion-detector keys create NAME)"
+            return api_error("unauthorized", message, 401, {"WWW-Authenticate": "Bearer"})
+        return redirect(url_for("auth.signin", next=request.full_path.rstrip("?")))
+    if not isinstance(found, Principal):
+        return found
+    g.principal = found
+    if found.via == "session" and request.method not in SAFE_METHODS:
+        csrf.protect()  # raises CSRFError
+    return None
+
+
+def _identify() -> Principal | ResponseReturnValue | None:
+    """Who sent this request: a principal, an error to answer (a malformed or unknown key), or None (no
+    credentials while auth is required)."""
     header = request.headers.get("Authorization")
     if header is not None:
         scheme, _, secret = header.strip().partition(" ")
@@ -143,22 +184,15 @@ def check() -> ResponseReturnValue | None:
         key = keys().verify(secret.strip())
         if key is None:
             return api_error("forbidden", "this API key is unknown or revoked", 403)
-        g.principal = Principal(key.id, key.name, "bearer")
-        return None
+        return Principal(key.key_id, key.name, "bearer")
     if services().settings.auth == "off":
+        return ANONYMOUS
+    token = session.get(SESSION_TOKEN)
+    holder = keys().session(token) if isinstance(token, str) else None
+    if holder is None:
+        session.pop(SESSION_TOKEN, None)
         return None
-    key_id = session.get("key_id")
-    key = keys().active(key_id) if isinstance(key_id, str) else None
-    if key is None:
-        session.pop("key_id", None)
-        if _wants_json():
-            message = "an API key is required: 'Authorization: Bearer <key>' (emotion-detector keys create NAME)"
-            return api_error("unauthorized", message, 401, {"WWW-Authenticate": "Bearer"})
-        return redirect(url_for("auth.signin", next=request.full_path.rstrip("?")))
-    g.principal = Principal(key.id, key.name, "session")
-    if request.method not in SAFE_METHODS:
-        csrf.protect()  # raises CSRFError
-    return None
+    return Principal(holder.key_id, holder.name, "session")
 
 
 def _csrf_failed(exc: CSRFError) -> ResponseReturnValue:
@@ -169,10 +203,15 @@ def _csrf_failed(exc: CSRFError) -> ResponseReturnValue:
 
 
 def _local_path(target: str | None) -> str:
-    """Where to go after signing in: a path on this server only (no open redirect)."""
-    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+    """Where to go after signing in: a path on this server only (no open redirect). Judged as a browser reads
+    it: browsers drop tabs and newlines anywhere in a URL ("/\\t/evil.example" is "//evil.example", another
+    site), so every control character and space goes before the target is parsed (none belongs in our paths;
+    a newline would also be refused as a header value: a 500)."""
+    cleaned = "".join(ch for ch in target or "" if ch.isprintable() and not ch.isspace())
+    parts = urlsplit(cleaned)
+    if parts.scheme or parts.netloc or not parts.path.startswith("/") or cleaned.startswith("//") or "\\" in cleaned:
         return url_for("live.page")
-    return target
+    return cleaned
 
 
 @blueprint.route("/signin", methods=["GET", "POST"])
@@ -185,13 +224,22 @@ def signin() -> ResponseReturnValue:
     key = keys().verify(request.form.get("key", "").strip())
     if key is None:
         return render_template("signin.html", problem="That key is unknown or revoked.", next=target), 403
+    token = keys().start_session(key, services().settings.session_lifetime_s)
     session.clear()  # a fresh session (and CSRF token) for the signed-in user
-    session["key_id"] = key.id
+    session[SESSION_TOKEN] = token
     session.permanent = True
     return redirect(target)
 
 
 @blueprint.post("/signout")
 def signout() -> ResponseReturnValue:
+    """End this browser's session on the server (a copy of the cookie stops working too), then forget it here.
+    ``everywhere=1``: every session signed in with this key. A database outage answers 503 and keeps the
+    cookie, so the sign-out can be tried again."""
+    token, key_id = session.get(SESSION_TOKEN), principal().owner
+    if request.form.get("everywhere") == "1" and key_id is not None:
+        keys().end_sessions(key_id)
+    elif isinstance(token, str):
+        keys().end_session(token)
     session.clear()
     return redirect(url_for("auth.signin"))

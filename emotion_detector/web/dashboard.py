@@ -107,7 +107,7 @@ def events() -> ResponseReturnValue:
         return queries.events(session, query.device_id, query.since_ms, query.limit).to_json()
 
 
-@blueprint.get("/api/v1/devices/<device_id>/mix")
+@blueprint.get("/api/v1/devices/<device_id:device_id>/mix")
 @operation(
     "A device's expression mix: events per expression per minute (hour) or half hour (day)",
     tag="dashboard",
@@ -155,7 +155,7 @@ def stream() -> ResponseReturnValue:
         devices = queries.devices(session).devices
     # The generator runs after this view returns: it gets the session factory, not the app context.
     feed = live_feed(_sessions(), cursor, devices, timing)
-    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # no proxy may hold the events back
+    headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}  # no proxy may hold the events back
     return Response(feed, mimetype="text/event-stream", headers=headers)
 
 

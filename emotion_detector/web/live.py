@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from flask import Blueprint, render_template
 from flask.typing import ResponseReturnValue
 from flask_sock import ConnectionClosed, Sock
-from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from emotion_detector.frames import FrameError
 from emotion_detector.model_client import ModelServerError, ModelUnavailable
@@ -59,10 +59,16 @@ MAX_TEXT_MESSAGE_BYTES = 64 * 1024
 
 
 class ConfigMessage(BaseModel):
+    # A field this server does not know is refused, not ignored: a client that believes it set something
+    # (a misspelt name, a setting of another version) is told so.
+    model_config = ConfigDict(extra="forbid")
+
     type: Literal["config"]
 
 
 class PingMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     type: Literal["ping"]
     t: int | float | str | None = None  # echoed back, for the client's own round-trip clock
 
@@ -70,6 +76,7 @@ class PingMessage(BaseModel):
 # pydantic's JSON parser has a depth limit, so a message nested thousands of levels deep is a validation
 # error like any other instead of a RecursionError.
 CONTROL_MESSAGE = TypeAdapter(Annotated[ConfigMessage | PingMessage, Field(discriminator="type")])
+CONTROL_FIELDS = {"config": list(ConfigMessage.model_fields), "ping": list(PingMessage.model_fields)}
 
 
 @sock.route("/ws/live", bp=socket_blueprint)  # type: ignore[untyped-decorator]  # flask-sock has no type information
@@ -122,6 +129,11 @@ def _control(text: str) -> dict[str, Any]:
         message = CONTROL_MESSAGE.validate_json(text)
     except ValidationError as error:
         problem = error.errors(include_url=False, include_context=False, include_input=False)[0]
+        if problem["type"] == "extra_forbidden":
+            kind, field = str(problem["loc"][0]), str(problem["loc"][-1])
+            fields = ", ".join(CONTROL_FIELDS[kind])
+            unknown = f"unknown field {field!r} in a {kind} message (its fields: {fields}); nothing was changed"
+            return {"type": "error", "code": "bad_message", "message": unknown}
         return {"type": "error", "code": "bad_message", "message": f"expected a JSON config or ping message: {problem['msg']}"}
     if isinstance(message, PingMessage):
         return {"type": "pong", "t": message.t}

@@ -13,6 +13,7 @@ The page is Swagger UI, served from the files of the flask-openapi3-swagger whee
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
@@ -83,6 +84,7 @@ ERROR_DESCRIPTIONS = {
     429: "Rate limited: see Retry-After",
     502: "The model server failed on this request",
     503: "A service this operation needs (the database, the model server) is unavailable: see Retry-After",
+    507: "The server's storage is full: the upload was not stored",
 }
 
 
@@ -163,12 +165,24 @@ def api_rules(app: Flask) -> list[Rule]:
     return sorted((rule for rule in app.url_map.iter_rules() if rule.rule.startswith(API_PREFIX)), key=lambda r: r.rule)
 
 
+RULE_ARGUMENT = re.compile(r"<(?:(?P<converter>\w+):)?(?P<name>\w+)>")
+
+
 def _openapi_path(rule: Rule) -> str:
-    # /api/v1/videos/<video_id> → /api/v1/videos/{video_id} (the API's converters are all plain strings)
-    path = rule.rule
-    for argument in rule.arguments:
-        path = path.replace(f"<{argument}>", f"{{{argument}}}")
-    return path
+    # /api/v1/videos/<video_id:video_id> → /api/v1/videos/{video_id}
+    return RULE_ARGUMENT.sub(lambda found: f"{{{found['name']}}}", rule.rule)
+
+
+def _path_parameters(app: Flask, rule: Rule) -> list[dict[str, Any]]:
+    """Each path argument, with the pattern its converter (web/ids.py) holds it to."""
+    parameters = []
+    for found in sorted(RULE_ARGUMENT.finditer(rule.rule), key=lambda found: found["name"]):
+        schema: dict[str, Any] = {"type": "string"}
+        converter = app.url_map.converters.get(found["converter"] or "default")
+        if converter is not None and converter.regex != "[^/]+":
+            schema["pattern"] = f"^{converter.regex}$"
+        parameters.append({"name": found["name"], "in": "path", "required": True, "schema": schema})
+    return parameters
 
 
 def _query_parameters(schema: type[BaseModel], components: dict[str, Any]) -> list[dict[str, Any]]:
@@ -227,7 +241,7 @@ def build_spec(app: Flask) -> dict[str, Any]:
         if op is None:
             continue  # tests/web/test_openapi.py names it
         declared.append(op)
-        parameters = [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}} for name in sorted(rule.arguments)]
+        parameters = _path_parameters(app, rule)
         if op.query is not None:
             parameters += _query_parameters(op.query, components)
         responses: dict[str, Any] = {}

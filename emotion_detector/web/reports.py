@@ -54,7 +54,7 @@ def _answer(content: bytes, mimetype: str, name: str) -> ResponseReturnValue:
     return response
 
 
-@blueprint.get("/api/v1/videos/<video_id>/report.html")
+@blueprint.get("/api/v1/videos/<video_id:video_id>/report.html")
 @operation(
     "A finished video's report as one self-contained HTML page (charts inline, no scripts, nothing fetched)",
     tag="videos",
@@ -67,7 +67,7 @@ def html(video_id: str) -> ResponseReturnValue:
     return _answer(report_html(report).encode("utf-8"), "text/html", f"{stem}.html")
 
 
-@blueprint.get("/api/v1/videos/<video_id>/report.pdf")
+@blueprint.get("/api/v1/videos/<video_id:video_id>/report.pdf")
 @operation(
     "A finished video's report as a PDF (the same content as report.html)",
     tag="videos",

@@ -39,6 +39,12 @@ SECURITY_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
     "Permissions-Policy": "camera=(self), microphone=(), geolocation=()",
 }
+# Production is served over HTTPS (behind a TLS proxy): browsers must not fall back to plain HTTP for two years,
+# on any subdomain. Not on a laptop, whose http://localhost must stay usable.
+STRICT_TRANSPORT_SECURITY = "max-age=63072000; includeSubDomains"
+CACHEABLE_ENDPOINTS = frozenset({"static", "openapi.swagger_ui"})
+# Retry-After means "come back later": on a 429 or a 503 only (Flask-Limiter adds it to every answer it counts).
+RETRY_AFTER_STATUSES = frozenset({429, 503})
 ERROR_CODES = {
     400: "bad_request",
     401: "unauthorized",
@@ -46,10 +52,15 @@ ERROR_CODES = {
     404: "not_found",
     405: "method_not_allowed",
     413: "payload_too_large",
+    414: "uri_too_long",
     415: "unsupported_media_type",
+    417: "expectation_failed",
     429: "rate_limited",
+    431: "headers_too_large",
     500: "internal_error",
+    501: "not_implemented",
     503: "unavailable",
+    507: "storage_full",
 }
 
 
@@ -76,11 +87,21 @@ def api_error(code: str, message: str, status: int, headers: dict[str, str] | No
     return ErrorBody.of(code, message), status, headers or {}
 
 
-def install(app: Flask) -> None:
+def install(app: Flask, production: bool) -> None:
+    # Registered before the limiter's hook, so this runs after it (Flask runs them in reverse).
     @app.after_request
     def security_headers(response: Response) -> Response:
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
+        if production:
+            response.headers["Strict-Transport-Security"] = STRICT_TRANSPORT_SECURITY
+        # Pages show a signed-in user's videos, answers carry results and reports: no cache (a browser's
+        # back button, a shared proxy) keeps them, also where send_file said "no-cache" (stored, revalidated).
+        # Static files are the same for everyone and may be kept.
+        if request.endpoint not in CACHEABLE_ENDPOINTS:
+            response.headers["Cache-Control"] = "no-store"
+        if response.status_code not in RETRY_AFTER_STATUSES:
+            response.headers.pop("Retry-After", None)
         return response
 
     @app.errorhandler(HTTPException)

@@ -17,7 +17,7 @@ from werkzeug.exceptions import HTTPException
 
 from emotion_detector.videos.probe import VideoRejected
 from emotion_detector.videos.schemas import VideoCreated, VideoList, VideoResults, VideoStatus
-from emotion_detector.videos.service import Conflict, NotFound, VideoService
+from emotion_detector.videos.service import Conflict, NotFound, StorageFull, VideoService
 from emotion_detector.web import services, uploads
 from emotion_detector.web.auth import limited_per_key_and_address, owner
 from emotion_detector.web.native import run_on_native_thread
@@ -61,6 +61,12 @@ def conflict(exc: Conflict) -> ResponseReturnValue:
     return error("conflict", str(exc), 409)
 
 
+@blueprint.errorhandler(StorageFull)
+def storage_full(exc: StorageFull) -> ResponseReturnValue:
+    message = "the server's storage is full: the upload was not stored. Try again later; if it persists, tell the server's operator"
+    return error("storage_full", message, 507)
+
+
 @blueprint.errorhandler(VideoRejected)
 def rejected(exc: VideoRejected) -> ResponseReturnValue:
     return error(exc.code, exc.message, STATUS_FOR_REJECTION.get(exc.code, 400))
@@ -87,7 +93,7 @@ def videos_page() -> ResponseReturnValue:
     )
 
 
-@blueprint.get("/videos/<video_id>")
+@blueprint.get("/videos/<video_id:video_id>")
 def video_page(video_id: str) -> ResponseReturnValue:
     video = service().get(video_id, owner=owner())
     return render_template("video.html", video=video)
@@ -104,7 +110,7 @@ def video_page(video_id: str) -> ResponseReturnValue:
     body=Content.upload("video", "video/mp4", "application/octet-stream"),
     body_description="The video: the multipart field 'video', or the raw body (then ?filename= names it). Read as it arrives.",
     responses={202: ("Queued", VideoCreated)},
-    errors=(413, 415, 429, 503),
+    errors=(413, 415, 429, 503, 507),
     headers={202: {"Location": "the job's status URL (status_url)"}},
 )
 @limited_per_key_and_address(lambda: service().settings.rate_limit_upload)
@@ -134,13 +140,13 @@ def list_videos() -> ResponseReturnValue:
     return jsonify(service().list(owner=owner()).to_json())
 
 
-@blueprint.get("/api/v1/videos/<video_id>")
+@blueprint.get("/api/v1/videos/<video_id:video_id>")
 @operation("A video job's status", tag="videos", responses={200: ("Its status", VideoStatus)}, errors=(503,))
 def status(video_id: str) -> ResponseReturnValue:
     return jsonify(service().status(video_id, owner=owner()).to_json())
 
 
-@blueprint.get("/api/v1/videos/<video_id>/results")
+@blueprint.get("/api/v1/videos/<video_id:video_id>/results")
 @operation(
     "A finished video's results: people, their timelines and statistics, the group's expression mix",
     tag="videos",
@@ -151,7 +157,7 @@ def results(video_id: str) -> ResponseReturnValue:
     return jsonify(service().results(video_id, owner=owner()).to_json())
 
 
-@blueprint.get("/api/v1/videos/<video_id>/results.csv")
+@blueprint.get("/api/v1/videos/<video_id:video_id>/results.csv")
 @operation(
     "A finished video's results as CSV: one row per person per analysed frame",
     tag="videos",
@@ -164,7 +170,7 @@ def results_csv(video_id: str) -> ResponseReturnValue:
     return Response(chunks, mimetype="text/csv", headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
 
-@blueprint.get("/api/v1/videos/<video_id>/annotated")
+@blueprint.get("/api/v1/videos/<video_id:video_id>/annotated")
 @operation(
     "The annotated video (H.264 MP4; Range requests for seeking)",
     tag="videos",
@@ -182,19 +188,19 @@ def annotated(video_id: str) -> ResponseReturnValue:
     return send_file(path, mimetype="video/mp4", conditional=True, as_attachment=download, download_name=name)
 
 
-@blueprint.post("/api/v1/videos/<video_id>/cancel")
+@blueprint.post("/api/v1/videos/<video_id:video_id>/cancel")
 @operation("Cancel a queued or running job", tag="videos", responses={200: ("Its status", VideoStatus)}, errors=(409, 503))
 def cancel(video_id: str) -> ResponseReturnValue:
     return jsonify(service().cancel(video_id, owner=owner()).to_json())
 
 
-@blueprint.post("/api/v1/videos/<video_id>/retry")
+@blueprint.post("/api/v1/videos/<video_id:video_id>/retry")
 @operation("Run a failed or cancelled job again", tag="videos", responses={202: ("Queued again", VideoStatus)}, errors=(409, 503))
 def retry(video_id: str) -> ResponseReturnValue:
     return jsonify(service().retry(video_id, owner=owner()).to_json()), 202
 
 
-@blueprint.delete("/api/v1/videos/<video_id>")
+@blueprint.delete("/api/v1/videos/<video_id:video_id>")
 @operation("Delete a video, its results and files", tag="videos", responses={204: ("Deleted", None)}, errors=(409, 503))
 def remove(video_id: str) -> ResponseReturnValue:
     service().delete(video_id, owner=owner())

@@ -280,7 +280,7 @@ class Feed:
 def open_feed(client: FlaskClient, path: str = "/api/v1/events/stream", **headers: str) -> Feed:
     answer = client.get(path, buffered=False, headers=headers)
     assert answer.status_code == 200, answer.get_data()
-    assert answer.mimetype == "text/event-stream" and answer.headers["Cache-Control"] == "no-cache"
+    assert answer.mimetype == "text/event-stream" and answer.headers["Cache-Control"] == "no-store"
     return Feed(iter(answer.response))
 
 

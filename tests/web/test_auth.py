@@ -5,15 +5,20 @@ sign in and keep a session with CSRF tokens, the Origin check, and rate limits (
 from __future__ import annotations
 
 import re
+import time
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 
 import pytest
+from sqlalchemy.orm import sessionmaker
 
 from app import create_app
 from emotion_detector.__main__ import main
 from emotion_detector.accounts.keys import Keys
 from emotion_detector.settings import Settings
-from emotion_detector.videos.db import sessions
+from emotion_detector.videos.db import engine_for, sessions
 from emotion_detector.web import services
+from tests.conftest import free_port
 
 OWN_ORIGIN = "http://localhost"  # the Flask test client's host
 # A websocket opening request (the test client has no socket to upgrade: what the checks answer is what counts).
@@ -111,7 +116,7 @@ def test_a_key_reaches_the_api_and_a_revoked_one_does_not(app, shared_dir):
     with app.app_context():
         key = services().keys.verify(secret)
         assert key is not None
-        services().keys.revoke(key.id)
+        services().keys.revoke(key.key_id)
     answer = client.get("/api/v1/videos", headers=bearer(secret))
     assert answer.status_code == 403 and answer.get_json()["error"]["code"] == "forbidden"
 
@@ -170,12 +175,61 @@ def test_a_wrong_key_does_not_sign_in_and_the_form_needs_its_csrf_token(app):
     assert browser.get("/videos").status_code == 302
 
 
-@pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/x", "/\\evil.example"])
+# Browsers drop tabs and newlines anywhere in a URL and control characters and spaces around it: "/\t/evil.example"
+# is "//evil.example" to them, another site.
+OFF_SITE_TARGETS = [
+    "https://evil.example/",
+    "//evil.example/x",
+    "/\\evil.example",
+    "/\t/evil.example",
+    "/\n/evil.example",
+    "/\r\n/evil.example",
+    "\t//evil.example",
+    " //evil.example",
+    "/\x00/evil.example",
+    "/\x0b/evil.example",
+    "/\u3000/evil.example",
+    "java\tscript:alert(1)",
+    "https:/evil.example",
+]
+
+
+@pytest.mark.parametrize("target", OFF_SITE_TARGETS)
 def test_signing_in_never_redirects_off_the_site(app, target):
     secret = new_key(app, "alice")
     browser = app.test_client()
     answer = browser.post("/signin", data={"key": secret, "csrf_token": csrf_token(browser), "next": target})
+    assert answer.status_code == 302
+    location = answer.headers["Location"]
+    assert location.startswith("/") and not location.startswith(("//", "/\\")), location
+    assert not any(ch.isspace() or not ch.isprintable() for ch in location), location
+
+
+def test_a_phishing_link_through_the_sign_in_page_lands_on_this_site(app):
+    """The attack as reported: a link to /signin?next=/%09/evil.example, then a genuine sign-in with the form it shows."""
+    secret = new_key(app, "alice")
+    browser = app.test_client()
+    page = browser.get("/signin?next=/%09/evil.example").get_data(as_text=True)
+    target = re.search(r'name="next" value="([^"]*)"', page).group(1)
+    token = re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)
+    answer = browser.post("/signin", data={"key": secret, "csrf_token": token, "next": target})
     assert answer.status_code == 302 and answer.headers["Location"] == "/"
+
+
+@pytest.mark.parametrize("target", ["/videos\nX-Injected: 1", "/videos\r\nSet-Cookie: a=b", "/\n"])
+def test_a_newline_in_next_is_no_server_error(app, target):
+    secret = new_key(app, "alice")
+    browser = app.test_client()
+    assert browser.get("/signin", query_string={"next": target}).status_code == 200
+    answer = browser.post("/signin", data={"key": secret, "csrf_token": csrf_token(browser), "next": target})
+    assert answer.status_code == 302 and "\n" not in answer.headers["Location"] and "X-Injected" not in answer.headers
+
+
+def test_a_path_on_this_site_with_its_query_is_kept(app):
+    secret = new_key(app, "alice")
+    browser = app.test_client()
+    answer = browser.post("/signin", data={"key": secret, "csrf_token": csrf_token(browser), "next": "/videos?sort=new"})
+    assert answer.headers["Location"] == "/videos?sort=new"
 
 
 def test_session_requests_that_change_state_need_the_csrf_token(app, video_bytes):
@@ -191,6 +245,63 @@ def test_session_requests_that_change_state_need_the_csrf_token(app, video_bytes
     # Signing out ends the session: the same cookie no longer reaches anything.
     assert browser.post("/signout", data={"csrf_token": token}).status_code == 302
     assert browser.get("/api/v1/videos").status_code == 401
+
+
+def copy_of(browser):
+    """Another client holding a copy of this browser's session cookie (as a thief or a shared computer would)."""
+    thief = browser.application.test_client()
+    thief.set_cookie("session", browser.get_cookie("session").value)
+    return thief
+
+
+def test_signing_out_ends_the_session_on_the_server_not_only_in_the_browser(app):
+    secret = new_key(app, "alice")
+    browser = app.test_client()
+    sign_in(browser, secret)
+    copied = copy_of(browser)
+    assert copied.get("/api/v1/videos").status_code == 200
+    assert browser.post("/signout", data={"csrf_token": csrf_token(browser, "/videos")}).status_code == 302
+    assert copied.get("/api/v1/videos").status_code == 401
+    assert copied.get("/videos").status_code == 302
+
+
+def test_sign_out_everywhere_ends_every_session_of_the_key_and_no_other(app):
+    alice, bob = new_key(app, "alice"), new_key(app, "bob")
+    laptop, phone, other = app.test_client(), app.test_client(), app.test_client()
+    sign_in(laptop, alice)
+    sign_in(phone, alice)
+    sign_in(other, bob)
+    assert "Sign out everywhere" in laptop.get("/videos").get_data(as_text=True)
+    answer = laptop.post("/signout", data={"csrf_token": csrf_token(laptop, "/videos"), "everywhere": "1"})
+    assert answer.status_code == 302
+    assert laptop.get("/api/v1/videos").status_code == 401
+    assert phone.get("/api/v1/videos").status_code == 401
+    assert other.get("/api/v1/videos").status_code == 200
+    assert app.test_client().get("/api/v1/videos", headers=bearer(alice)).status_code == 200  # the key itself still works
+
+
+def test_a_session_ends_after_its_lifetime_whatever_the_cookie_says(tmp_path):
+    app = make_app(tmp_path, auth="required", session_lifetime_s=1)
+    secret = new_key(app, "alice")
+    browser = app.test_client()
+    sign_in(browser, secret)
+    assert browser.get("/api/v1/videos").status_code == 200
+    copied = copy_of(browser)
+    time.sleep(1.1)
+    assert browser.get("/api/v1/videos").status_code == 401
+    assert copied.get("/api/v1/videos").status_code == 401
+
+
+def test_the_session_cookie_expires_with_the_session_and_use_does_not_renew_it(tmp_path):
+    app = make_app(tmp_path, auth="required", session_lifetime_s=3600)
+    browser = app.test_client()
+    token = csrf_token(browser)
+    answer = browser.post("/signin", data={"key": new_key(app, "alice"), "csrf_token": token, "next": "/videos"})
+    cookie = answer.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    expires = parsedate_to_datetime(re.search(r"Expires=([^;]+)", cookie).group(1))
+    assert abs((expires - datetime.now(UTC)).total_seconds() - 3600) < 60
+    assert "Set-Cookie" not in browser.get("/api/v1/videos").headers
 
 
 def test_a_revoked_key_ends_its_sessions(app):
@@ -264,3 +375,110 @@ def test_keys_command_prints_a_key_once_and_stores_only_its_hash(tmp_path, monke
     assert main(["keys", "revoke", secret[:10]]) == 0
     assert keys.verify(secret) is None
     assert main(["keys", "revoke", "nope"]) == 2
+
+
+# ---- keys and sessions through a database outage -----------------------------------------------------
+
+UNREACHABLE_DATABASE = "postgresql+psycopg://postgres@127.0.0.1:9/test?connect_timeout=1"  # nothing listens there
+
+
+def cut_off_the_database(app) -> None:
+    """From now on every query of this app fails to connect, as in an outage."""
+    with app.app_context():
+        unreachable = sessionmaker(engine_for(UNREACHABLE_DATABASE))
+        services().keys.sessions = services().videos.sessions = unreachable
+
+
+def test_a_database_outage_does_not_stop_image_and_live_analysis_of_keys_already_seen(tmp_path, shared_dir):
+    app = make_app(tmp_path, auth="required", auth_cache_s=0)  # the database is asked every time it answers
+    secret, unseen = new_key(app, "alice"), new_key(app, "bob")
+    image = (shared_dir / "media" / "images" / "obama_small.jpg").read_bytes()
+    client, browser = app.test_client(), app.test_client()
+    assert client.post("/api/v1/analyze", data=image, headers=bearer(secret)).status_code == 200
+    sign_in(browser, secret)
+
+    cut_off_the_database(app)
+    answer = client.post("/api/v1/analyze", data=image, headers=bearer(secret))
+    assert answer.status_code == 200 and answer.get_json()["faces"]
+    assert browser.get("/").status_code == 200  # the live page, signed in
+    assert browser.post("/api/v1/analyze", data=image, headers={"X-CSRFToken": csrf_token(browser, "/")}).status_code == 200
+    # What needs the database says so; a key never checked cannot be.
+    answer = client.get("/api/v1/videos", headers=bearer(secret))
+    assert answer.status_code == 503 and answer.get_json()["error"]["code"] == "database_unavailable"
+    answer = client.post("/api/v1/analyze", data=image, headers=bearer(unseen))
+    assert answer.status_code == 503 and answer.get_json()["error"]["code"] == "database_unavailable"
+
+
+def test_keys_are_taken_on_trust_through_an_outage_only_for_the_grace_period(tmp_path, shared_dir):
+    app = make_app(tmp_path, auth="required", auth_cache_s=0, auth_outage_grace_s=0)
+    secret = new_key(app, "alice")
+    client = app.test_client()
+    assert client.get("/api/v1/devices", headers=bearer(secret)).status_code == 200
+    cut_off_the_database(app)
+    image = (shared_dir / "media" / "images" / "obama_small.jpg").read_bytes()
+    assert client.post("/api/v1/analyze", data=image, headers=bearer(secret)).status_code == 503
+
+
+def test_a_key_revoked_by_another_process_is_refused_within_auth_cache_s(tmp_path):
+    app = make_app(tmp_path, auth="required", auth_cache_s=0.5)
+    secret = new_key(app, "alice")
+    client = app.test_client()
+    assert client.get("/api/v1/videos", headers=bearer(secret)).status_code == 200
+    cli = Keys(sessions(f"sqlite:///{tmp_path / 'emotion-detector.db'}"))  # what `emotion-detector keys revoke` uses
+    cli.revoke(secret[:10])
+    time.sleep(0.6)
+    assert client.get("/api/v1/videos", headers=bearer(secret)).status_code == 403
+
+
+# ---- what the public health check shows -----------------------------------------------------------------
+
+
+def test_the_public_health_answer_is_status_only(app):
+    answer = app.test_client().get("/api/v1/health")
+    assert answer.status_code == 200 and answer.get_json() == {"status": "ok"}
+    wrong = app.test_client().get("/api/v1/health", headers=bearer("edk_not-a-real-key"))
+    assert wrong.status_code == 200 and wrong.get_json() == {"status": "ok"}  # probes are never refused
+
+
+def test_the_public_health_answer_names_what_is_down_and_nothing_more(app):
+    cut_off_the_database(app)
+    answer = app.test_client().get("/api/v1/health")
+    assert answer.status_code == 503 and answer.get_json() == {"status": "unavailable", "down": ["database"]}
+    assert "Error" not in answer.get_data(as_text=True)  # no exception class names
+
+
+@pytest.mark.parametrize("how", ["bearer", "session", "auth off"])
+def test_health_details_go_to_key_holders_and_without_auth(tmp_path, how):
+    app = make_app(tmp_path, auth="off" if how == "auth off" else "required")
+    client = app.test_client()
+    headers = {}
+    if how == "bearer":
+        headers = bearer(new_key(app, "monitor"))
+    elif how == "session":
+        sign_in(client, new_key(app, "alice"))
+    body = client.get("/api/v1/health", headers=headers).get_json()
+    assert body["status"] == "ok" and body["database"] == "ok" and body["queue"] == "ok" and body["problems"] == []
+    assert set(body["models"]) == {"emotion", "age_gender"}
+    detector = body["detector"]
+    assert detector["name"] == "centerface" and detector["min_face_px"] == 20 and detector["min_face_px_up_to_pixels"] == 5_120_000
+    assert "/" not in detector["model"] and detector["model"].endswith(".onnx")  # the file, not where it is installed
+
+
+def test_health_details_during_an_outage_say_why_to_holders_only(app):
+    secret = new_key(app, "monitor")
+    client = app.test_client()
+    assert client.get("/api/v1/health", headers=bearer(secret)).status_code == 200  # the key is checked once
+    cut_off_the_database(app)
+    body = client.get("/api/v1/health", headers=bearer(secret)).get_json()
+    assert body["down"] == ["database"] and body["database"].startswith("down: ") and body["problems"]
+    unchecked = client.get("/api/v1/health", headers=bearer("edk_unknown")).get_json()
+    assert unchecked == {"status": "unavailable", "down": ["database"]}  # a key that cannot be checked now counts as none
+
+
+def test_with_the_rate_limit_store_down_limits_count_in_memory_and_nothing_fails(tmp_path, shared_dir):
+    """Redis (the counters' store in production) unreachable: answers go on, limited per process meanwhile."""
+    app = make_app(tmp_path, rate_limit_storage_url=f"redis://127.0.0.1:{free_port()}/0", rate_limit_analyze="2/minute")
+    client = app.test_client()
+    image = (shared_dir / "media" / "images" / "obama_small.jpg").read_bytes()
+    codes = [client.post("/api/v1/analyze", data=image).status_code for _ in range(3)]
+    assert codes == [200, 200, 429]  # the live socket's handshake: tests/faults/test_brokers.py

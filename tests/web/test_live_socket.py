@@ -158,6 +158,7 @@ ODD_MESSAGES = {
     "unknown type": '{"type": "launch"}',
     "not an object": "[1, 2, 3]",
     "huge": json.dumps({"type": "config", "pad": "x" * 200_000}),
+    "a config field that does not exist": '{"type": "config", "min_face_px": 10}',
 }
 
 

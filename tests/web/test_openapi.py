@@ -111,9 +111,16 @@ def test_every_api_route_is_described(app, spec):
     undeclared = [rule.rule for rule in api_rules(app) if described(app.view_functions[rule.endpoint]) is None]
     assert undeclared == [], "declare these views with @operation (emotion_detector/web/openapi.py)"
     for rule in api_rules(app):
-        path = re.sub(r"<(\w+)>", r"{\1}", rule.rule)
+        path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
         methods = {m.lower() for m in rule.methods or ()} - {"head", "options"}
         assert path in spec["paths"] and methods <= set(spec["paths"][path]), (path, methods)
+
+
+def test_path_ids_carry_the_pattern_routing_holds_them_to(spec):
+    video = {"name": "video_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}
+    assert video in spec["paths"]["/api/v1/videos/{video_id}/results"]["get"]["parameters"]
+    device = spec["paths"]["/api/v1/devices/{device_id}/mix"]["get"]["parameters"][0]
+    assert device["name"] == "device_id" and device["schema"]["pattern"].startswith("^[A-Za-z0-9]")
 
 
 def test_every_route_but_health_needs_the_api_key(spec):
