@@ -150,9 +150,9 @@ class LiveDetection:
             except Exception:  # a search that failed is retried on schedule; the stream goes on meanwhile
                 log.exception("background face search failed")
         now = self.clock()
-        first = self._searched_at is None
-        due = first or now - self._searched_at >= self.search_every_s
-        if self._pending is None and due and background.ready(first):
+        searched_at = self._searched_at
+        due = searched_at is None or now - searched_at >= self.search_every_s
+        if self._pending is None and due and background.ready(first=searched_at is None):
             self._searched_at = now
             self._pending = background.start(self.search, image_bgr)
 
