@@ -8,7 +8,10 @@ Every request passes ``check`` before its view:
   key. With EMOTION_AUTH=required, none → 401 (pages redirect to /signin), a wrong or revoked key → 403.
   With auth off every request is the one local user (owner None: every video).
 - **CSRF**: state-changing requests authenticated by the session cookie carry the page's CSRF token
-  (Flask-WTF); a bearer key cannot be sent by another site's page, so it needs none.
+  (Flask-WTF's): in the X-CSRFToken header (the pages' scripts), or as the ``csrf_token`` field of a small
+  urlencoded form (the sign-out button). A multipart body is never read for it: uploads are streamed to disk
+  by their views, and parsing the form here would consume them first. A bearer key cannot be sent by another
+  site's page, so it needs none.
 Rate limits (Flask-Limiter) count per API key and, separately, per client address.
 """
 
@@ -23,7 +26,8 @@ from flask import Blueprint, Flask, g, redirect, render_template, request, sessi
 from flask.typing import ResponseReturnValue
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
-from flask_wtf.csrf import CSRFError, CSRFProtect
+from flask_wtf.csrf import CSRFError, CSRFProtect, validate_csrf
+from wtforms import ValidationError
 
 from emotion_detector.accounts.keys import Keys
 from emotion_detector.settings import Settings
@@ -157,8 +161,25 @@ def check() -> ResponseReturnValue | None:
         return redirect(url_for("auth.signin", next=request.full_path.rstrip("?")))
     g.principal = Principal(key.id, key.name, "session")
     if request.method not in SAFE_METHODS:
-        csrf.protect()  # raises CSRFError
+        _check_csrf_token()
     return None
+
+
+CSRF_HEADER = "X-CSRFToken"
+CSRF_FIELD = "csrf_token"
+
+
+def _check_csrf_token() -> None:
+    """Raises CSRFError unless the request carries this session's token, read without touching a streamed
+    body (Flask-WTF's own protect() reads request.form, which parses and consumes a multipart upload). The
+    Origin check in ``check`` stands in for its referrer check."""
+    token = request.headers.get(CSRF_HEADER)
+    if not token and request.mimetype == "application/x-www-form-urlencoded":
+        token = request.form.get(CSRF_FIELD)  # a small form's body, bounded by MAX_CONTENT_LENGTH
+    try:
+        validate_csrf(token)
+    except ValidationError as error:
+        raise CSRFError(error.args[0]) from error
 
 
 def _csrf_failed(exc: CSRFError) -> ResponseReturnValue:
