@@ -1,6 +1,6 @@
-# make run   install into .venv and start every process in the Procfile (restarted if one dies), from this
-#            checkout, with its data in ./instance (EMOTION_INSTANCE_DIR; requirements-nodeps.txt: wheels
-#            installed without their declared dependencies)
+# make run   install into .venv (requirements-nodeps.txt: wheels installed without their declared dependencies;
+#            this checkout in editable mode: .venv/bin/emotion-detector runs its code) and start every process
+#            in the Procfile (restarted if one dies); the data goes to ./instance, by the rule in settings.py
 # make test  install the dev requirements and run the linter, the type checker and the whole test suite
 #            (pytest -m "not slow": the fast, in-process layer alone, in under two minutes)
 PYTHON ?= python3
@@ -13,16 +13,16 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-$(VENV)/.runtime: requirements.txt requirements-nodeps.txt serving/requirements.txt | $(BIN)/python
+$(VENV)/.runtime: requirements.txt requirements-nodeps.txt serving/requirements.txt pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -r requirements.txt
 	$(BIN)/pip install -q --no-deps -r requirements-nodeps.txt
+	$(BIN)/pip install -q --no-deps -e .
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt training/requirements.txt
 	$(BIN)/pip install -q -r requirements-dev.txt
 	touch $@
 
-run: export EMOTION_INSTANCE_DIR ?= $(CURDIR)/instance
 run: $(VENV)/.runtime
 	$(BIN)/python -m emotion_detector run
 
