@@ -65,7 +65,6 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # a line per plugin at every start
     from emotion_detector.edge.forwarder import EventStore, Forwarder, ForwarderOptions, migrate_when_up
     from emotion_detector.edge.mqtt import Broker, BrokerUrlError
     from emotion_detector.settings import Settings
