@@ -15,7 +15,8 @@ CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver"
 ARTIFACTS = Path(os.environ.get("EMOTION_TEST_ARTIFACTS", Path(tempfile.gettempdir()) / "emotion-detector-test-artifacts"))
 
 
-def chromium(tmp_path: Path, camera: Path | None, allow_camera: bool) -> webdriver.Chrome:
+def chromium(tmp_path: Path, camera: Path | None, allow_camera: bool, network_log: bool = False) -> webdriver.Chrome:
+    """``network_log``: keep the DevTools network events too, for failed_requests()."""
     if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
         pytest.fail("browser tests need Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
     options = webdriver.ChromeOptions()
@@ -38,4 +39,12 @@ def chromium(tmp_path: Path, camera: Path | None, allow_camera: bool) -> webdriv
     if camera:
         options.add_argument(f"--use-file-for-fake-video-capture={camera}")
     options.add_argument("--use-fake-ui-for-media-stream" if allow_camera else "--deny-permission-prompts")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", **({"performance": "ALL"} if network_log else {})})
     return webdriver.Chrome(options=options, service=Service(executable_path=str(CHROMEDRIVER)))
+
+
+def console_problems(browser: webdriver.Chrome) -> list[str]:
+    """What the console got since the last call at warning level or above: script errors, and the browser's own
+    complaints (a socket closed while connecting, a failed load) that DevTools shows in red. Read once: the
+    browser hands each entry out once."""
+    return [f"{entry['level']} {entry['message']}" for entry in browser.get_log("browser") if entry["level"] in ("WARNING", "SEVERE")]

@@ -40,7 +40,7 @@ limiter = Limiter(key_func=get_remote_address, headers_enabled=True)
 
 Limited = TypeVar("Limited", bound=Callable[..., Any] | Blueprint)
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-PUBLIC_ENDPOINTS = frozenset({"static", "auth.signin", "api.health"})
+PUBLIC_ENDPOINTS = frozenset({"static", "favicon", "auth.signin", "api.health"})
 SIGNIN_LIMIT = "20/minute"  # per address: keys are unguessable, this keeps the page from being a CPU sink
 
 
