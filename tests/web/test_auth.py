@@ -264,3 +264,33 @@ def test_keys_command_prints_a_key_once_and_stores_only_its_hash(tmp_path, monke
     assert main(["keys", "revoke", secret[:10]]) == 0
     assert keys.verify(secret) is None
     assert main(["keys", "revoke", "nope"]) == 2
+
+
+def test_videos_uploaded_while_sign_in_was_off_belong_to_the_first_key_made(tmp_path, monkeypatch, capsys, video_bytes):
+    """Sign-in off: one local user, whose videos belong to no key. Once it is required, they were invisible to
+    every key (issue 27); now the first key made takes them over, and `keys adopt` gives those uploaded later
+    with sign-in off to another key."""
+    monkeypatch.setenv("EMOTION_DATABASE_URL", f"sqlite:///{tmp_path / 'emotion-detector.db'}")
+    laptop = make_app(tmp_path, auth="off")
+    before = upload(laptop.test_client(), video_bytes, {})
+
+    assert main(["keys", "create", "me"]) == 0
+    captured = capsys.readouterr()
+    mine = captured.out.strip()
+    assert "the first key: 1 video uploaded while sign-in was off now belongs to it" in captured.err
+    deployed = make_app(tmp_path, auth="required")
+    colleague = new_key(deployed, "colleague")
+    assert [v["id"] for v in deployed.test_client().get("/api/v1/videos", headers=bearer(mine)).get_json()["videos"]] == [before]
+    assert deployed.test_client().get("/api/v1/videos", headers=bearer(colleague)).get_json()["videos"] == []
+    browser = deployed.test_client()
+    sign_in(browser, mine)
+    assert browser.get(f"/videos/{before}").status_code == 200
+
+    later = upload(laptop.test_client(), video_bytes, {})  # sign-in off again for a while
+    with deployed.app_context():
+        colleague_id = services().keys.verify(colleague).id
+    assert main(["keys", "adopt", colleague_id]) == 0
+    assert "1 video uploaded while sign-in was off now belongs to" in capsys.readouterr().out
+    listed = deployed.test_client().get("/api/v1/videos", headers=bearer(colleague)).get_json()["videos"]
+    assert [v["id"] for v in listed] == [later]
+    assert main(["keys", "adopt", "edk_nope"]) == 2
