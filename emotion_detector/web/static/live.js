@@ -256,14 +256,20 @@ function drawFace(face, x, y, w, h, others) {
     context.fillStyle = "#fff"; context.fillText(title, left + 6, top + 16);
     context.font = "13px system-ui, sans-serif"; context.fillText(detail, left + 6, top + 34);
   }
-  // A small bar chart of all seven expressions under the box, each bar named.
-  const barWidth = Math.max(50, Math.min(w - BAR_NAME_PX, 110));
+  // A small bar chart of all seven expressions, each bar named: under the box, or beside it where the picture
+  // ends below it (a face filling a phone's screen), on the side with room.
+  const barWidth = Math.max(50, Math.min(w - BAR_NAME_PX, 110)), chartWidth = BAR_NAME_PX + barWidth;
+  let barsX = x, barsY = y + h + 4;
+  if (barsY + BARS_HEIGHT_PX > overlay.height) {
+    barsY = Math.max(0, Math.min(y, overlay.height - BARS_HEIGHT_PX));
+    barsX = x + w + 4 + chartWidth <= overlay.width ? x + w + 4 : Math.max(0, x - 4 - chartWidth);
+  }
   context.font = "10px system-ui, sans-serif"; context.textBaseline = "middle";
   EMOTIONS.forEach((name, i) => {
-    const p = face.emotion.probabilities[name] || 0, rowY = y + h + 4 + i * (BAR_ROW_PX + BAR_GAP_PX);
-    context.fillStyle = "rgba(0,0,0,.6)"; context.fillRect(x, rowY, BAR_NAME_PX + barWidth, BAR_ROW_PX);
-    context.fillStyle = "#fff"; context.fillText(name, x + 3, rowY + BAR_ROW_PX / 2);
-    context.fillStyle = COLOURS[name]; context.fillRect(x + BAR_NAME_PX, rowY + 2, barWidth * p, BAR_ROW_PX - 4);
+    const p = face.emotion.probabilities[name] || 0, rowY = barsY + i * (BAR_ROW_PX + BAR_GAP_PX);
+    context.fillStyle = "rgba(0,0,0,.6)"; context.fillRect(barsX, rowY, chartWidth, BAR_ROW_PX);
+    context.fillStyle = "#fff"; context.fillText(name, barsX + 3, rowY + BAR_ROW_PX / 2);
+    context.fillStyle = COLOURS[name]; context.fillRect(barsX + BAR_NAME_PX, rowY + 2, barWidth * p, BAR_ROW_PX - 4);
   });
   context.textBaseline = "alphabetic";
 }
