@@ -3,11 +3,13 @@
 #            in the Procfile (restarted if one dies); the data goes to ./instance, by the rule in settings.py
 # make test  install the dev requirements and run the linter, the type checker and the whole test suite
 #            (pytest -m "not slow": the fast, in-process layer alone, in under two minutes)
+# make e2e   the production browser suite alone (tests/e2e; make test runs it too): PostgreSQL, Redis and
+#            Mosquitto on this machine, Debian's chromium and chromium-driver
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench
+.PHONY: run test e2e lint bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +33,9 @@ test: $(VENV)/.dev
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
+
+e2e: $(VENV)/.dev
+	$(BIN)/python -m pytest tests/e2e
 
 bench: $(VENV)/.dev
 	$(BIN)/python -m bench.serving --models emotion age gender
