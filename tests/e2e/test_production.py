@@ -46,7 +46,7 @@ pytestmark = pytest.mark.slow  # every server as a process, and a browser
 
 DESKTOP, PHONE = (1280, 800), (390, 844)
 SHOTS = ARTIFACTS / "e2e-production"
-REDIS_E2E_DB = 13  # the queue and the rate-limit counters; emptied before and after
+REDIS_E2E_DB = 14  # queue and rate-limit counters, emptied before and after (11: video tests, 12: bench.video, 13: test_auth_processes)
 OVERLAY_TOLERANCE_PX = 2
 WORKER = ["-m", "celery", "-A", "emotion_detector.videos.jobs", "worker", "--concurrency", "1", "--loglevel", "INFO"]
 WORKER += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
