@@ -165,7 +165,8 @@ def command_line() -> str:
 
 
 def data_home(settings: Settings) -> str:
-    if settings.database_url.startswith("sqlite"):
+    """The instance folder when the database is the one in it (the embedded default), else the database too."""
+    if settings.database_url == f"sqlite:///{settings.instance_dir / 'emotion-detector.db'}":
         return str(settings.instance_dir)
     from sqlalchemy import make_url
 
