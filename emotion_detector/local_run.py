@@ -102,7 +102,7 @@ def run(state_dir: Path, procfile: Path) -> int:
     config = state_dir / "supervisord.conf"
     config.write_text(supervisord_config(processes, state_dir, procfile.parent))
     # Its own process group: a terminal's Ctrl-C reaches this process alone and is passed on once.
-    supervisord = subprocess.Popen(
+    supervisord = subprocess.Popen(  # nosec B603: this interpreter, a fixed module, the configuration written above
         [sys.executable, "-m", "supervisor.supervisord", "--configuration", str(config)],
         process_group=0,
         preexec_fn=_stop_with_parent,
@@ -128,7 +128,7 @@ def _stop_with_parent() -> None:
 def web_address() -> tuple[str, str]:
     """(the address to check the web app at, the one to open in a browser), from the Procfile's HOST and PORT."""
     host, port = os.environ.get("HOST", "127.0.0.1"), os.environ.get("PORT", "5000")
-    local = host in ("", "0.0.0.0", "127.0.0.1", "localhost", "::", "::1")
+    local = host in ("", "0.0.0.0", "127.0.0.1", "localhost", "::", "::1")  # nosec B104: read, to check it locally
     # localhost: a secure context in browsers, so the live page may use the camera over plain http.
     return f"http://{'127.0.0.1' if local else host}:{port}", f"http://{'localhost' if local else host}:{port}"
 
@@ -140,7 +140,7 @@ def _announce_when_up(settings: Settings, supervisord: subprocess.Popen[bytes]) 
     deadline = time.monotonic() + UP_PATIENCE_S
     while supervisord.poll() is None:
         try:
-            with urllib.request.urlopen(f"{check_url}/api/v1/health", timeout=2) as answer:
+            with urllib.request.urlopen(f"{check_url}/api/v1/health", timeout=2) as answer:  # nosec B310: http://, made above
                 if answer.status == 200:
                     print(next_steps(settings, open_url), flush=True)
                     return
