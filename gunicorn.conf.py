@@ -1,5 +1,6 @@
 """gunicorn settings for the web process: gevent workers, so each websocket is a cheap greenlet."""
 
+import logging
 import os
 
 from emotion_detector.web import server
@@ -21,7 +22,26 @@ worker_connections = int(os.environ.get("WEB_WORKER_CONNECTIONS", "200"))
 # On one shared socket the worker that happens to be awake takes them: bench/live.py's 20 websockets ended up
 # almost all on one worker (11 s of CPU against 1 s in 20 s of load), one GIL doing every socket's work.
 reuse_port = True
+# gunicorn's control socket (gunicornc) defaults to one path per user ($HOME/.gunicorn/gunicorn.ctl): a second
+# gunicorn on the machine would take it over, and nothing here uses it.
+control_socket_disable = True
 timeout = 60
 graceful_timeout = 10
 # Access logs carry paths and status codes only; frames never reach a log.
 accesslog = "-" if os.environ.get("ACCESS_LOG") else None
+
+
+class _NoEmptyListeningLine(logging.Filter):
+    """With reuse_port the workers open the sockets and the master has none: its "Listening at: " would be empty."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        empty = isinstance(record.args, tuple) and bool(record.args) and not str(record.args[0]).strip()
+        return not (str(record.msg).startswith("Listening at:") and empty)
+
+
+def on_starting(server) -> None:
+    server.log.error_log.addFilter(_NoEmptyListeningLine())
+
+
+def when_ready(server) -> None:
+    server.log.info("Listening at: http://%s (a socket per worker)", bind)

@@ -53,8 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.procfile.is_file():
             print(f"no Procfile at {args.procfile.absolute()}: run this in a checkout or pass --procfile", file=sys.stderr)
             return 2
-        run(args.state_dir or Settings().instance_dir, args.procfile)
-        return 0
+        return run(args.state_dir or Settings().instance_dir, args.procfile)
 
     settings = Settings()
     if args.action == "list":

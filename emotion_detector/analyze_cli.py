@@ -111,7 +111,9 @@ class JsonArrayWriter:
 
 
 class CsvWriter:
-    """One row per face per frame, with DESIGN.md §2's columns; frames without faces have no rows."""
+    """One row per face per frame, with DESIGN.md §2's columns; a frame without a face has one row whose face
+    columns are empty, so that every analysed image and frame shows in the table (no row would look like a file
+    that was skipped)."""
 
     def __init__(self, out: IO[str]):
         self.out = out
@@ -121,6 +123,8 @@ class CsvWriter:
     def write(self, record: Record) -> None:
         if not isinstance(record, FrameRecord):  # person records have no row in a CSV of faces
             return
+        if not record.faces:
+            self.writer.writerow([record.source, record.frame, record.timestamp_ms, *[""] * (len(CSV_COLUMNS) - 3)])
         for face in record.faces:
             face_json = face.to_json()
             emotion, gender = face_json["emotion"], face_json["gender"]

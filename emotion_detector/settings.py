@@ -28,8 +28,9 @@ EMOTION_ALLOWED_ORIGINS=https://a.example,...  other origins whose pages may pos
 EMOTION_RATE_LIMIT_STORAGE_URL=redis://...     where rate-limit counters live (default: the broker's Redis,
                                          else this process's memory)
 EMOTION_INSTANCE_DIR=...                 local data of the embedded defaults: SQLite databases, uploads,
-                                         supervisord's state (default: the user's data directory,
-                                         $XDG_DATA_HOME/emotion-detector; `make run` uses ./instance)
+                                         edge queues, supervisord's state (default: the checkout's instance/
+                                         when the code runs from a checkout, else $XDG_DATA_HOME/emotion-detector;
+                                         see default_instance_dir)
 EMOTION_DATABASE_URL=postgresql+psycopg://user@host/db     video jobs (default: SQLite in the instance dir)
 EMOTION_BROKER_URL=redis://localhost:6379/0                the job queue (default: a SQLite-backed local queue)
 EMOTION_VIDEO_RETENTION_DAYS=30         uploaded videos, results and annotated copies are removed this long
@@ -69,9 +70,24 @@ class Insecure(StrEnum):
 DEFAULT_MODEL_DIR = Path.home() / ".cache" / "emotion-detector" / "models"
 
 
-def default_instance_dir() -> Path:
-    """The user's data directory (XDG; Linux is where this runs): never the current directory, which may be
-    anything, nor the installed package, which may be read-only."""
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def checkout_of(package_dir: Path = PACKAGE_DIR) -> Path | None:
+    """The checkout this code runs from (a clone, or `pip install -e .` of one), or None for an installed package."""
+    root = package_dir.parent
+    return root if (root / "Procfile").is_file() and (root / "pyproject.toml").is_file() else None
+
+
+def default_instance_dir(package_dir: Path = PACKAGE_DIR) -> Path:
+    """Where the data lives unless EMOTION_INSTANCE_DIR says otherwise: one rule, so that the web app, the
+    workers, the forwarder and every command agree, whatever directory each was started in. Code that runs
+    from a checkout keeps it in the checkout's instance/ (`make run`, `python -m emotion_detector` and the
+    console script of `pip install -e .` alike); an installed package in the user's data directory
+    ($XDG_DATA_HOME/emotion-detector), never in site-packages, which may be read-only."""
+    root = checkout_of(package_dir)
+    if root is not None:
+        return root / "instance"
     return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "emotion-detector"
 
 

@@ -136,6 +136,19 @@ def test_csv_has_the_contracts_columns_and_a_row_per_face(capsys, media):
         assert abs(sum(float(row[f"p_{e}"]) for e in ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")) - 1) < 2e-3
 
 
+def test_csv_has_a_row_for_an_image_without_faces_so_it_shows_it_was_analysed(capsys, media, tmp_path):
+    ok, sky = cv2.VideoCapture(str(media / "videos" / "no_face.mp4")).read()
+    assert ok
+    cv2.imwrite(str(tmp_path / "sky.jpg"), sky)
+    code, out, _ = cli(capsys, str(tmp_path / "sky.jpg"), str(media / "images" / "obama_small.jpg"), "--format", "csv")
+    assert code == 0
+    table = list(csv.DictReader(io.StringIO(out)))
+    first = table[0]
+    assert (Path(first["source"]).name, first["frame"], first["id"], first["emotion"]) == ("sky.jpg", "0", "", "")
+    assert all(value == "" for name, value in table[0].items() if name not in ("source", "frame", "timestamp_ms"))
+    assert Path(table[1]["source"]).name == "obama_small.jpg" and table[1]["emotion"] and len(table) == 2
+
+
 def test_json_is_one_array_and_output_goes_to_a_file(capsys, media, tmp_path):
     pictures = tmp_path / "pictures"
     pictures.mkdir()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -74,9 +75,15 @@ def test_pip_install_from_a_clone_runs_outside_the_checkout(tmp_path, shared_dir
     venv = tmp_path / "venv"
     python = venv_seeing_our_dependencies(venv)
     # --ignore-installed: never touch a copy of the package the outer environment may have.
-    install = [python, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--ignore-installed", str(clone)]
+    # -v: the build backend's own output, where setuptools writes its warnings.
+    install = [python, "-m", "pip", "install", "-v", "--no-deps", "--no-build-isolation", "--ignore-installed", str(clone)]
     installed = subprocess.run(install, capture_output=True, text=True, cwd=tmp_path)
     assert installed.returncode == 0, installed.stdout + installed.stderr
+    # E.g. "BuildBackendWarning: Package 'emotion_detector.web.static' is absent from the `packages` configuration".
+    warnings = sorted(
+        {line.strip() for line in (installed.stdout + installed.stderr).splitlines() if re.search(r"\b[A-Z]\w*Warning\b", line)}
+    )
+    assert warnings == [], "\n".join(warnings)
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

@@ -1,4 +1,4 @@
-"""``emotion-detector keys create NAME | list | revoke KEY``: API keys in the configured database."""
+"""``emotion-detector keys create NAME | list | revoke KEY | adopt KEY``: API keys in the configured database."""
 
 from __future__ import annotations
 
@@ -19,6 +19,10 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "revoke", help="revoke a key and end its sessions: every web process refuses them within EMOTION_AUTH_CACHE_S (10 s)"
     )
     revoke.add_argument("key", help="the key's id or its first characters as `list` shows them")
+    adopt = actions.add_parser(
+        "adopt", help="give the videos uploaded while sign-in was off to a key (the first key made takes those before it)"
+    )
+    adopt.add_argument("key", help="the key's id or its first characters as `list` shows them")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,11 +37,21 @@ def run(args: argparse.Namespace) -> int:
             return 2
         print(key.secret)
         print(f"key {key.id} ({key.name}): shown once, store it now; send it as 'Authorization: Bearer <key>'", file=sys.stderr)
+        if key.adopted_videos:
+            print(f"the first key: {_unowned(key.adopted_videos)} to it", file=sys.stderr)
         return 0
     if args.action == "list":
         for found in keys.list():
             revoked = f"revoked {found.revoked_at:%Y-%m-%d %H:%M}" if found.revoked_at else "active"
             print(f"{found.id}  {found.display}…  {found.name}  created {found.created_at:%Y-%m-%d %H:%M}  {revoked}")
+        return 0
+    if args.action == "adopt":
+        adopted = keys.adopt_unowned(args.key)
+        if adopted is None:
+            print(f"no active key {args.key!r}", file=sys.stderr)
+            return 2
+        found, count = adopted
+        print(f"{_unowned(count)} to {found.id} ({found.name})")
         return 0
     revoked_key = keys.revoke(args.key)
     if revoked_key is None:
@@ -45,3 +59,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     print(f"revoked {revoked_key.id} ({revoked_key.name})")
     return 0
+
+
+def _unowned(count: int) -> str:
+    videos, belong = ("video", "belongs") if count == 1 else ("videos", "belong")
+    return f"{count} {videos} uploaded while sign-in was off now {belong}"

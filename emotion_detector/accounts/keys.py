@@ -1,6 +1,10 @@
 """API keys and the sign-in sessions made with them: creation, lookup by the presented secret, revocation, and
 the tables they live in.
 
+Videos uploaded while sign-in is off belong to no key (every video is the one local user's then). Once sign-in
+is required, the first key made takes them over (its maker is the person who ran the server without it), and
+``adopt_unowned`` hands those uploaded later with sign-in off to a key named by an administrator.
+
 A key is 256 random bits, so a fast hash (SHA-256) is enough to store it: there is nothing to guess
 offline that a slow hash would protect. The database keeps the hash and the first characters for display.
 A page's session is a row too (the cookie holds a random token, the row its hash), so that signing out, "sign
@@ -16,12 +20,12 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import DateTime, ForeignKey, String, delete, select
+from sqlalchemy import DateTime, ForeignKey, String, delete, func, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from emotion_detector.accounts.recent import RecentlyVerified
 from emotion_detector.videos.db import rowcount
-from emotion_detector.videos.models import Base, utcnow
+from emotion_detector.videos.models import Base, Video, utcnow
 
 KEY_PREFIX = "edk_"  # recognisable in logs and secret scanners
 DISPLAY_CHARS = 10  # "edk_" and six characters: enough to tell keys apart in a list, useless to an attacker
@@ -56,6 +60,7 @@ class NewKey:
     id: str
     name: str
     secret: str  # shown once; only its hash is stored
+    adopted_videos: int = 0  # uploaded while sign-in was off, now this key's
 
 
 @dataclass(frozen=True)
@@ -80,14 +85,18 @@ class Keys:
         self.recent = recent
 
     def create(self, name: str) -> NewKey:
+        """A new key; the first one ever made also takes over the videos uploaded while sign-in was off."""
         name = name.strip()
         if not name or len(name) > MAX_NAME_CHARS:
             raise ValueError(f"a key's name is 1 to {MAX_NAME_CHARS} characters")
         secret = KEY_PREFIX + secrets.token_urlsafe(32)
         key = ApiKey(id=uuid.uuid4().hex, name=name, display=secret[:DISPLAY_CHARS], secret_sha256=_digest(secret))
         with self.sessions.begin() as session:
+            first = session.scalar(select(func.count()).select_from(ApiKey)) == 0
             session.add(key)
-        return NewKey(key.id, name, secret)
+            session.flush()
+            adopted = _adopt_unowned(session, key.id) if first else 0
+        return NewKey(key.id, name, secret, adopted)
 
     def verify(self, secret: str) -> Holder | None:
         """Whose live key this secret is; None for an unknown or revoked one."""
@@ -109,7 +118,7 @@ class Keys:
     def revoke(self, key_id_or_display: str) -> ApiKey | None:
         """Revoke a key and end its sessions."""
         with self.sessions.begin() as session:
-            key = session.get(ApiKey, key_id_or_display) or session.scalar(select(ApiKey).where(ApiKey.display == key_id_or_display))
+            key = _find(session, key_id_or_display)
             if key is not None:
                 if key.revoked_at is None:
                     key.revoked_at = utcnow()
@@ -172,3 +181,20 @@ class Keys:
     def _forget_key(self, key_id: str) -> None:
         if self.recent is not None:
             self.recent.forget(lambda _, holder: holder.key_id == key_id)
+
+    def adopt_unowned(self, key_id_or_display: str) -> tuple[ApiKey, int] | None:
+        """Gives the videos that belong to no key (uploaded while sign-in was off) to this active key; None if
+        there is no such key."""
+        with self.sessions.begin() as session:
+            key = _find(session, key_id_or_display)
+            if key is None or key.revoked_at is not None:
+                return None
+            return key, _adopt_unowned(session, key.id)
+
+
+def _find(session: Session, key_id_or_display: str) -> ApiKey | None:
+    return session.get(ApiKey, key_id_or_display) or session.scalar(select(ApiKey).where(ApiKey.display == key_id_or_display))
+
+
+def _adopt_unowned(session: Session, key_id: str) -> int:
+    return rowcount(session.execute(update(Video).where(Video.owner_id.is_(None)).values(owner_id=key_id)))

@@ -17,9 +17,36 @@ DEFAULT_GROUP = "forwarders"
 log = logging.getLogger("emotion_detector.edge.forwarder")
 
 
-def default_client_id(group: str = DEFAULT_GROUP) -> str:
-    """Stable across restarts of one forwarder, so that its persistent session (queued events) is found again."""
-    return f"forwarder-{group}-{socket.gethostname()}"[:64]
+MAX_FORWARDERS_PER_HOST = 256  # per group: far more than one host's cores could keep busy
+MAX_CLIENT_ID_CHARS = 64
+
+
+class ClientId:
+    """The default MQTT client id, ``forwarder-GROUP-HOST-N``: N is the lowest number that no other running
+    forwarder of the group on this host holds. Two forwarders on one host then never share an id (the broker
+    would drop one session whenever the other connects, and they would evict each other forever), and a
+    forwarder that restarts gets its number, and so its persistent session with the events queued for it,
+    back. The number is held by an abstract Unix socket (Linux): host-wide, whoever runs the process, and
+    released by the kernel when the process ends, however it ends."""
+
+    def __init__(self, group: str = DEFAULT_GROUP):
+        for number in range(MAX_FORWARDERS_PER_HOST):
+            holder = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                holder.bind(f"\0emotion-detector-forwarder/{group[:64]}/{number}")
+            except OSError:  # held by a running forwarder
+                holder.close()
+                continue
+            self._holder: socket.socket | None = holder
+            suffix = f"-{socket.gethostname()}-{number}"
+            self.value = f"forwarder-{group}"[: MAX_CLIENT_ID_CHARS - len(suffix)] + suffix
+            return
+        raise RuntimeError(f"{MAX_FORWARDERS_PER_HOST} forwarders of group {group!r} already run on this host")
+
+    def release(self) -> None:
+        if self._holder is not None:
+            self._holder.close()
+            self._holder = None
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -30,12 +57,14 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=DEFAULT_GROUP,
         help=f"shared-subscription group: forwarders in one group split the events (default: {DEFAULT_GROUP})",
     )
-    forward.add_argument("--client-id", help="MQTT client id, stable across restarts (default: forwarder-GROUP-HOSTNAME)")
+    forward.add_argument(
+        "--client-id",
+        help="MQTT client id, stable across restarts (default: forwarder-GROUP-HOSTNAME-N, N the lowest free on this host)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # a line per plugin at every start
     from emotion_detector.edge.forwarder import EventStore, Forwarder, ForwarderOptions
     from emotion_detector.edge.mqtt import Broker, BrokerUrlError
     from emotion_detector.settings import Settings

@@ -11,7 +11,8 @@ forwarder of the group, so several forwarders split the load. Statuses come to e
 them; an upsert is idempotent).
 
 The broker keeps a disconnected forwarder's session - and its share of the group's events - until the session
-expires, so a forwarder's client id must be stable across restarts (the default is the group and host name).
+expires, so a forwarder's client id must be stable across restarts, and distinct from every other running
+forwarder's (the default: the group, the host name and the lowest number no other forwarder on the host holds).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from pydantic import ValidationError
 from sqlalchemy import Engine, case, exc
 from sqlalchemy.dialects import postgresql, sqlite
 
-from emotion_detector.edge.forward_cli import DEFAULT_GROUP, default_client_id
+from emotion_detector.edge.forward_cli import DEFAULT_GROUP, ClientId
 from emotion_detector.edge.messages import (
     ALL_EVENTS,
     ALL_STATUS,
@@ -61,7 +62,7 @@ VERSION_MAX_CHARS = 64  # the edge_devices.version column
 @dataclass(frozen=True)
 class ForwarderOptions:
     group: str = DEFAULT_GROUP
-    client_id: str | None = None  # None: default_client_id(group)
+    client_id: str | None = None  # None: forward_cli.ClientId, held while the forwarder runs
     session_expiry_s: int = SESSION_EXPIRY_S
     max_batch: int = MAX_BATCH
 
@@ -192,7 +193,12 @@ class Forwarder:
         self._received: queue.Queue[Received] = queue.Queue()
         self._connection = 0  # changes on every connect and disconnect
         self.subscribed = threading.Event()  # connected, and the broker confirmed the subscriptions
-        self.client_id = self.options.client_id or default_client_id(self.options.group)
+        self._default_id: ClientId | None = None
+        if self.options.client_id:
+            self.client_id = self.options.client_id
+        else:
+            self._default_id = ClientId(self.options.group)
+            self.client_id = self._default_id.value
         self._client = broker.client(self.client_id)
         self._client.manual_ack_set(True)  # acknowledged in _acknowledge, after the commit
         self._client.on_connect = self._on_connect
@@ -255,6 +261,12 @@ class Forwarder:
             log.info("stored %d events and %d statuses", self.stored_events, self.stored_statuses)
             self._client.disconnect()  # the session stays for session_expiry_s: unacknowledged messages come again
             self._client.loop_stop()
+            self.close()
+
+    def close(self) -> None:
+        """Gives its default client id back (for the next forwarder that starts on this host)."""
+        if self._default_id is not None:
+            self._default_id.release()
 
     def _next_batch(self, timeout_s: float) -> list[Received]:
         """What has arrived (up to max_batch), after waiting for the first: under load batches grow on their

@@ -50,7 +50,9 @@ def sessions(url: str) -> sessionmaker[Session]:
 
 
 def migrate(url: str) -> None:
-    """Bring the schema up to date (alembic upgrade head)."""
+    """Bring the schema up to date (alembic upgrade head). Every process does this on start: one log line when
+    the schema changed, none when it was up to date (alembic's own, a dozen per start, are silenced)."""
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # before the import, which logs its plugins
     from alembic import command
     from alembic.config import Config
 
@@ -58,7 +60,18 @@ def migrate(url: str) -> None:
     config.set_main_option("script_location", str(MIGRATIONS))
     config.set_main_option("path_separator", "os")
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    before = _schema_revision(url)
     command.upgrade(config, "head")
+    after = _schema_revision(url)
+    if after != before:
+        log.info("database schema upgraded from %s to %s", before or "empty", after)
+
+
+def _schema_revision(url: str) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    with engine_for(url).connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
 
 
 class SchemaUpgrade:

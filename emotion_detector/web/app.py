@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask
+from flask.typing import ResponseReturnValue
 
 from emotion_detector.accounts.keys import Keys
 from emotion_detector.accounts.recent import RecentlyVerified
@@ -60,6 +61,12 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     @app.context_processor
     def face_detector() -> dict[str, FaceDetector]:  # every page says when detection runs on the degraded fallback
         return {"face_detector": detector}
+
+    @app.get("/favicon.ico")
+    def favicon() -> ResponseReturnValue:
+        # Pages name their icon; a browser still asks for this one on what has no <link rel="icon"> (the
+        # reports, the PDF viewer), and a 404 there is a failed request in its console.
+        return app.send_static_file("favicon.svg")
 
     ids.install(app)
     security.install(app, production=settings.environment == "production")

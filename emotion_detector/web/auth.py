@@ -11,7 +11,10 @@ Every request passes ``check`` before its view:
   EMOTION_SESSION_LIFETIME_S after signing in. Valid keys and sessions are remembered briefly
   (accounts/recent.py), so a short database outage does not stop live and image analysis.
 - **CSRF**: state-changing requests authenticated by the session cookie carry the page's CSRF token
-  (Flask-WTF); a bearer key cannot be sent by another site's page, so it needs none.
+  (Flask-WTF's): in the X-CSRFToken header (the pages' scripts), or as the ``csrf_token`` field of a small
+  urlencoded form (the sign-out button). A multipart body is never read for it: uploads are streamed to disk
+  by their views, and parsing the form here would consume them first. A bearer key cannot be sent by another
+  site's page, so it needs none.
 Rate limits (Flask-Limiter) count per API key and, separately, per client address.
 """
 
@@ -28,8 +31,9 @@ from flask import Blueprint, Flask, g, redirect, render_template, request, sessi
 from flask.typing import ResponseReturnValue
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
-from flask_wtf.csrf import CSRFError, CSRFProtect
+from flask_wtf.csrf import CSRFError, CSRFProtect, validate_csrf
 from sqlalchemy.exc import DBAPIError
+from wtforms import ValidationError
 
 from emotion_detector.accounts.keys import Keys
 from emotion_detector.settings import Settings
@@ -42,7 +46,7 @@ limiter = Limiter(key_func=get_remote_address, headers_enabled=True)
 
 Limited = TypeVar("Limited", bound=Callable[..., Any] | Blueprint)
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-PUBLIC_ENDPOINTS = frozenset({"static", "auth.signin", "api.health"})
+PUBLIC_ENDPOINTS = frozenset({"static", "favicon", "auth.signin", "api.health"})
 # Public, but a key (or a session) that comes along is looked at: the health check gives details to holders.
 DETAILS_FOR_HOLDERS = frozenset({"api.health"})
 SESSION_TOKEN = "sid"  # nosec B105  # the name of the cookie's entry holding the session token (accounts/keys.py)
@@ -169,7 +173,7 @@ def check() -> ResponseReturnValue | None:
         return found
     g.principal = found
     if found.via == "session" and request.method not in SAFE_METHODS:
-        csrf.protect()  # raises CSRFError
+        _check_csrf_token()  # raises CSRFError
     return None
 
 
@@ -193,6 +197,23 @@ def _identify() -> Principal | ResponseReturnValue | None:
         session.pop(SESSION_TOKEN, None)
         return None
     return Principal(holder.key_id, holder.name, "session")
+
+
+CSRF_HEADER = "X-CSRFToken"
+CSRF_FIELD = "csrf_token"
+
+
+def _check_csrf_token() -> None:
+    """Raises CSRFError unless the request carries this session's token, read without touching a streamed
+    body (Flask-WTF's own protect() reads request.form, which parses and consumes a multipart upload). The
+    Origin check in ``check`` stands in for its referrer check."""
+    token = request.headers.get(CSRF_HEADER)
+    if not token and request.mimetype == "application/x-www-form-urlencoded":
+        token = request.form.get(CSRF_FIELD)  # a small form's body, bounded by MAX_CONTENT_LENGTH
+    try:
+        validate_csrf(token)
+    except ValidationError as error:
+        raise CSRFError(error.args[0]) from error
 
 
 def _csrf_failed(exc: CSRFError) -> ResponseReturnValue:

@@ -56,11 +56,11 @@ def db(web, database_url) -> sessionmaker[Session]:
     return sessions(database_url)  # the web app has migrated it
 
 
-def add_events(db: sessionmaker[Session], device_id: str, at: list[tuple[int, str]], first_seq: int) -> list[str]:
+def add_events(db: sessionmaker[Session], device_id: str, at: list[tuple[int, str]], first_seq: int, uncertain: bool = False) -> list[str]:
     ids = [f"{device_id}-{first_seq + i}" for i in range(len(at))]
     with db.begin() as session:
         for seq, (event_id, (timestamp_ms, label)) in enumerate(zip(ids, at, strict=True), first_seq):
-            face = {"box": [10.0, 10.0, 90.0, 90.0], "emotion": {"label": label, "confidence": 0.71, "uncertain": False}}
+            face = {"box": [10.0, 10.0, 90.0, 90.0], "emotion": {"label": label, "confidence": 0.71, "uncertain": uncertain}}
             session.add(
                 EdgeEvent(
                     event_id=event_id,
@@ -133,6 +133,10 @@ def test_the_dashboard_shows_devices_and_events_as_they_are_stored(web, db, tmp_
         assert browser.execute_script("return document.querySelectorAll('#feed li').length") >= 3
         feed_text = browser.find_element(By.ID, "feed").text
         assert "door-1" in feed_text and "surprise 71%" in feed_text
+        # A face below the model's calibrated threshold is worded as on every other page (was "sad?").
+        [unsure] = add_events(db, "door-1", [(now_ms() + 10, "sad")], 2000, uncertain=True)
+        wait.until(lambda b: feed_ids(b)[0] == unsure)
+        assert "uncertain (maybe sad 71%)" in browser.find_element(By.CSS_SELECTOR, f"#feed li[data-event-id='{unsure}']").text
 
         ARTIFACTS.mkdir(exist_ok=True)
         browser.save_screenshot(str(ARTIFACTS / "dashboard-chromium.png"))

@@ -482,3 +482,33 @@ def test_with_the_rate_limit_store_down_limits_count_in_memory_and_nothing_fails
     image = (shared_dir / "media" / "images" / "obama_small.jpg").read_bytes()
     codes = [client.post("/api/v1/analyze", data=image).status_code for _ in range(3)]
     assert codes == [200, 200, 429]  # the live socket's handshake: tests/faults/test_brokers.py
+
+
+def test_videos_uploaded_while_sign_in_was_off_belong_to_the_first_key_made(tmp_path, monkeypatch, capsys, video_bytes):
+    """Sign-in off: one local user, whose videos belong to no key. Once it is required, they were invisible to
+    every key (issue 27); now the first key made takes them over, and `keys adopt` gives those uploaded later
+    with sign-in off to another key."""
+    monkeypatch.setenv("EMOTION_DATABASE_URL", f"sqlite:///{tmp_path / 'emotion-detector.db'}")
+    laptop = make_app(tmp_path, auth="off")
+    before = upload(laptop.test_client(), video_bytes, {})
+
+    assert main(["keys", "create", "me"]) == 0
+    captured = capsys.readouterr()
+    mine = captured.out.strip()
+    assert "the first key: 1 video uploaded while sign-in was off now belongs to it" in captured.err
+    deployed = make_app(tmp_path, auth="required")
+    colleague = new_key(deployed, "colleague")
+    assert [v["id"] for v in deployed.test_client().get("/api/v1/videos", headers=bearer(mine)).get_json()["videos"]] == [before]
+    assert deployed.test_client().get("/api/v1/videos", headers=bearer(colleague)).get_json()["videos"] == []
+    browser = deployed.test_client()
+    sign_in(browser, mine)
+    assert browser.get(f"/videos/{before}").status_code == 200
+
+    later = upload(laptop.test_client(), video_bytes, {})  # sign-in off again for a while
+    with deployed.app_context():
+        colleague_id = services().keys.verify(colleague).key_id
+    assert main(["keys", "adopt", colleague_id]) == 0
+    assert "1 video uploaded while sign-in was off now belongs to" in capsys.readouterr().out
+    listed = deployed.test_client().get("/api/v1/videos", headers=bearer(colleague)).get_json()["videos"]
+    assert [v["id"] for v in listed] == [later]
+    assert main(["keys", "adopt", "edk_nope"]) == 2

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import shutil
+import time
 
 import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from emotion_detector.labels import EMOTIONS
-from tests.browser import ARTIFACTS, chromium
+from tests.browser import ARTIFACTS, chromium, console_problems
 from tests.conftest import video_as_mjpeg
 
 pytestmark = pytest.mark.slow  # headless Chromium against gunicorn and a model server process
@@ -22,9 +23,22 @@ def listed_faces(browser) -> list[dict]:
     )
 
 
+# Every text drawn on a canvas, newest last (the labels and the probability bars' names are pixels otherwise).
+RECORD_CANVAS_TEXT = """
+window.canvasTexts = [];
+const nativeFillText = CanvasRenderingContext2D.prototype.fillText;
+CanvasRenderingContext2D.prototype.fillText = function (text, ...rest) {
+  window.canvasTexts.push(String(text));
+  if (window.canvasTexts.length > 500) window.canvasTexts.splice(0, 250);
+  return nativeFillText.call(this, text, ...rest);
+};
+"""
+
+
 def test_live_page_labels_the_face_from_the_webcam(web, fake_camera, tmp_path):
     browser = chromium(tmp_path, fake_camera, allow_camera=True)
     try:
+        browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": RECORD_CANVAS_TEXT})
         browser.get(web.url)
         assert "expressions" in browser.find_element(By.TAG_NAME, "footer").text  # not inner feelings
         browser.find_element(By.ID, "start").click()
@@ -40,6 +54,8 @@ def test_live_page_labels_the_face_from_the_webcam(web, fake_camera, tmp_path):
             "let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++; return n;"
         )
         assert painted > 1000
+        # Each of the seven probability bars under the face is named.
+        assert set(EMOTIONS) <= set(browser.execute_script("return window.canvasTexts"))
         assert browser.find_element(By.ID, "detector").text == "centerface"
         assert browser.find_element(By.ID, "connection").text == "connected"
         ARTIFACTS.mkdir(exist_ok=True)
@@ -114,5 +130,45 @@ def test_live_page_shows_a_face_it_cannot_read_as_uncertain(web, shared_dir, tmp
         ARTIFACTS.mkdir(exist_ok=True)
         browser.save_screenshot(str(ARTIFACTS / "live-chromium-uncertain.png"))
         shutil.copy(ARTIFACTS / "live-chromium-uncertain.png", tmp_path / "live-chromium-uncertain.png")
+    finally:
+        browser.quit()
+
+
+# Reading a frame for sending takes 300 ms (window.readingFrame says when): Stop can be pressed in that gap.
+SLOW_FRAME_READS = """
+const nativeArrayBuffer = Blob.prototype.arrayBuffer;
+window.readingFrame = false;
+Blob.prototype.arrayBuffer = async function () {
+  window.readingFrame = true;
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  try { return await nativeArrayBuffer.call(this); } finally { window.readingFrame = false; }
+};
+"""
+
+
+def test_stopping_live_at_any_moment_leaves_the_console_clean(web, fake_camera, tmp_path):
+    """Stop pressed while the socket still connects (the browser logged "closed before the connection is
+    established"), while a frame is read for sending (sending it on the closed socket was a script error, issue
+    27), and while results stream in. The hint shows again after each stop."""
+    browser = chromium(tmp_path, fake_camera, allow_camera=True)
+    try:
+        browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": SLOW_FRAME_READS})
+        browser.get(web.url)
+        assert browser.find_element(By.ID, "hint").is_displayed()
+        # Stop as soon as Start has opened the socket, before it connects.
+        browser.execute_script(
+            "document.getElementById('start').click();"
+            "const stopWhenOpening = () => state.socket ? document.getElementById('stop').click() : requestAnimationFrame(stopWhenOpening);"
+            "stopWhenOpening();"
+        )
+        WebDriverWait(browser, 10).until(lambda b: b.find_element(By.ID, "start").is_enabled())
+        for _ in range(2):
+            browser.find_element(By.ID, "start").click()
+            WebDriverWait(browser, 15).until(lambda b: listed_faces(b) and b.execute_script("return window.readingFrame"))
+            assert not browser.find_element(By.ID, "hint").is_displayed()
+            browser.find_element(By.ID, "stop").click()
+            assert browser.find_element(By.ID, "hint").is_displayed() and browser.find_element(By.ID, "connection").text == "not connected"
+            time.sleep(0.6)  # the frame being read, and the socket's closing handshake
+        assert console_problems(browser) == []
     finally:
         browser.quit()

@@ -195,10 +195,10 @@ function feedRow(event) {
   const emotion = (event.face && event.face.emotion) || {};
   const label = emotion.label || "—";
   const swatch = element("i");
-  swatch.style.background = COLOURS[label] || OTHER_COLOUR;
+  swatch.style.background = emotion.uncertain ? UNCERTAIN_COLOUR : COLOURS[label] || OTHER_COLOUR;
   const what = element("span", "feed-emotion");
-  what.append(swatch, emotion.uncertain ? `${label}?` : label);
-  if (typeof emotion.confidence === "number") what.append(` ${(emotion.confidence * 100).toFixed(0)}%`);
+  // The words every page uses (common.js): "happy 81%", or "uncertain (maybe sad 38%)" below the threshold.
+  what.append(swatch, typeof emotion.confidence === "number" ? expressionText(emotion) : label);
   const time = element("time", "muted", clock(event.timestamp_ms, true));
   time.dateTime = new Date(event.timestamp_ms).toISOString();
   const seen = element("span", "muted feed-seen", `${event.type === "track_end" ? "left, " : ""}${(event.seen_ms / 1000).toFixed(1)} s`);

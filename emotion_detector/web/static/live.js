@@ -59,6 +59,7 @@ async function start() {
     return;
   }
   video.srcObject = state.stream;
+  $("hint").hidden = true;
   await video.play().catch(() => {});
   listCameras().catch(() => {});
   $("start").disabled = true; $("stop").disabled = false;
@@ -68,15 +69,24 @@ async function start() {
 
 function stop() {
   state.wantOpen = false;
-  if (state.socket) state.socket.close();
+  if (state.socket) closeSocket(state.socket);
+  state.socket = null;
   if (state.stream) state.stream.getTracks().forEach((t) => t.stop());
   state.stream = null; video.srcObject = null; state.faces = []; state.drawn.clear();
+  $("hint").hidden = false;
   $("start").disabled = false; $("stop").disabled = true;
   setConnection("not connected");
   renderFaceList([]);
 }
 
 // ---- websocket ---------------------------------------------------------------------------------------
+
+// A socket closed while it is still connecting makes the browser log an error ("closed before the
+// connection is established"): Stop then closes it as soon as it opens.
+function closeSocket(socket) {
+  if (socket.readyState === WebSocket.CONNECTING) socket.addEventListener("open", () => socket.close(), { once: true });
+  else socket.close();
+}
 
 function connect() {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
@@ -85,11 +95,12 @@ function connect() {
   state.socket = socket;
   setConnection("connecting…", "warn");
   socket.onopen = () => {
+    if (state.socket !== socket) return;  // stopped meanwhile
     state.reconnectDelayMs = 500;
     state.sent = 0; state.answered = 0; state.sentAt.clear();
     setConnection("connected", "ok");
   };
-  socket.onmessage = (event) => handleMessage(JSON.parse(event.data));
+  socket.onmessage = (event) => { if (state.socket === socket) handleMessage(JSON.parse(event.data)); };
   socket.onclose = () => {
     if (state.socket !== socket) return;
     state.socket = null;
@@ -170,8 +181,10 @@ function maybeSend(now) {
   state.encoding = true; state.lastSendAt = now;
   grab.toBlob(async (blob) => {
     state.encoding = false;
-    if (!blob || state.socket !== socket || socket.readyState !== WebSocket.OPEN) return;
+    const open = () => state.socket === socket && socket.readyState === WebSocket.OPEN;
+    if (!blob || !open()) return;
     const bytes = await blob.arrayBuffer();
+    if (!open()) return;  // Stop pressed while the frame was read: sending now would be a console error
     state.sent += 1;
     state.sentAt.set(state.sent, performance.now());
     socket.send(bytes);
@@ -209,9 +222,13 @@ function draw(now) {
   requestAnimationFrame(draw);
 }
 
+// The probability bars under a face: one row per expression, its name, then its bar.
+const BAR_ROW_PX = 11, BAR_GAP_PX = 1, BAR_NAME_PX = 52;
+const BARS_HEIGHT_PX = 4 + EMOTIONS.length * (BAR_ROW_PX + BAR_GAP_PX);
+
 // Whether a label at (left, top, width, height) would cover another face (its box and the bars under it).
 function coversAnother(left, top, width, height, others) {
-  return others.some((o) => left < o.x + o.w && o.x < left + width && top < o.y + o.h + 60 && o.y - 4 < top + height);
+  return others.some((o) => left < o.x + o.w && o.x < left + width && top < o.y + o.h + BARS_HEIGHT_PX && o.y - 4 < top + height);
 }
 
 function drawFace(face, x, y, w, h, others) {
@@ -239,13 +256,22 @@ function drawFace(face, x, y, w, h, others) {
     context.fillStyle = "#fff"; context.fillText(title, left + 6, top + 16);
     context.font = "13px system-ui, sans-serif"; context.fillText(detail, left + 6, top + 34);
   }
-  // A small bar chart of all seven expressions under the box.
-  const barWidth = Math.max(60, Math.min(w, 140)), rowHeight = 7;
+  // A small bar chart of all seven expressions, each bar named: under the box, or beside it where the picture
+  // ends below it (a face filling a phone's screen), on the side with room.
+  const barWidth = Math.max(50, Math.min(w - BAR_NAME_PX, 110)), chartWidth = BAR_NAME_PX + barWidth;
+  let barsX = x, barsY = y + h + 4;
+  if (barsY + BARS_HEIGHT_PX > overlay.height) {
+    barsY = Math.max(0, Math.min(y, overlay.height - BARS_HEIGHT_PX));
+    barsX = x + w + 4 + chartWidth <= overlay.width ? x + w + 4 : Math.max(0, x - 4 - chartWidth);
+  }
+  context.font = "10px system-ui, sans-serif"; context.textBaseline = "middle";
   EMOTIONS.forEach((name, i) => {
-    const p = face.emotion.probabilities[name] || 0, rowY = y + h + 4 + i * (rowHeight + 1);
-    context.fillStyle = "rgba(0,0,0,.55)"; context.fillRect(x, rowY, barWidth, rowHeight);
-    context.fillStyle = COLOURS[name]; context.fillRect(x, rowY, barWidth * p, rowHeight);
+    const p = face.emotion.probabilities[name] || 0, rowY = barsY + i * (BAR_ROW_PX + BAR_GAP_PX);
+    context.fillStyle = "rgba(0,0,0,.6)"; context.fillRect(barsX, rowY, chartWidth, BAR_ROW_PX);
+    context.fillStyle = "#fff"; context.fillText(name, barsX + 3, rowY + BAR_ROW_PX / 2);
+    context.fillStyle = COLOURS[name]; context.fillRect(barsX + BAR_NAME_PX, rowY + 2, barWidth * p, BAR_ROW_PX - 4);
   });
+  context.textBaseline = "alphabetic";
 }
 
 function renderFaceList(faces) {

@@ -111,6 +111,7 @@ async function refresh() {
     row.append(actions);
     return row;
   }));
+  $("no-videos").hidden = videos.length > 0;
   if (videos.some((v) => v.status === "queued" || v.status === "running")) setTimeout(refresh, 2000);
 }
 refresh();
