@@ -75,6 +75,15 @@ def test_a_video_without_faces_is_done_with_zero_tracks(stack, shared_dir):
     assert requests.get(f"{stack.api}/{video_id}/results.csv", timeout=10).text.count("\n") == 1  # the header only
 
 
+def test_a_classroom_video_gives_every_person_at_the_back_of_the_room(stack, shared_dir):
+    """classroom.mp4 (480x270): four people whose faces are 14-22 px high, each a person in the results."""
+    video_id = stack.upload(shared_dir / "media" / "videos" / "classroom.mp4").json()["id"]
+    assert stack.wait_finished(video_id)["status"] == "done"
+    results = requests.get(f"{stack.api}/{video_id}/results", timeout=10).json()
+    assert results["video"]["people_counted"] == 4 and sum(p["counted"] for p in results["people"]) == 4
+    assert all(p["frames_seen"] >= 40 for p in results["people"] if p["counted"])  # of 45 frames
+
+
 def test_frames_can_be_sampled_and_delete_removes_rows_and_files(stack, shared_dir):
     video_id = stack.upload(shared_dir / "media" / "videos" / TWO_PEOPLE, every_n_frames=4).json()["id"]
     assert stack.wait_finished(video_id)["status"] == "done"
