@@ -19,7 +19,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -27,6 +27,9 @@ from emotion_detector.model_client import MODEL_CHOICES, ModelServerClient, Mode
 from emotion_detector.settings import Settings
 from serving import SHIPPED_MODELS
 from serving.protocol.model_info import ModelSpec
+
+if TYPE_CHECKING:
+    from serving.providers import ExecutionPreference  # onnxruntime is imported only where models run here
 
 IN_PROCESS = "inprocess"  # EMOTION_MODEL_SERVER value (as is the empty string) for models in this process
 
@@ -72,7 +75,13 @@ class InProcessModels:
     """The shipped models on ONNX Runtime in this process: the highest version of each, loaded at once (a
     broken or missing model fails here, not on the first face)."""
 
-    def __init__(self, models_dir: Path = SHIPPED_MODELS, intra_op_threads: int | None = None, max_batch_size: int = 256):
+    def __init__(
+        self,
+        models_dir: Path = SHIPPED_MODELS,
+        intra_op_threads: int | None = None,
+        max_batch_size: int = 256,
+        execution_provider: ExecutionPreference = "auto",
+    ):
         # The model server's own loader: the same sessions, options, input checks and model.json.
         from serving.registry import ModelRegistry, ServingOptions, VersionPolicy, discover
 
@@ -82,14 +91,15 @@ class InProcessModels:
         if choice is None:
             raise ModelServerError(f"{models_dir} holds none of the model sets {MODEL_CHOICES} (found: {sorted(available)})")
         latest = VersionPolicy("latest", num_versions=1)
-        options = ServingOptions(intra_op_threads=intra_op_threads or min(2, os.cpu_count() or 1), max_batch_size=max_batch_size)
+        threads = intra_op_threads or min(2, os.cpu_count() or 1)
+        options = ServingOptions(intra_op_threads=threads, max_batch_size=max_batch_size, execution_provider=execution_provider)
         self._registry = ModelRegistry([replace(available[name], policy=latest) for name in choice], options)
         self._registry.refresh()
         failed = [f"{name} v{state.version}: {state.error}" for name in choice for state in self._registry.status(name) if state.error]
         if not self._registry.ready:
             raise ModelServerError(f"cannot load the models in {models_dir}: {'; '.join(failed) or 'no version found'}")
         self._models = {name: self._registry.resolve(name) for name in choice}
-        self._specs = {name: ModelSpec.from_metadata(name, model.version, model.info) for name, model in self._models.items()}
+        self._specs = {name: ModelSpec.from_metadata(name, model.version, model.metadata) for name, model in self._models.items()}
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
 
@@ -145,5 +155,5 @@ def create_models(settings: Settings, timeout_s: float | None = None) -> FaceMod
     process, else the model server's gRPC address. ``timeout_s`` overrides the model server's per-call
     timeout (a video worker waits longer than a live frame may)."""
     if settings.model_server.strip().lower() in ("", IN_PROCESS):
-        return InProcessModels()
+        return InProcessModels(execution_provider=settings.execution_provider)
     return ModelServerClient(settings.model_server, timeout_s or settings.model_server_timeout_s, tls=settings.model_server_tls)

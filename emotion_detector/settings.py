@@ -117,6 +117,9 @@ class Settings(BaseSettings):
     model_server_timeout_s: float = Field(2.0, gt=0)
 
     detector: Literal["auto", "centerface", "blazeface", "blazeface_full_range", "yunet", "haar"] = "auto"
+    # Where the face detector and in-process models run: "auto" takes an NVIDIA GPU when ONNX Runtime has one
+    # (the gpu extra: onnxruntime-gpu) and falls back to the CPU; "cuda" refuses to start without one.
+    execution_provider: Literal["auto", "cpu", "cuda"] = "auto"
     model_cache_dir: Path = DEFAULT_MODEL_DIR  # detectors' ONNX graphs made on first use (CenterFace, BlazeFace)
     yunet_path: Path = DEFAULT_MODEL_DIR / "face_detection_yunet_2026may.onnx"
     yunet_runtime: Literal["onnxruntime", "opencv"] = "onnxruntime"  # opencv: cv2.FaceDetectorYN

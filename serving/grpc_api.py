@@ -81,7 +81,7 @@ class PredictionService(tfs_grpc.PredictionServiceServicer):
                 response.metadata["signature_def"].Pack(signatures)
             if "emotion_detector" in fields:
                 info = any_pb2.Any()
-                info.Pack(json_format.ParseDict(model.info, struct_pb2.Struct()))
+                info.Pack(json_format.ParseDict(model.metadata, struct_pb2.Struct()))
                 response.metadata["emotion_detector"].CopyFrom(info)
             return response
 

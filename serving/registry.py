@@ -13,10 +13,12 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from serving.batching import Batcher, BatchingOptions
 from serving.protocol.errors import InvalidArgument, NotFound, ServingError, alias_not_found
 from serving.protocol.model_info import read_model_json
 from serving.protocol.protos import tensorflow_framework_pb2 as tf
 from serving.protocol.tensors import data_type, dtype_name
+from serving.providers import ExecutionPreference, inference_session, provider_in_use
 
 log = logging.getLogger("serving")
 
@@ -79,6 +81,8 @@ class ServingOptions:
     intra_op_threads: int = 2
     max_batch_size: int = 256
     allow_spinning: bool = False  # spin-waiting ORT threads answer sooner but burn CPU between requests
+    execution_provider: ExecutionPreference = "auto"  # a GPU when ONNX Runtime has one (providers.py)
+    batching: BatchingOptions | None = None  # None: each request runs alone (--enable_batching turns it on)
 
 
 class ServedModel:
@@ -91,10 +95,28 @@ class ServedModel:
         session_options.intra_op_num_threads = options.intra_op_threads
         session_options.inter_op_num_threads = 1
         session_options.add_session_config_entry("session.intra_op.allow_spinning", "1" if options.allow_spinning else "0")
-        self.session = ort.InferenceSession(str(directory / "model.onnx"), session_options, providers=["CPUExecutionProvider"])
+        self.session = inference_session(str(directory / "model.onnx"), session_options, options.execution_provider)
+        self.execution_provider = provider_in_use(self.session)
         self.inputs = [self._spec(i) for i in self.session.get_inputs()]
         self.outputs = [self._spec(o) for o in self.session.get_outputs()]
         self.info: dict = read_model_json(directory, name, version)  # sent unchanged as the model's metadata
+        # Only a model whose every tensor has the batch first can be run for several requests at once.
+        batchable = all(spec.shape and spec.shape[0] is None for spec in self.inputs + self.outputs)
+        self._batcher = Batcher(self._run_all, options.batching, f"{name} v{version}") if options.batching and batchable else None
+
+    def close(self) -> None:
+        if self._batcher is not None:
+            self._batcher.close()
+
+    def _run_all(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        names = [spec.name for spec in self.outputs]
+        return dict(zip(names, self.session.run(names, inputs), strict=True))
+
+    @property
+    def metadata(self) -> dict:
+        """What the server says about the model (the ``emotion_detector`` metadata field): its model.json, and
+        where it runs, so a client's health report can name it."""
+        return {**self.info, "execution_provider": self.execution_provider}
 
     @staticmethod
     def _spec(node) -> TensorSpec:
@@ -148,10 +170,14 @@ class ServedModel:
         if any(array.ndim and array.shape[0] == 0 for array in inputs.values()):
             return {n: np.zeros((0, *[d or 0 for d in self._output(n).shape[1:]]), self._output(n).dtype) for n in names}
         try:
-            results = self.session.run(names, inputs)
+            if self._batcher is not None:
+                outputs = self._batcher.run(inputs)
+                return {n: outputs[n] for n in names}
+            return dict(zip(names, self.session.run(names, inputs), strict=True))
+        except ServingError:
+            raise
         except Exception as error:  # ORT's own validation: report it to the client, keep serving
             raise InvalidArgument(f"model {self.name} v{self.version} could not run on this input: {error}") from error
-        return dict(zip(names, results, strict=True))
 
     def _output(self, name: str) -> TensorSpec:
         return next(spec for spec in self.outputs if spec.name == name)
@@ -186,7 +212,8 @@ class ModelRegistry:
                     current[version] = self._load(name, version, config.base_path / str(version))
                 for version in sorted(set(current) - wanted):
                     log.info("unloaded %s version %d", name, version)
-                    del current[version]
+                    if (unloaded := current.pop(version).model) is not None:
+                        unloaded.close()
                 self._states[name] = current  # swapped whole: readers never see a half-updated dict
 
     def _load(self, name: str, version: int, directory: Path) -> VersionState:
@@ -195,7 +222,8 @@ class ModelRegistry:
         except Exception as error:
             log.error("failed to load %s version %d from %s: %s", name, version, directory, error)
             return VersionState(version, error=f"{type(error).__name__}: {error}")
-        log.info("loaded %s version %d from %s (inputs %s)", name, version, directory, [(s.name, s.describe()) for s in model.inputs])
+        inputs = [(s.name, s.describe()) for s in model.inputs]
+        log.info("loaded %s version %d from %s on the %s (inputs %s)", name, version, directory, model.execution_provider, inputs)
         return VersionState(version, model)
 
     @property

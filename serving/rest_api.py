@@ -82,7 +82,7 @@ def create_rest_app(registry: ModelRegistry) -> Flask:
                 "model_spec": {"name": model.name, "signature_name": "", "version": str(model.version)},
                 "metadata": {
                     "signature_def": json_format.MessageToDict(signatures, preserving_proto_field_name=True),
-                    "emotion_detector": model.info,
+                    "emotion_detector": model.metadata,
                 },
             }
         )

@@ -17,7 +17,9 @@ from pathlib import Path
 import waitress
 
 from serving import SHIPPED_MODELS
+from serving.batching import BatchingOptions
 from serving.grpc_api import build_server, set_health
+from serving.providers import EXECUTION_PREFERENCES
 from serving.registry import ModelConfig, ModelRegistry, ServingOptions, discover, parse_model_config_file
 from serving.rest_api import create_rest_app
 
@@ -48,6 +50,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # Off by default: spinning threads shave ~0.5 ms off a lone request but take the CPU from whatever shares
     # the machine (bench/live.py: 66 ms per frame with spinning, 30 ms without, web app and server on 2 cores).
     parser.add_argument("--allow_spinning", action="store_true", help="spin-wait idle ONNX Runtime threads (a dedicated machine)")
+    parser.add_argument(
+        "--enable_batching", action="store_true", help="run requests for one model that arrive together as one batch (TF Serving's flag)"
+    )
+    parser.add_argument("--batching_parameters_file", type=Path, help="text-format BatchingParameters (implies --enable_batching)")
+    parser.add_argument(
+        "--execution_provider",
+        choices=EXECUTION_PREFERENCES,
+        default=os.environ.get("MODEL_SERVER_EXECUTION_PROVIDER", "auto"),
+        help="auto (default): an NVIDIA GPU when ONNX Runtime has one (onnxruntime-gpu), else the CPU; cuda: a GPU or no start",
+    )
     return parser.parse_args(argv)
 
 
@@ -62,10 +74,22 @@ def model_configs(args: argparse.Namespace) -> list[ModelConfig]:
     return configs
 
 
+def batching_options(args: argparse.Namespace) -> BatchingOptions | None:
+    if args.batching_parameters_file:
+        return BatchingOptions.from_file(args.batching_parameters_file)
+    return BatchingOptions() if args.enable_batching else None
+
+
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
-    options = ServingOptions(intra_op_threads=args.intra_op_threads, max_batch_size=args.max_batch_size, allow_spinning=args.allow_spinning)
+    options = ServingOptions(
+        intra_op_threads=args.intra_op_threads,
+        max_batch_size=args.max_batch_size,
+        allow_spinning=args.allow_spinning,
+        execution_provider=args.execution_provider,
+        batching=batching_options(args),
+    )
     registry = ModelRegistry(model_configs(args), options)
     registry.refresh()
 

@@ -37,7 +37,7 @@ def test_dockerfiles_start_what_the_procfile_starts():
     model = (ROOT / "serving" / "Dockerfile").read_text()
     assert 'ENTRYPOINT ["python", "-m", "serving"' in model
     for dockerfile in (web, model):
-        for source in re.findall(r"^COPY (.+) \S+$", dockerfile, flags=re.M):
+        for source in re.findall(r"^COPY (?!--from=)(.+) \S+$", dockerfile, flags=re.M):  # not copies between stages
             for path in source.split():
                 assert (ROOT / path).exists(), f"COPY source {path} is missing"
 
@@ -50,6 +50,18 @@ def test_images_install_the_package_over_the_pinned_requirements(dockerfile, pin
     install = "pip install --no-cache-dir --no-deps /src && rm -rf /src"  # what runs is what pip installed
     assert install in text and text.index(pinned) < text.index(install)
     assert not re.search(r"^COPY (templates|static|migrations|app\.py)", text, flags=re.M)
+
+
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "serving/Dockerfile"])
+def test_images_ship_a_built_environment_alone_as_a_non_root_user_with_a_health_check(dockerfile):
+    instructions = "\n".join(line for line in (ROOT / dockerfile).read_text().splitlines() if not line.startswith("#"))
+    build, final = re.split(r"^FROM python:3\.11-slim$", instructions, flags=re.M)
+    assert "FROM python:3.11-slim AS build" in build
+    assert "pip install" in build and "pip uninstall -y -q pip setuptools" in build
+    assert "pip install" not in final and "COPY --from=build /opt/venv /opt/venv" in final
+    user = re.search(r"^USER (\d+)$", final, flags=re.M)  # numeric: a host's runtime can check it is not root
+    assert user is not None and int(user.group(1)) > 0 and re.search(rf"useradd .*--uid {user.group(1)} ", final)
+    assert re.search(r'^HEALTHCHECK [^\n]*(\\\n[^\n]*)*CMD \["python", "-c", ', final, flags=re.M)  # continued lines too
 
 
 def test_python_version_is_the_same_everywhere():
@@ -138,6 +150,18 @@ def test_compose_runs_video_workers_on_postgres_and_redis():
         assert service["environment"]["EMOTION_DATABASE_URL"].startswith("postgresql+psycopg://")
         assert service["environment"]["EMOTION_BROKER_URL"].startswith("redis://redis:6379")
     assert worker["volumes"] == web["volumes"]  # workers read the uploads the web app stored
+
+
+def test_compose_workers_scale_out_on_the_one_queue_and_each_service_checks_its_own_health():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    worker = compose["worker"]
+    # --scale worker=N needs replicas without a fixed name, host name or published port.
+    assert not {"container_name", "hostname", "ports"} & set(worker)
+    assert worker["deploy"]["replicas"] >= 2 and worker["environment"]["EMOTION_BROKER_URL"] == "redis://redis:6379/0"
+    assert "inspect ping --destination celery@$$HOSTNAME" in worker["healthcheck"]["test"][1]
+    assert compose["forwarder"]["healthcheck"] == {"disable": True}  # the image's check asks the web port
+    assert "healthcheck" not in compose["web"]  # the image's own: /api/v1/health
+    assert "/readyz" in compose["model"]["healthcheck"]["test"][-1]
 
 
 def test_gunicorn_runs_gevent_workers():

@@ -20,6 +20,8 @@ import numpy as np
 import onnxruntime as ort
 import supervision as sv
 
+from serving.providers import ExecutionPreference, inference_session
+
 if TYPE_CHECKING:
     from emotion_detector.settings import Settings
 
@@ -31,6 +33,7 @@ class FaceDetector(Protocol):
     score_threshold: float  # faces scoring less are not reported (unless a call asks for a lower min_score)
     model: str  # the model file in use
     degraded: bool  # True for the Haar cascade, the last resort: it misses faces and finds false ones
+    execution_provider: Literal["cuda", "cpu"]  # what runs the network (serving/providers.py)
     fixed_input_side_px: int | None  # the network sees a square of this side (BlazeFace); None: any size
     # The face heights (pixels of the network's input) it finds reliably: FaceSearch scales pictures into this
     # range. Measured on the scale sweep of bench/detectors.py (recall >= 0.9 at the lower end).
@@ -54,6 +57,7 @@ class DetectorOptions:
     threads: int = 1  # ONNX Runtime threads per network; one leaves the other core to the models
     score_threshold: float | None = None  # None: each network's own, chosen on the benchmark (0 false faces on no-face media)
     nms_threshold: float = 0.3
+    execution_provider: ExecutionPreference = "auto"  # a GPU when ONNX Runtime has one (serving/providers.py)
 
     @classmethod
     def from_settings(cls, settings: Settings, default_threads: int | None = None) -> DetectorOptions:
@@ -66,10 +70,15 @@ class DetectorOptions:
             yunet_runtime=settings.yunet_runtime,
             threads=threads,
             score_threshold=settings.detection_score_threshold,
+            execution_provider=settings.execution_provider,
         )
 
     def threshold(self, default: float) -> float:
         return default if self.score_threshold is None else self.score_threshold
+
+
+def detector_session(model: str | bytes, options: DetectorOptions) -> ort.InferenceSession:
+    return inference_session(model, session_options(options.threads), options.execution_provider)
 
 
 def session_options(threads: int) -> ort.SessionOptions:

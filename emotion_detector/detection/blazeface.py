@@ -30,11 +30,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import onnxruntime as ort
 import supervision as sv
 
-from emotion_detector.detection.base import DetectorOptions, detections, session_options
+from emotion_detector.detection.base import DetectorOptions, detections, detector_session
 from emotion_detector.detection.onnx_cache import cached_graph
+from serving.providers import provider_in_use
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,8 @@ class BlazeFaceDetector:
         self.model = str(tflite_path)
         self.onnx_model = converted_model(tflite_path, options.cache_dir)
         source = str(self.onnx_model) if isinstance(self.onnx_model, Path) else self.onnx_model
-        self._session = ort.InferenceSession(source, session_options(options.threads), providers=["CPUExecutionProvider"])
+        self._session = detector_session(source, options)
+        self.execution_provider = provider_in_use(self._session)
         self._input = self._session.get_inputs()[0].name
         # Outputs by shape, not name (the two variants name them differently): 16 regressors, 1 logit per anchor.
         by_width = {output.shape[-1]: output.name for output in self._session.get_outputs()}

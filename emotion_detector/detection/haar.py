@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -20,6 +21,7 @@ DEFAULT_SCORE = 0.7
 class HaarDetector:
     name = "haar"
     degraded = True
+    execution_provider: Literal["cuda", "cpu"] = "cpu"
     fixed_input_side_px: int | None = None
     face_range_px = (24.0, 2000.0)  # its smallest window is 24 px; it scans every larger scale itself
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import cv2
 import numpy as np
-import onnxruntime as ort
 import supervision as sv
 
-from emotion_detector.detection.base import DetectorOptions, as_bgr, detections, no_detections, session_options
+from emotion_detector.detection.base import DetectorOptions, as_bgr, detections, detector_session, no_detections
+from serving.providers import provider_in_use
 
 # Both runners return cv2.FaceDetectorYN's row format: x, y, w, h, five (x, y) landmarks, score.
 _NO_FACES = np.zeros((0, 15), np.float32)
@@ -36,6 +37,7 @@ class YuNetDetector:
         self.score_threshold = options.threshold(DEFAULT_SCORE)
         runner = _YuNetOnnxRuntime if options.yunet_runtime == "onnxruntime" else _YuNetOpenCV
         self._run = runner(self.model, self.score_threshold, options)
+        self.execution_provider = self._run.execution_provider
 
     def detect(self, image_bgr: np.ndarray, min_score: float | None = None) -> sv.Detections:
         if image_bgr.shape[0] == 0 or image_bgr.shape[1] == 0:
@@ -56,6 +58,7 @@ class _YuNetOpenCV:
         self._detector = cv2.FaceDetectorYN.create(model, "", (320, 240), score_threshold, options.nms_threshold, 5000)
         self._input_size: tuple[int, int] = (320, 240)
         self._lock = threading.Lock()  # one cv2 detector object; its input size and threshold are state
+        self.execution_provider: Literal["cuda", "cpu"] = "cpu"  # OpenCV's DNN module, on its CPU backend
 
     def __call__(self, image_bgr: np.ndarray, min_score: float) -> np.ndarray:
         size = (image_bgr.shape[1], image_bgr.shape[0])
@@ -76,7 +79,8 @@ class _YuNetOnnxRuntime:
     STRIDES = (8, 16, 32)
 
     def __init__(self, model: str, score_threshold: float, options: DetectorOptions):
-        self._session = ort.InferenceSession(model, session_options(options.threads), providers=["CPUExecutionProvider"])
+        self._session = detector_session(model, options)
+        self.execution_provider = provider_in_use(self._session)
         self._input = self._session.get_inputs()[0].name
         self._outputs = [f"{kind}_{stride}" for stride in self.STRIDES for kind in ("cls", "obj", "bbox", "kps")]
         self.nms_threshold = options.nms_threshold

@@ -37,6 +37,7 @@ class DetectorInfo(BaseModel):
     name: str
     model: str  # the model file in use
     degraded: bool  # detection runs on the Haar cascade fallback
+    execution_provider: Literal["cuda", "cpu"]  # what runs it: an NVIDIA GPU, or the CPU
     min_face_px: float  # the smallest face height looked for (pictures larger than min_face_px_up_to_pixels: larger)
     min_face_px_up_to_pixels: int  # pictures with more pixels than this are searched from a larger face
 
@@ -51,6 +52,8 @@ class Health(BaseModel):
     down: list[Literal["models", "database", "queue"]] | None = None  # only when unavailable
     detector: DetectorInfo | None = None  # the details, from here on
     models: dict[str, int] | None = None  # model name → version served
+    # model name → "cuda" | "cpu", where the server (or this process) runs it; absent from older model servers
+    model_execution_providers: dict[str, str] | None = None
     database: str | None = None  # "ok" or "down: <why>"
     queue: str | None = None
     problems: list[str] | None = None
@@ -121,15 +124,18 @@ def health() -> ResponseReturnValue:
         name=found.detector.name,
         model=Path(found.detector.model).name,  # the file, not where it is installed
         degraded=found.detector.degraded,
+        execution_provider=found.detector.execution_provider,
         min_face_px=search.options.min_face_px,
         min_face_px_up_to_pixels=search.largest_picture_at_min_face_px(),
     )
     problems = [f"face detection runs on the fallback {found.detector.name} detector"] if found.detector.degraded else []
     down: list[Literal["models", "database", "queue"]] = []
     models: dict[str, int] = {}
+    model_providers: dict[str, str] = {}
     try:
         found.client.check()
         models = {name: spec.version for name, spec in found.client.specs().items()}
+        model_providers = {name: spec.execution_provider for name, spec in found.client.specs().items() if spec.execution_provider}
     except (ModelUnavailable, ModelServerError) as exc:
         down.append("models")
         problems.append(str(exc))
@@ -142,6 +148,13 @@ def health() -> ResponseReturnValue:
     report = Health(status=status, down=down or None)
     if found.settings.auth == "off" or owner() is not None:
         report = report.model_copy(
-            update={"detector": detector, "models": models, "database": checks["database"], "queue": checks["queue"], "problems": problems}
+            update={
+                "detector": detector,
+                "models": models,
+                "model_execution_providers": model_providers or None,
+                "database": checks["database"],
+                "queue": checks["queue"],
+                "problems": problems,
+            }
         )
     return jsonify(report.model_dump(mode="json", exclude_none=True)), 503 if down else 200

@@ -44,6 +44,10 @@ class ResourceExhausted(ServingError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
+class Unavailable(ServingError):
+    code = grpc.StatusCode.UNAVAILABLE
+
+
 def alias_not_found(kind: str, unknown: list[str], expected: list[str]) -> InvalidArgument:
     """TF Serving's wording for a tensor name the signature does not have (kind: 'input' or 'output')."""
     return InvalidArgument(

@@ -56,6 +56,7 @@ class ModelSpec:
     mean: float
     std: float
     crop_rules: dict[str, CropRule]
+    execution_provider: str | None = None  # "cuda" | "cpu", as the server says; None: a server that does not
 
     @classmethod
     def from_metadata(cls, name: str, version: int, info: dict) -> ModelSpec:
@@ -82,6 +83,7 @@ class ModelSpec:
             mean=float(norm["mean"]),
             std=float(norm["std"]),
             crop_rules=rules,
+            execution_provider=info.get("execution_provider"),
         )
 
     @property

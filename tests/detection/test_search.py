@@ -22,6 +22,7 @@ class SquareFinder:
     name = "squares"
     model = "none"
     degraded = False
+    execution_provider = "cpu"
     score_threshold = 0.5
 
     def __init__(self, face_range_px=(25.0, 400.0), fixed_input_side_px: int | None = None):

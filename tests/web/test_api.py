@@ -148,6 +148,9 @@ def test_health_reports_detector_and_model_versions(client):
     # The smallest face looked for, and up to which picture size (larger ones are searched from a larger face).
     assert body["detector"]["min_face_px"] == 20 and body["detector"]["min_face_px_up_to_pixels"] == 5_120_000
     assert set(body["models"]) == {"emotion", "age_gender"}
+    # Where each network runs (this machine's ONNX Runtime has no GPU provider).
+    assert body["detector"]["execution_provider"] == "cpu"
+    assert body["model_execution_providers"] == {"emotion": "cpu", "age_gender": "cpu"}
 
 
 @pytest.mark.parametrize("detector", ["yunet", "blazeface", "blazeface_full_range"])

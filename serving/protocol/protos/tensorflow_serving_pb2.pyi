@@ -243,3 +243,21 @@ class ModelServerConfig(_message.Message):
     MODEL_CONFIG_LIST_FIELD_NUMBER: _ClassVar[int]
     model_config_list: ModelConfigList
     def __init__(self, model_config_list: _Optional[_Union[ModelConfigList, _Mapping]] = ...) -> None: ...
+
+class BatchingParameters(_message.Message):
+    __slots__ = ("max_batch_size", "batch_timeout_micros", "max_enqueued_batches", "num_batch_threads")
+    MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    BATCH_TIMEOUT_MICROS_FIELD_NUMBER: _ClassVar[int]
+    MAX_ENQUEUED_BATCHES_FIELD_NUMBER: _ClassVar[int]
+    NUM_BATCH_THREADS_FIELD_NUMBER: _ClassVar[int]
+    max_batch_size: _wrappers_pb2.Int64Value
+    batch_timeout_micros: _wrappers_pb2.Int64Value
+    max_enqueued_batches: _wrappers_pb2.Int64Value
+    num_batch_threads: _wrappers_pb2.Int64Value
+    def __init__(
+        self,
+        max_batch_size: _Optional[_Union[_wrappers_pb2.Int64Value, _Mapping]] = ...,
+        batch_timeout_micros: _Optional[_Union[_wrappers_pb2.Int64Value, _Mapping]] = ...,
+        max_enqueued_batches: _Optional[_Union[_wrappers_pb2.Int64Value, _Mapping]] = ...,
+        num_batch_threads: _Optional[_Union[_wrappers_pb2.Int64Value, _Mapping]] = ...,
+    ) -> None: ...
