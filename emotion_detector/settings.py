@@ -41,6 +41,8 @@ EMOTION_PERSON_MIN_SEEN_S=1.0            a track counts as a person when seen th
 EMOTION_PERSON_MIN_MEAN_SCORE=0.6        ... with this mean detector score; other tracks are brief detections
 EMOTION_MQTT_URL=mqtt://localhost:1883   edge mode: the broker the forwarder reads devices' events from
                                          (unset: no forwarder; `make run` starts one when it is set)
+EMOTION_HA_DISCOVERY=true                edge mode: publish Home Assistant MQTT discovery configs (retained, under
+EMOTION_HA_DISCOVERY_PREFIX=homeassistant  this prefix) so each device appears in Home Assistant with its sensors
 """
 
 from __future__ import annotations
@@ -181,6 +183,11 @@ class Settings(BaseSettings):
     segment_overlap_frames: int = Field(6, ge=2)  # analysed by both neighbours, to join their tracks
     job_stale_after_s: float = Field(60.0, gt=0)  # a task (segment, part, finalisation) without a heartbeat this long is re-queued
     mqtt_url: str = ""  # edge mode's broker (mqtt:// or mqtts://); empty: no forwarder runs
+    # Edge devices announce themselves to Home Assistant (MQTT discovery: a few small retained messages under the
+    # prefix, removed by `emotion-detector edge --retire`). On by default: on a broker without Home Assistant
+    # they cost nothing, and with it the devices appear without any configuration.
+    ha_discovery: bool = True
+    ha_discovery_prefix: str = Field("homeassistant", pattern=r"^[^/#+]+(/[^/#+]+)*$")  # topic levels, no wildcards
     broker_visibility_timeout_s: int = Field(600, ge=10)  # Redis: redeliver unacknowledged tasks after this
     # Rate-limit counters are shared by every web process when the queue is Redis; else each counts alone.
     rate_limit_storage_url: str = Field(

@@ -4,6 +4,9 @@ played at its frame rate; frames that come while one is analysed are dropped), a
 MQTT through a bounded on-disk queue. Runs while the broker is away; ends with the source, on Ctrl-C or on
 SIGTERM (cleanly: the open tracks end, the queue gets a few seconds, the status goes ``offline``).
 
+``emotion-detector edge --retire --device-id ID --mqtt ...`` forgets a device that is gone for good: its retained
+status, view and Home Assistant discovery configs are cleared (Home Assistant then removes the device).
+
 Exit 0 when the source ended or on SIGTERM, 2 on bad input (a clear one-line message), 1 when the models cannot
 be loaded, 130 on Ctrl-C."""
 
@@ -26,7 +29,9 @@ from emotion_detector.edge.options import add_broker_arguments
 if TYPE_CHECKING:  # the models, OpenCV, FFmpeg and paho load when the command runs, not for --help
     from emotion_detector.analyze_api import Analyzer
     from emotion_detector.edge.events import TrackEvents
+    from emotion_detector.edge.mqtt import Broker
     from emotion_detector.edge.publisher import Publisher
+    from emotion_detector.edge.view import ViewSummary
     from emotion_detector.sources import Source
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -45,9 +50,10 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="analyse a camera, stream or video at its pace and publish face events over MQTT",
         description="Runs the models in this process over SOURCE (a camera index, an rtsp:// or http(s):// stream, or a "
         "video file, played at its frame rate) and publishes, under emotion-detector/ID/, a retained status and one "
-        "event per face track per interval. While the broker is unreachable, events wait in a bounded queue on disk.",
+        "event per face track per interval, and what it sees now (retained, with Home Assistant discovery configs "
+        "unless EMOTION_HA_DISCOVERY=false). While the broker is unreachable, events wait in a bounded queue on disk.",
     )
-    parser.add_argument("--source", required=True, help="a camera index (0), an rtsp:// or http(s):// stream, or a video file")
+    parser.add_argument("--source", help="a camera index (0), an rtsp:// or http(s):// stream, or a video file (required)")
     add_broker_arguments(parser)
     parser.add_argument("--device-id", required=True, metavar="ID", help="this device's name in topics: letters, digits, _ . -")
     parser.add_argument("--interval-s", type=_positive_float, default=1.0, help="at most one update per face track this often (default 1)")
@@ -61,6 +67,11 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--model-server", metavar="HOST:PORT", help="use this model server (gRPC) instead of in-process models")
     parser.add_argument("--no-pace", action="store_true", help="a video file: every frame, as fast as they are analysed (benchmarks)")
+    parser.add_argument(
+        "--retire",
+        action="store_true",
+        help="instead of running: clear the device's retained status, view and Home Assistant configs (a device gone for good)",
+    )
 
 
 def _positive_float(text: str) -> float:
@@ -90,10 +101,12 @@ def _terminate(_signal: int, _frame: FrameType | None) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from emotion_detector.analyze_api import Analyzer, nominal_fps
+    from emotion_detector.edge.discovery import discovery_messages
     from emotion_detector.edge.events import TrackEvents
     from emotion_detector.edge.mqtt import Broker, BrokerUrlError
     from emotion_detector.edge.outbox import Outbox
-    from emotion_detector.edge.publisher import Publisher
+    from emotion_detector.edge.publisher import Publisher, package_version
+    from emotion_detector.edge.view import ViewSummary
     from emotion_detector.settings import Settings
     from emotion_detector.sources import SourceError, expand
     from emotion_detector.tracking import lost_after_frames
@@ -104,8 +117,12 @@ def _run(args: argparse.Namespace) -> int:
     url = args.mqtt or settings.mqtt_url
     if not url:
         return _usage("no broker: give --mqtt mqtt://host:1883 or set EMOTION_MQTT_URL")
+    if not args.retire and args.source is None:
+        return _usage("the following arguments are required: --source (or --retire)")
     try:
         broker = Broker.from_url(url, args.username, args.password_file, args.ca_file, args.cert_file, args.key_file)
+        if args.retire:
+            return _retire(broker, args.device_id, settings.ha_discovery_prefix)
         sources = expand(args.source)
     except (BrokerUrlError, SourceError) as error:
         return _usage(str(error))
@@ -118,14 +135,16 @@ def _run(args: argparse.Namespace) -> int:
         log.error("cannot load the models: %s", error)
         return EXIT_ERROR
     outbox = Outbox(args.queue_path or settings.instance_dir / f"edge-{args.device_id}.sqlite3", args.queue_max_events)
-    publisher = Publisher(broker, args.device_id, outbox)
+    discovery = discovery_messages(settings.ha_discovery_prefix, args.device_id, package_version()) if settings.ha_discovery else []
+    publisher = Publisher(broker, args.device_id, outbox, discovery=discovery)
     fps = nominal_fps(source)
     # One more frame than the tracker keeps a lost face: after that its id never comes back, so it ends once.
     events = TrackEvents(args.device_id, args.interval_s, lost_after_frames(fps, settings.track_lost_after_s) + 1)
+    views = ViewSummary(args.device_id, args.interval_s)
     publisher.start()
     log.info("%s → %s as %s (queue: %s)", source.name, broker.describe(), args.device_id, outbox.path)
     try:
-        return _publish_events(analyzer, source, fps, not args.no_pace, events, publisher)
+        return _publish_events(analyzer, source, fps, not args.no_pace, events, views, publisher)
     finally:
         said_offline = publisher.stop()
         log.info("%d events delivered, %d waiting on disk, %d dropped", publisher.delivered, len(outbox), outbox.dropped)
@@ -137,7 +156,22 @@ def _run(args: argparse.Namespace) -> int:
         analyzer.close()
 
 
-def _publish_events(analyzer: Analyzer, source: Source, fps: float, paced: bool, events: TrackEvents, publisher: Publisher) -> int:
+def _retire(broker: Broker, device_id: str, discovery_prefix: str) -> int:
+    from emotion_detector.edge.publisher import retire
+
+    try:
+        # Whatever EMOTION_HA_DISCOVERY says now: the device may have been announced while it was on.
+        retire(broker, device_id, discovery_prefix)
+    except OSError as error:  # unreachable, refused, or no acknowledgement (TimeoutError)
+        log.error("%s", error)
+        return EXIT_ERROR
+    log.info("retired %s: its retained status, view and Home Assistant configs on %s are cleared", device_id, broker.describe())
+    return EXIT_OK
+
+
+def _publish_events(
+    analyzer: Analyzer, source: Source, fps: float, paced: bool, events: TrackEvents, views: ViewSummary, publisher: Publisher
+) -> int:
     from emotion_detector.edge.publisher import now_ms
     from emotion_detector.model_client import ModelServerError, ModelUnavailable
     from emotion_detector.sources import SourceError
@@ -149,8 +183,11 @@ def _publish_events(analyzer: Analyzer, source: Source, fps: float, paced: bool,
         for record in analyzer.run_live(source, paced=paced, fps=fps):
             if clock_offset_ms is None:
                 clock_offset_ms = now_ms() - record.timestamp_ms
-            for event in events.update(round(clock_offset_ms + record.timestamp_ms), record.faces):
+            timestamp_ms = round(clock_offset_ms + record.timestamp_ms)
+            for event in events.update(timestamp_ms, record.faces):
                 publisher.publish(event)
+            if (view := views.update(timestamp_ms, record.faces)) is not None:
+                publisher.publish_view(view)
             analysed, played = analysed + 1, record.frame + 1  # frame: the source's, dropped ones counted
     except SourceError as error:  # a stream that broke off: its tracks end like at the end of a file
         log.error("%s", error)
@@ -166,6 +203,8 @@ def _publish_events(analyzer: Analyzer, source: Source, fps: float, paced: bool,
     elapsed_s = time.perf_counter() - started_s
     for event in events.finish():  # the device stops looking: every open track ends
         publisher.publish(event)
+    if (view := views.finish(now_ms())) is not None:  # ... and nobody is in view any more
+        publisher.publish_view(view)
     log.info("analysed %d of %d frames in %.2f s (%.1f frames/s)", analysed, played, elapsed_s, analysed / max(elapsed_s, 1e-9))
     return code
 

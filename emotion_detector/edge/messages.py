@@ -1,4 +1,4 @@
-"""The MQTT wire contract of edge mode (DESIGN.md §2 "Edge"): topics and the two payloads, as pydantic models.
+"""The MQTT wire contract of edge mode (DESIGN.md §2 "Edge"): topics and the payloads, as pydantic models.
 
 Both sides use these models: the edge command builds its payloads with them, the forwarder validates what it
 receives with them, and the tests check the broker's messages against them."""
@@ -15,6 +15,7 @@ TOPIC_PREFIX = "emotion-detector"
 MAX_PAYLOAD_BYTES = 8 * 1024  # events stay small: no images, one face (Frigate users' complaint: 11 KB payloads)
 EVENTS_QOS = 1
 STATUS_QOS = 1
+VIEW_QOS = 1
 DEVICE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # one topic level: no '/', '+', '#'
 
 
@@ -34,6 +35,10 @@ def status_topic(device_id: str) -> str:
 
 def events_topic(device_id: str) -> str:
     return f"{TOPIC_PREFIX}/{device_id}/events"
+
+
+def view_topic(device_id: str) -> str:
+    return f"{TOPIC_PREFIX}/{device_id}/view"
 
 
 # What the forwarder subscribes to: every device's events and status.
@@ -87,3 +92,25 @@ class Event(_Message):
     def emotion(self) -> str | None:
         emotion = self.face.get("emotion")
         return emotion.get("label") if isinstance(emotion, dict) else None
+
+
+class View(_Message):
+    """``emotion-detector/{device_id}/view``: retained, QoS 1, what the device sees now - for dashboards that
+    show a device's latest state (Home Assistant's sensors) rather than its history of events. Published when it
+    changes, at most once per ``--interval-s``, and with no faces when the device stops looking.
+
+    Each face in view counts under its top (smoothed) expression, as on ``/dashboard``."""
+
+    device_id: str = Field(pattern=DEVICE_ID_PATTERN)
+    timestamp_ms: int = Field(ge=0)  # wall clock of the frame described
+    faces_in_view: int = Field(ge=0)
+    dominant_emotion: str | None  # the most frequent expression in view; None: no faces
+    # Every expression label → the share (0..1) of the faces in view showing it; all 0 when there are none.
+    emotion_shares: dict[str, float]
+
+    def payload(self) -> bytes:
+        # None is sent as null (not left out) so a template can tell "no faces" from a malformed payload.
+        data = self.model_dump_json().encode()
+        if len(data) >= MAX_PAYLOAD_BYTES:
+            raise ValueError(f"View payload is {len(data)} bytes; the contract allows under {MAX_PAYLOAD_BYTES}")
+        return data

@@ -1,5 +1,7 @@
 """Publishing edge events over MQTT (DESIGN.md §2 "Edge"): a device's status (retained, QoS 1, and the last will)
-and its events (QoS 1, in order) through the on-disk outbox.
+and its events (QoS 1, in order) through the on-disk outbox; beside them its retained ``view`` (what it sees now:
+only the newest matters, so it is kept in memory, not queued) and, when asked, Home Assistant's discovery configs
+(retained, sent again on every connection).
 
 Threads: the caller queues events (``publish``); paho's network thread connects, reconnects with back-off while
 the broker is away, and reports acknowledgements; a sender thread hands the outbox's events to paho, at most
@@ -14,12 +16,25 @@ import importlib.metadata
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.reasoncodes import ReasonCode
 
-from emotion_detector.edge.messages import EVENTS_QOS, STATUS_QOS, DeviceState, Event, Status, events_topic, status_topic
+from emotion_detector.edge.discovery import DISCOVERY_QOS
+from emotion_detector.edge.messages import (
+    EVENTS_QOS,
+    STATUS_QOS,
+    VIEW_QOS,
+    DeviceState,
+    Event,
+    Status,
+    View,
+    events_topic,
+    status_topic,
+    view_topic,
+)
 from emotion_detector.edge.mqtt import KEEPALIVE_S, Broker
 from emotion_detector.edge.outbox import Outbox
 
@@ -41,11 +56,21 @@ def package_version() -> str:
 
 class Publisher:
     """One device's connection. ``start()``, then ``publish(event)`` for each event, then ``stop()`` (which
-    waits a while for the queue to drain, publishes the retained ``offline`` status and disconnects)."""
+    waits a while for the queue to drain, publishes the retained ``offline`` status and disconnects).
+    ``publish_view(view)`` whenever what the device sees has changed. ``discovery``: ``(topic, payload)`` pairs
+    published retained on every connection (Home Assistant's configs, see discovery.py)."""
 
-    def __init__(self, broker: Broker, device_id: str, outbox: Outbox, max_inflight: int = MAX_INFLIGHT):
+    def __init__(
+        self,
+        broker: Broker,
+        device_id: str,
+        outbox: Outbox,
+        max_inflight: int = MAX_INFLIGHT,
+        discovery: Sequence[tuple[str, bytes]] = (),
+    ):
         self.broker, self.device_id, self.outbox = broker, device_id, outbox
         self.max_inflight = max_inflight
+        self.discovery = list(discovery)
         self.version = package_version()
         self.client = broker.client(client_id=f"emotion-detector-edge-{device_id}")
         self.client.max_inflight_messages_set(max_inflight)
@@ -60,7 +85,8 @@ class Publisher:
         self._stopping = False
         self._in_flight: dict[int, int] = {}  # paho message id → outbox row
         self._acknowledged_early: set[int] = set()  # acknowledged before publish() returned its message id
-        self._status_mids: set[int] = set()
+        self._own_mids: set[int] = set()  # retained status, view and discovery messages: not the outbox's
+        self._view: bytes | None = None  # the newest view, published again after a reconnect
         self.delivered = 0  # events the broker acknowledged
         self._sender = threading.Thread(target=self._send, name=f"edge sender {device_id}", daemon=True)
 
@@ -78,6 +104,24 @@ class Publisher:
         with self._changed:
             self.outbox.append(events_topic(self.device_id), payload)
             self._changed.notify_all()
+
+    def publish_view(self, view: View) -> None:
+        """The newest view: published now if connected, else on the next connection (older ones are not kept)."""
+        payload = view.payload()
+        with self._changed:
+            self._view = payload
+            connected = self._connected
+        if connected:
+            self._publish_retained(view_topic(self.device_id), payload, VIEW_QOS)
+
+    def _publish_retained(self, topic: str, payload: bytes, qos: int) -> None:
+        # Not under the lock (see _send); its acknowledgement may come before publish() returns the message id.
+        info = self.client.publish(topic, payload, qos=qos, retain=True)
+        with self._changed:
+            if info.mid in self._acknowledged_early:
+                self._acknowledged_early.discard(info.mid)
+            else:
+                self._own_mids.add(info.mid)
 
     @property
     def connected(self) -> bool:
@@ -132,8 +176,14 @@ class Publisher:
             log.warning("the broker %s refused the connection: %s", self.broker.describe(), reason)
             return
         with self._changed:
-            info = client.publish(status_topic(self.device_id), self._status(DeviceState.ONLINE), qos=STATUS_QOS, retain=True)
-            self._status_mids.add(info.mid)
+            # On paho's network thread, which also reads the acknowledgements: none can come before these return.
+            # Status first: Home Assistant's sensors are available from the moment they are discovered.
+            retained = [(status_topic(self.device_id), self._status(DeviceState.ONLINE), STATUS_QOS)]
+            retained += [(topic, payload, DISCOVERY_QOS) for topic, payload in self.discovery]
+            if self._view is not None:
+                retained.append((view_topic(self.device_id), self._view, VIEW_QOS))
+            for topic, payload, qos in retained:
+                self._own_mids.add(client.publish(topic, payload, qos=qos, retain=True).mid)
             self._connected, self._unreachable_reported = True, False
             self._changed.notify_all()
         log.info("connected to %s", self.broker.describe())
@@ -154,8 +204,8 @@ class Publisher:
             log.warning("the broker refused message %d: %s", mid, reason)
             return
         with self._changed:
-            if mid in self._status_mids:
-                self._status_mids.discard(mid)
+            if mid in self._own_mids:
+                self._own_mids.discard(mid)
                 return
             row_id = self._in_flight.pop(mid, None)
             if row_id is None:
@@ -188,3 +238,42 @@ class Publisher:
                         self._acknowledged(row_id)
                     else:
                         self._in_flight[info.mid] = row_id
+
+
+def retire(broker: Broker, device_id: str, discovery_prefix: str | None, timeout_s: float = 10.0) -> None:
+    """Forget a device that is gone for good: empty retained payloads on its status and view topics and, with a
+    discovery prefix, on its Home Assistant config topics (Home Assistant then removes its sensors and the
+    device). Its stored events stay in the database. Raises OSError (or TimeoutError) when the broker cannot be
+    reached or does not acknowledge in ``timeout_s``."""
+    from emotion_detector.edge.discovery import removal_messages
+
+    topics = [status_topic(device_id), view_topic(device_id)]
+    if discovery_prefix is not None:
+        topics += [topic for topic, _ in removal_messages(discovery_prefix, device_id)]
+    # Not the device's own client id: a device still running would be disconnected by the broker.
+    client = broker.client(client_id=f"emotion-detector-retire-{device_id}")
+    answered = threading.Event()
+    refusal: list[ReasonCode] = []
+
+    def on_connect(_client: mqtt.Client, _userdata: Any, _flags: Any, reason: ReasonCode, _properties: Any) -> None:
+        if reason.is_failure:
+            refusal.append(reason)
+        answered.set()
+
+    client.on_connect = on_connect
+    client.connect(broker.host, broker.port, keepalive=KEEPALIVE_S)
+    client.loop_start()
+    try:
+        if not answered.wait(timeout_s):
+            raise TimeoutError(f"the broker {broker.describe()} did not answer in {timeout_s:g} s")
+        if refusal:
+            raise ConnectionRefusedError(f"the broker {broker.describe()} refused the connection: {refusal[0]}")
+        infos = [client.publish(topic, b"", qos=STATUS_QOS, retain=True) for topic in topics]
+        deadline_s = time.monotonic() + timeout_s
+        for info in infos:
+            info.wait_for_publish(timeout=max(0.0, deadline_s - time.monotonic()))
+        if not all(info.is_published() for info in infos):
+            raise TimeoutError(f"the broker {broker.describe()} did not acknowledge the removals in {timeout_s:g} s")
+    finally:
+        client.disconnect()
+        client.loop_stop()

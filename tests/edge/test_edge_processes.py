@@ -24,7 +24,11 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.video import looped_video
-from emotion_detector.edge.messages import DeviceState, Event, EventType, Status, events_topic, status_topic
+from emotion_detector.__main__ import main
+from emotion_detector.edge.discovery import DEFAULT_PREFIX, config_topics
+from emotion_detector.edge.messages import DeviceState, Event, EventType, Status, View, events_topic, status_topic, view_topic
+from emotion_detector.edge.mqtt import Broker
+from emotion_detector.edge.publisher import retire
 from tests.conftest import ROOT, free_port
 
 pytestmark = pytest.mark.slow
@@ -42,7 +46,7 @@ class Message:
 class Subscriber:
     """Everything published under one device's topics, in arrival order (QoS 1)."""
 
-    def __init__(self, device_id: str):
+    def __init__(self, device_id: str, topic_filter: str | None = None):
         self.device_id = device_id
         self.messages: list[Message] = []
         self._lock = threading.Lock()
@@ -51,7 +55,7 @@ class Subscriber:
         subscribed = threading.Event()
         self.client.on_subscribe = lambda *_: subscribed.set()
         self.client.connect(*BROKER)
-        self.client.subscribe(f"emotion-detector/{device_id}/#", qos=1)
+        self.client.subscribe(topic_filter or f"emotion-detector/{device_id}/#", qos=1)
         self.client.loop_start()
         assert subscribed.wait(10), "the broker did not confirm the subscription"
 
@@ -66,6 +70,10 @@ class Subscriber:
     def events(self) -> list[Event]:
         with self._lock:
             return [Event.model_validate_json(m.payload) for m in self.messages if m.topic == events_topic(self.device_id)]
+
+    def views(self) -> list[View]:
+        with self._lock:
+            return [View.model_validate_json(m.payload) for m in self.messages if m.topic == view_topic(self.device_id)]
 
     def statuses(self) -> list[Status]:
         with self._lock:
@@ -150,15 +158,11 @@ def edge(video: Path, device_id: str, queue: Path, *extra: str, port: int = BROK
 
 @pytest.fixture
 def device_id() -> Iterator[str]:
-    """A device of the test's own; its retained status is cleared afterwards (the broker is shared)."""
+    """A device of the test's own; its retained status, view and Home Assistant configs (under the default
+    prefix) are cleared afterwards (the broker is shared)."""
     name = f"test-{uuid.uuid4().hex[:12]}"
     yield name
-    cleaner = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    cleaner.connect(*BROKER)
-    cleaner.loop_start()
-    cleaner.publish(status_topic(name), b"", qos=1, retain=True).wait_for_publish(timeout=5)
-    cleaner.disconnect()
-    cleaner.loop_stop()
+    retire(Broker.from_url(f"mqtt://{BROKER[0]}:{BROKER[1]}"), name, DEFAULT_PREFIX)
 
 
 @pytest.fixture(scope="module")
@@ -331,3 +335,29 @@ def test_events_left_on_disk_by_a_run_without_a_broker_go_first_in_the_next_run(
     check_contract(events[:restart], interval_ms=1000)  # the first run's, complete and in order
     check_contract(events[restart:], interval_ms=1000)
     assert "0 waiting on disk" in err
+
+
+def test_the_edge_command_tells_home_assistant_what_it_sees(
+    shared_dir: Path, tmp_path: Path, device_id: str, monkeypatch: pytest.MonkeyPatch
+):
+    prefix = f"test-{uuid.uuid4().hex[:10]}/homeassistant"
+    monkeypatch.setenv("EMOTION_HA_DISCOVERY_PREFIX", prefix)  # the process inherits it
+    subscriber = Subscriber(device_id)
+    discovery = Subscriber(device_id, topic_filter=f"{prefix}/#")
+    try:
+        process = edge(shared_dir / "media" / "videos" / "single_face.mp4", device_id, tmp_path / "queue.sqlite3", "--interval-s", "0.5")
+        _out, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err
+        subscriber.wait_for(lambda: subscriber.statuses()[-1:] and subscriber.statuses()[-1].state is DeviceState.OFFLINE, 10, "offline")
+        views = subscriber.views()
+        configs = {m.topic for m in discovery.messages}
+    finally:
+        subscriber.close()
+        discovery.close()
+        # Retired under the test's prefix (the device_id fixture's cleanup comes after monkeypatch's undoing).
+        assert main(["edge", "--retire", "--device-id", device_id, "--mqtt", f"mqtt://{BROKER[0]}:{BROKER[1]}"]) == 0
+    assert configs == set(config_topics(prefix, device_id))
+    # One smiling face for 2.4 s, then nobody (the source ended).
+    assert any(v.faces_in_view == 1 and v.dominant_emotion == "happy" and v.emotion_shares["happy"] == 1.0 for v in views), views
+    assert views[-1].faces_in_view == 0 and views[-1].dominant_emotion is None
+    assert all(b.timestamp_ms - a.timestamp_ms >= 500 for a, b in itertools.pairwise(views[:-1]))
