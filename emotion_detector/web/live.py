@@ -80,7 +80,6 @@ CONTROL_MESSAGE = TypeAdapter(Annotated[ConfigMessage | PingMessage, Field(discr
 CONTROL_FIELDS = {"config": list(ConfigMessage.model_fields), "ping": list(PingMessage.model_fields)}
 
 
-@sock.route("/ws/live", bp=socket_blueprint)  # type: ignore[untyped-decorator]  # flask-sock has no type information
 def live_socket(ws: Any) -> None:
     session = services().analyzer.pipeline(RunningMode.LIVE, run_cpu_bound=run_on_native_thread)
     counted = metrics.web()
@@ -89,6 +88,11 @@ def live_socket(ws: Any) -> None:
         _serve(ws, session, counted)
     finally:
         counted.live_sockets.dec()
+
+
+# Registered by a call, not as a decorator: flask-sock's decorator returns None, and this keeps the view
+# callable on its own (tests drive it with a stand-in socket).
+sock.route("/ws/live", bp=socket_blueprint)(live_socket)
 
 
 def _serve(ws: Any, session: FramePipeline, counted: metrics.WebMetrics) -> None:

@@ -37,7 +37,7 @@ ENDPOINT = "metrics.scrape"
 REGISTRY_EXTENSION = "emotion_detector.metrics"
 # A client may send any method name: beyond these it is counted as "other", so labels stay bounded.
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-UNMATCHED_ROUTE = "unmatched"  # no URL rule matched (a 404): never the raw path
+UNMATCHED_ROUTE = "unmatched"  # no URL rule matched (a 404, a 405 from routing): never the raw path
 
 
 class VideoJobsCollector:
@@ -52,7 +52,7 @@ class VideoJobsCollector:
 
         try:
             with self.sessions() as session:
-                counts = dict(session.execute(select(Video.status, func.count()).group_by(Video.status)).tuples().all())
+                counts = dict(session.execute(select(Video.status, func.count()).group_by(Video.status)).all())
         except DBAPIError as error:
             log.warning("metrics: video jobs not counted, the database is unavailable: %s", error.orig)
             return
