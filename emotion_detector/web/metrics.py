@@ -64,6 +64,7 @@ class VideoJobsCollector:
 
 def install(app: Flask, video_sessions: sessionmaker[Session]) -> None:
     """Count every request by route. Installed before auth, so refused requests (401, 403, 429) count too."""
+    metrics.web()  # created now, so that the first scrape already lists them (0 open sockets, ...)
     app.before_request(_started)
     app.after_request(_counted)
     app.register_blueprint(blueprint)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import uuid
 
 import pytest
@@ -12,6 +13,7 @@ from flask_sock import ConnectionClosed
 
 from app import create_app
 from emotion_detector.web import live
+from tests.conftest import ROOT
 from tests.prometheus import label_values, value
 from tests.web.conftest import video_frames_as_jpeg
 
@@ -152,3 +154,25 @@ def test_who_may_read_the_metrics(tmp_path, auth, token, header, status):
 def test_a_short_metrics_token_is_refused_at_start(tmp_path):
     with pytest.raises(ValueError, match="metrics_token"):
         create_app({"model_server": "inprocess", "environment": "test", "instance_dir": tmp_path, "metrics_token": "short"})
+
+
+def test_the_grafana_dashboard_asks_only_for_metrics_that_exist(app):
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from emotion_detector import metrics
+    from serving.metrics import serving_metrics
+
+    metrics.worker()  # created on a worker's first task; here, so that they are exposed too
+    exposed = scrape(app) + generate_latest(serving_metrics().registry).decode()
+    families = {family.name for family in text_string_to_metric_families(exposed)}
+    known = {family + suffix for family in families for suffix in ("", "_total", "_bucket", "_count", "_sum")}
+    dashboard = json.loads((ROOT / "deploy" / "grafana-dashboard.json").read_text())
+    asked = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel.get("targets", [])
+        for name in re.findall(r"\b(?:emotion_detector|tfserving)_\w+", target["expr"])
+    }
+    assert len(asked) >= 10
+    assert asked <= known, asked - known
