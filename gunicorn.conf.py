@@ -2,7 +2,9 @@
 
 import logging
 import os
+import shutil
 
+from emotion_detector import metrics
 from emotion_detector.web import server
 
 # Loopback unless told otherwise: a laptop's `make run` is not reachable from the network. Deployments say
@@ -39,9 +41,27 @@ class _NoEmptyListeningLine(logging.Filter):
         return not (str(record.msg).startswith("Listening at:") and empty)
 
 
+_metrics_dir_made: list[str] = []  # the temporary metrics directory made at start, removed at exit
+
+
 def on_starting(server) -> None:
     server.log.error_log.addFilter(_NoEmptyListeningLine())
+    # Prometheus: every worker counts into files in one directory, and /metrics, answered by any one worker,
+    # adds them all up (emotion_detector/metrics.py): PROMETHEUS_MULTIPROC_DIR if set (emptied of an earlier
+    # run's files now), else a fresh temporary directory. Here, in the master, before any worker imports the app.
+    path, made = metrics.use_multiprocess_dir(prefix="emotion-detector-web-metrics-")
+    if made:
+        _metrics_dir_made.append(str(path))
 
 
 def when_ready(server) -> None:
     server.log.info("Listening at: http://%s (a socket per worker)", bind)
+
+
+def child_exit(server, worker) -> None:
+    metrics.mark_process_dead(worker.pid)  # its open sockets are closed: the live gauge forgets them
+
+
+def on_exit(server) -> None:
+    for path in _metrics_dir_made:
+        shutil.rmtree(path, ignore_errors=True)

@@ -43,6 +43,10 @@ EMOTION_MQTT_URL=mqtt://localhost:1883   edge mode: the broker the forwarder rea
                                          (unset: no forwarder; `make run` starts one when it is set)
 EMOTION_HA_DISCOVERY=true                edge mode: publish Home Assistant MQTT discovery configs (retained, under
 EMOTION_HA_DISCOVERY_PREFIX=homeassistant  this prefix) so each device appears in Home Assistant with its sensors
+EMOTION_METRICS_TOKEN=...                Prometheus scrapes /metrics with `Authorization: Bearer <token>`;
+                                         unset: /metrics is open with auth off and refused with auth required
+EMOTION_WORKER_METRICS_PORT=9808         video workers expose their metrics on this port (unset: they do not)
+EMOTION_WORKER_METRICS_HOST=127.0.0.1    ... on this address (containers: 0.0.0.0, on a private network only)
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEV_SECRET_KEY = "development-only-not-secret"  # nosec B105  # the laptop default; production refuses it (below)
@@ -113,6 +117,13 @@ class Settings(BaseSettings):
     # While the database is unreachable, keys and sessions it confirmed this recently still pass, so live and
     # image analysis go on through a short outage (a revocation made just before one can take this long).
     auth_outage_grace_s: float = Field(300.0, ge=0)
+
+    # Who may read /metrics (web/metrics.py): a scrape with this bearer token. Unset: anyone with auth off (a
+    # laptop), no one with auth required (the counts span every user's requests and videos).
+    metrics_token: SecretStr | None = Field(None, min_length=16)
+    # Video workers serve their metrics on this port (None: they do not); the address is loopback unless told.
+    worker_metrics_port: int | None = Field(None, ge=1, le=65535)
+    worker_metrics_host: str = "127.0.0.1"
 
     model_server: str = "localhost:8500"
     model_server_tls: bool = False  # e.g. a model server behind Cloud Run's HTTPS front (host:443)

@@ -12,6 +12,7 @@ import grpc
 from google.protobuf import any_pb2, json_format, struct_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from serving.metrics import observed_predict
 from serving.protocol.errors import InvalidArgument, ServingError
 from serving.protocol.protos import tensorflow_serving_pb2 as tfs
 from serving.protocol.protos import tensorflow_serving_pb2_grpc as tfs_grpc
@@ -58,8 +59,8 @@ class PredictionService(tfs_grpc.PredictionServiceServicer):
         self.registry = registry
 
     def Predict(self, request: tfs.PredictRequest, context: grpc.ServicerContext) -> tfs.PredictResponse:
-        with _status_on_error(context):
-            model = resolve(self.registry, request.model_spec)
+        with _status_on_error(context), observed_predict("GRPC") as call:
+            call.model = model = resolve(self.registry, request.model_spec)
             inputs = {name: to_numpy(tensor, f"input '{name}'") for name, tensor in request.inputs.items()}
             outputs = model.predict(inputs, list(request.output_filter))
             response = tfs.PredictResponse(model_spec=answered_spec(model))

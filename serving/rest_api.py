@@ -4,6 +4,7 @@
     GET  /v1/models/{name}[/versions/{v}|/labels/{l}]/metadata    signature + preprocessing (model.json)
     POST /v1/models/{name}[/versions/{v}|/labels/{l}]:predict     row ("instances") or columnar ("inputs")
     GET  /healthz, /readyz                                        liveness, readiness (all models loaded)
+    GET  /monitoring/prometheus/metrics                           Prometheus metrics (serving/metrics.py)
 
 Errors are ``{"error": "..."}`` with the HTTP status of the gRPC code (404 NOT_FOUND, 400 INVALID_ARGUMENT).
 """
@@ -16,8 +17,10 @@ import numpy as np
 import orjson
 from flask import Flask, Response, request
 from google.protobuf import json_format
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from werkzeug.exceptions import HTTPException
 
+from serving.metrics import METRICS_PATH, observed_predict, serving_metrics
 from serving.protocol.errors import InvalidArgument, ServingError, Unimplemented, alias_not_found
 from serving.protocol.protos import tensorflow_serving_pb2 as tfs
 from serving.registry import SIGNATURE_NAME, ModelRegistry, ServedModel
@@ -95,9 +98,13 @@ def create_rest_app(registry: ModelRegistry) -> Flask:
             raise Unimplemented(f"{verb} is not served here; use :predict")
         if verb != "predict":
             raise InvalidArgument(f"unknown method :{verb}; expected :predict")
-        if version is not None and not version.isdigit():
-            raise InvalidArgument(f"version must be an integer, got {version!r}")
-        model = pick(name, version, label)
+        with observed_predict("REST") as call:
+            if version is not None and not version.isdigit():
+                raise InvalidArgument(f"version must be an integer, got {version!r}")
+            call.model = pick(name, version, label)
+            return predict(call.model)
+
+    def predict(model: ServedModel) -> Response:
         try:
             body = orjson.loads(request.get_data())
         except orjson.JSONDecodeError as error:
@@ -116,6 +123,10 @@ def create_rest_app(registry: ModelRegistry) -> Flask:
             return json_response({"predictions": [{k: v[i] for k, v in outputs.items()} for i in range(count)]})
         outputs = model.predict(columns_to_arrays(model, body["inputs"]))
         return json_response({"outputs": next(iter(outputs.values())) if len(outputs) == 1 else outputs})
+
+    @app.get(METRICS_PATH)
+    def prometheus_metrics():
+        return Response(generate_latest(serving_metrics().registry), content_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz")
     def healthz():

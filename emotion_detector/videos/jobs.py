@@ -39,6 +39,7 @@ from kombu.utils.scheduling import FairCycle
 from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.orm import Session
 
+from emotion_detector import metrics
 from emotion_detector.detection import DetectorOptions, FaceDetector, create_detector
 from emotion_detector.face_models import FaceModels, create_models
 from emotion_detector.model_client import ModelUnavailable
@@ -253,6 +254,7 @@ def segment(self: Task, video_id: str, index: int) -> None:
         raise self.retry(countdown=5) from None
     except Exception as error:
         log.exception("video %s segment %d failed", video_id, index)
+        metrics.worker().failures.labels("segment").inc()
         fail(ctx, video_id, f"analysis failed at frames {start_frame}-{end_frame}: {error}", lease.job_attempt)
         return
     with ctx.sessions.begin() as session:
@@ -261,6 +263,9 @@ def segment(self: Task, video_id: str, index: int) -> None:
             log.info("video %s segment %d: the job was cancelled, deleted or retried, or the segment taken over; dropped", video_id, index)
             return
         store_segment(session, video_id, index, end_frame, found)
+    counted = metrics.worker()
+    counted.frames_processed.inc(end_frame - start_frame)
+    counted.task_duration.labels("segment").observe(seconds)
     advance(video_id)
 
 
@@ -319,11 +324,13 @@ def render(self: Task, video_id: str, index: int) -> None:
             log.info("video %s part %d: its parts folder is gone: cancelled, retried or deleted meanwhile", video_id, index)
             return
         log.exception("video %s part %d failed", video_id, index)
+        metrics.worker().failures.labels("render").inc()
         fail(ctx, video_id, f"could not draw the annotated video: {error}", lease.job_attempt)
         return
     with ctx.sessions.begin() as session:
         if not leases.finish(session, lease, seconds=round(time.perf_counter() - started, 3)):
             return
+    metrics.worker().task_duration.labels("render").observe(time.perf_counter() - started)
     advance(video_id)
 
 
@@ -340,6 +347,7 @@ def finalise(self: Task, video_id: str) -> None:
     if not _all_parts_drawn(ctx, video_id):  # a stray delivery: advance queues it again when they are
         leases.release(ctx, lease)
         return
+    started = time.perf_counter()
     try:
         versions: dict[str, int | str] = {name: spec.version for name, spec in ctx.client.specs().items()}
         models = Models(ctx.detector.name, versions, ctx.client.uncertain_below("emotion"), ctx.analyzer.search.min_face_px_for)
@@ -350,11 +358,15 @@ def finalise(self: Task, video_id: str) -> None:
         raise self.retry(countdown=5) from None
     except Exception as error:
         log.exception("video %s: finalising failed", video_id)
+        metrics.worker().failures.labels("finalise").inc()
         fail(ctx, video_id, f"could not write the annotated video: {error}", lease.job_attempt)
         return
     if summary is None:
         log.info("video %s: cancelled, retried or deleted while finalising", video_id)
     else:
+        counted = metrics.worker()
+        counted.videos_processed.inc()
+        counted.task_duration.labels("finalise").observe(time.perf_counter() - started)
         log.info("video %s done: %d main people, %.2fx real time", video_id, len(summary.main_people), summary.speed_x_realtime)
 
 
@@ -449,6 +461,30 @@ def _start_recovery(**_kwargs: object) -> None:
             time.sleep(max(1.0, db.settings.job_stale_after_s / 3))
 
     threading.Thread(target=sweep, name="recovery-sweep", daemon=True).start()
+
+
+_metrics_dir_made: list[Path] = []  # a temporary metrics directory this worker made, removed at shutdown
+
+
+@signals.worker_init.connect  # type: ignore[untyped-decorator]  # Celery has no type information
+def _serve_metrics(**_kwargs: object) -> None:
+    """With EMOTION_WORKER_METRICS_PORT set, the worker's main process serves Prometheus metrics there, added
+    up over its pool processes: they count into PROMETHEUS_MULTIPROC_DIR (else a fresh temporary
+    directory), set here, before the pool forks and before any of them counts."""
+    settings = database().settings
+    if settings.worker_metrics_port is None:
+        return
+    path, made = metrics.use_multiprocess_dir(prefix="emotion-detector-worker-metrics-")
+    if made:
+        _metrics_dir_made.append(path)
+    metrics.serve(settings.worker_metrics_host, settings.worker_metrics_port)
+    log.info("metrics on http://%s:%d/metrics", settings.worker_metrics_host, settings.worker_metrics_port)
+
+
+@signals.worker_shutdown.connect  # type: ignore[untyped-decorator]  # Celery has no type information
+def _remove_metrics_dir(**_kwargs: object) -> None:
+    for path in _metrics_dir_made:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @signals.worker_process_init.connect  # type: ignore[untyped-decorator]  # Celery has no type information

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
 
+from emotion_detector import metrics
 from emotion_detector.frames import FrameError
 from emotion_detector.model_client import ModelServerError, ModelUnavailable
 from emotion_detector.schemas import ImageAnalysis
@@ -105,6 +106,7 @@ def analyze() -> ResponseReturnValue:
         return error("model_unavailable", "the model server is unavailable; try again shortly", 503)
     except ModelServerError as exc:
         return error("model_error", str(exc), 502)
+    metrics.web().observe_stages("image", analysis.timing_ms)
     return jsonify(analysis.to_json())
 
 

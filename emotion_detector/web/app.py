@@ -26,6 +26,7 @@ from emotion_detector.settings import Settings
 from emotion_detector.videos.db import SchemaUpgrade
 from emotion_detector.videos.service import VideoService
 from emotion_detector.web import api, auth, dashboard, ids, images, live, openapi, reports, security, videos
+from emotion_detector.web import metrics as metrics_view
 from emotion_detector.web.native import BackgroundThread
 
 
@@ -70,6 +71,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     ids.install(app)
     security.install(app, production=settings.environment == "production")
+    metrics_view.install(app, video_service.sessions)  # before auth: refused requests are counted too
     auth.install(app, settings)
     live.sock.init_app(app)
     app.register_blueprint(live.blueprint)

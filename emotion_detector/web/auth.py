@@ -46,7 +46,8 @@ limiter = Limiter(key_func=get_remote_address, headers_enabled=True)
 
 Limited = TypeVar("Limited", bound=Callable[..., Any] | Blueprint)
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-PUBLIC_ENDPOINTS = frozenset({"static", "favicon", "auth.signin", "api.health"})
+# metrics.scrape checks its own token (web/metrics.py): an API key is a user's, not the operator's.
+PUBLIC_ENDPOINTS = frozenset({"static", "favicon", "auth.signin", "api.health", "metrics.scrape"})
 # Public, but a key (or a session) that comes along is looked at: the health check gives details to holders.
 DETAILS_FOR_HOLDERS = frozenset({"api.health"})
 SESSION_TOKEN = "sid"  # nosec B105  # the name of the cookie's entry holding the session token (accounts/keys.py)

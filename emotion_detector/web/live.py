@@ -14,6 +14,7 @@ from flask.typing import ResponseReturnValue
 from flask_sock import ConnectionClosed, Sock
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from emotion_detector import metrics
 from emotion_detector.frames import FrameError
 from emotion_detector.model_client import ModelServerError, ModelUnavailable
 from emotion_detector.pipeline import FramePipeline, RunningMode
@@ -79,9 +80,22 @@ CONTROL_MESSAGE = TypeAdapter(Annotated[ConfigMessage | PingMessage, Field(discr
 CONTROL_FIELDS = {"config": list(ConfigMessage.model_fields), "ping": list(PingMessage.model_fields)}
 
 
-@sock.route("/ws/live", bp=socket_blueprint)  # type: ignore[untyped-decorator]  # flask-sock has no type information
 def live_socket(ws: Any) -> None:
     session = services().analyzer.pipeline(RunningMode.LIVE, run_cpu_bound=run_on_native_thread)
+    counted = metrics.web()
+    counted.live_sockets.inc()
+    try:
+        _serve(ws, session, counted)
+    finally:
+        counted.live_sockets.dec()
+
+
+# Registered by a call, not as a decorator: flask-sock's decorator returns None, and this keeps the view
+# callable on its own (tests drive it with a stand-in socket).
+sock.route("/ws/live", bp=socket_blueprint)(live_socket)
+
+
+def _serve(ws: Any, session: FramePipeline, counted: metrics.WebMetrics) -> None:
     ws.send(json.dumps(_hello()))
     received = 0
     try:
@@ -97,9 +111,19 @@ def live_socket(ws: Any) -> None:
                     ws.send(json.dumps(_control(newer)))
                     continue
                 message, received, dropped = newer, received + 1, dropped + 1
-            ws.send(json.dumps(_process(session, message, received, dropped)))
+            answer = _process(session, message, received, dropped)
+            _count(counted, answer, dropped)
+            ws.send(json.dumps(answer))
     except ConnectionClosed:
         pass
+
+
+def _count(counted: metrics.WebMetrics, answer: dict[str, Any], dropped: int) -> None:
+    counted.live_frames_answered.labels(answer["type"]).inc()  # "result" or "error"
+    if dropped:
+        counted.live_frames_dropped.inc(dropped)
+    if answer["type"] == "result":
+        counted.observe_stages("live", answer["timing_ms"])
 
 
 def _process(session: FramePipeline, frame: bytes, number: int, dropped: int) -> dict[str, Any]:
