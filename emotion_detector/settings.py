@@ -9,6 +9,8 @@ EMOTION_DETECTION_MIN_FACE_PX=20         the smallest face height looked for, in
 EMOTION_DETECTION_SEARCH_EVERY_S=1.0     videos and live streams: a whole-picture search at most this often
                                          (in between, faces are looked for around the known ones)
 EMOTION_DETECTION_BACKGROUND_BUSY_SHARE=0.15  live: the share of one thread per process that searches may take
+EMOTION_EXECUTION_PROVIDER=auto|cpu|cuda  the detector and in-process models on an NVIDIA GPU when ONNX Runtime
+                                         has one (the gpu extra), else the CPU; cuda: a GPU or no start
 EMOTION_MODEL_CACHE_DIR=...              where the detectors' ONNX graphs made on first use are cached
 EMOTION_YUNET_PATH=...                   where `python -m emotion_detector models download` puts YuNet
 EMOTION_YUNET_RUNTIME=onnxruntime|opencv runs YuNet on ONNX Runtime (faster) or in cv2.FaceDetectorYN
