@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 import pytest
@@ -134,15 +136,37 @@ def test_a_stream_that_ends_during_its_search_leaves_the_budget_free():
         assert background.ready()
 
 
+class HeldExecutor:
+    """Runs what it is given only on ``release()``: until then every search it holds is in flight (a thread pool
+    would finish one now and then before the next stream asks, and the test would race it)."""
+
+    def __init__(self) -> None:
+        self.held: list[tuple[Future, Callable[..., Any], tuple[Any, ...]]] = []
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
+        future: Future = Future()
+        self.held.append((future, fn, args))
+        return future
+
+    def release(self) -> None:
+        for future, fn, args in self.held:
+            future.set_result(fn(*args))
+        self.held.clear()
+
+
 def test_many_live_streams_share_one_budget():
     now = [0.0]
-    with ThreadPoolExecutor(max_workers=1) as executor:
-        background = BackgroundSearches(executor, busy_share=0.5, clock=lambda: now[0])
-        streams = [LiveDetection(CountingSearch(), 1.0, background, clock=lambda: now[0]) for _ in range(3)]
-        for live in streams:
-            live.detect(frame(SMALL))
-            live.tend(frame(SMALL))
-        assert [live._pending is not None for live in streams] == [True, False, False]  # one search at a time
+    executor = HeldExecutor()
+    background = BackgroundSearches(executor, busy_share=0.5, clock=lambda: now[0])  # type: ignore[arg-type]
+    streams = [LiveDetection(CountingSearch(), 1.0, background, clock=lambda: now[0]) for _ in range(3)]
+    for live in streams:
+        live.detect(frame(SMALL))
+        live.tend(frame(SMALL))
+    assert [live._pending is not None for live in streams] == [True, False, False]  # one search at a time
+    assert len(executor.held) == 1
+    executor.release()
+    streams[1].tend(frame(SMALL))  # the first search is over: the next stream's first search may start
+    assert len(executor.held) == 1 and streams[1]._pending is not None
 
 
 class FailingExecutor:

@@ -421,6 +421,11 @@ def revoke_then_sign_out(person: Person, key: str) -> None:
         return "/signin" in browser.current_url
 
     WebDriverWait(person.browser, 10 + 5, poll_frequency=1).until(signed_out)
+    # While the revocation reaches the web process, a page may still render and its list then be refused (401),
+    # and that page sends the person to sign in; nothing else may go wrong meanwhile.
+    problems, failures = console_problems(person.browser), failed_requests(person.browser)
+    assert all(f.startswith("401 ") and f.endswith("/api/v1/videos") for f in failures), failures
+    assert all("/api/v1/videos" in p and "401" in p for p in problems), problems
     person.browser.find_element(By.ID, "key").send_keys(key)
     person.browser.find_element(By.CSS_SELECTOR, ".signin button[type=submit]").click()
     person.wait().until(lambda b: b.find_elements(By.CSS_SELECTOR, ".signin .problem"))

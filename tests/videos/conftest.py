@@ -55,19 +55,20 @@ class VideoStack:
         self.workers.append(process)
         return process
 
-    def kill_worker(self, process: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
+    def kill_worker(self, process: subprocess.Popen, sig: int = signal.SIGKILL, timeout_s: float = 15) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, sig)
         try:
-            process.wait(timeout=15)
+            process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:  # a warm shutdown that takes too long
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
         self.workers.remove(process)
 
-    def stop(self) -> None:
+    def stop(self, worker_timeout_s: float = 15) -> None:
+        """Workers get a warm shutdown (SIGTERM), then SIGKILL after ``worker_timeout_s``."""
         for process in list(self.workers):
-            self.kill_worker(process, signal.SIGTERM)
+            self.kill_worker(process, signal.SIGTERM, worker_timeout_s)
         if self.web is not None:
             self.web.process.terminate()
             self.web.process.wait(timeout=10)

@@ -1,5 +1,5 @@
 // What the pages' scripts share (loaded first by base.html): the expression colours, the CSRF token,
-// the label of an expression, and saving text as a download.
+// the label of an expression, saving text as a download, and the API from a signed-in page.
 "use strict";
 
 const COLOURS = { angry: "#e5484d", disgust: "#8e4ec6", fear: "#f76b15", happy: "#30a46c", sad: "#0090ff", surprise: "#ffc53d", neutral: "#8b8d98" };
@@ -21,4 +21,15 @@ function download(name, text, type) {
   link.click();
   link.remove();
   setTimeout(() => URL.revokeObjectURL(url), 10000);
+}
+
+// The API from a signed-in page: a session that has ended meanwhile (signed out elsewhere, the key revoked, the
+// 12 hours over) answers 401; the person is sent to sign in again and comes back here, instead of a broken page.
+async function apiFetch(url, options = {}) {
+  const answer = await fetch(url, options);
+  if (answer.status === 401) {
+    window.location.assign(`/signin?next=${encodeURIComponent(window.location.pathname + window.location.search)}`);
+    return new Promise(() => {});  // the page is going away: its caller waits rather than reports an error
+  }
+  return answer;
 }

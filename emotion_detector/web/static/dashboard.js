@@ -121,7 +121,7 @@ async function loadChart(id) {
   const device = devices.get(id);
   device.chartFetchedAt = Date.now();
   const span = device.window;
-  const answer = await fetch(`/api/v1/devices/${encodeURIComponent(id)}/mix?window=${span}`);
+  const answer = await apiFetch(`/api/v1/devices/${encodeURIComponent(id)}/mix?window=${span}`);
   if (!answer.ok) return;
   const mix = await answer.json();
   if (device.window !== span) return; // switched again meanwhile

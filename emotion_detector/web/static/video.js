@@ -17,7 +17,7 @@ const allCharts = [];
 const { html, percent } = Charts;
 
 async function poll() {
-  const status = await (await fetch(api)).json();
+  const status = await (await apiFetch(api)).json();
   $("status").textContent = status.status;
   $("progress").value = status.progress;
   $("percent").textContent = `${(status.progress * 100).toFixed(0)}%`;
@@ -29,8 +29,8 @@ async function poll() {
   else if (status.status === "queued" || status.status === "running") setTimeout(poll, 1000);
 }
 
-$("cancel").onclick = async () => { await fetch(`${api}/cancel`, { method: "POST", headers: { "X-CSRFToken": CSRF_TOKEN } }); poll(); };
-$("retry").onclick = async () => { await fetch(`${api}/retry`, { method: "POST", headers: { "X-CSRFToken": CSRF_TOKEN } }); poll(); };
+$("cancel").onclick = async () => { await apiFetch(`${api}/cancel`, { method: "POST", headers: { "X-CSRFToken": CSRF_TOKEN } }); poll(); };
+$("retry").onclick = async () => { await apiFetch(`${api}/retry`, { method: "POST", headers: { "X-CSRFToken": CSRF_TOKEN } }); poll(); };
 
 // Who counts as a person: the backend's rule where the results state it (people[].counted), else the older
 // "main" flag. The others are brief detections, listed apart and never counted.
@@ -60,7 +60,7 @@ function mostOften(person) {
 }
 
 async function showResults() {
-  const results = await (await fetch(`${api}/results`)).json();
+  const results = await (await apiFetch(`${api}/results`)).json();
   $("results").hidden = false;
   const player = $("annotated");
   player.src = `${api}/annotated`;

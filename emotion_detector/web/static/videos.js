@@ -86,7 +86,7 @@ $("stop-recording").addEventListener("click", () => { if (recorder && recorder.s
 // ---- list --------------------------------------------------------------------------------------------
 
 async function refresh() {
-  const answer = await fetch("/api/v1/videos");
+  const answer = await apiFetch("/api/v1/videos");
   const { videos } = await answer.json();
   $("videos").replaceChildren(...videos.map((video) => {
     const row = document.createElement("tr");
@@ -104,7 +104,7 @@ async function refresh() {
     remove.textContent = "Delete";
     remove.onclick = async () => {
       if (!confirm(`Delete ${video.filename} and its results?`)) return;
-      await fetch(`/api/v1/videos/${video.id}`, { method: "DELETE", headers: { "X-CSRFToken": CSRF_TOKEN } });
+      await apiFetch(`/api/v1/videos/${video.id}`, { method: "DELETE", headers: { "X-CSRFToken": CSRF_TOKEN } });
       refresh();
     };
     actions.append(remove);
