@@ -40,7 +40,7 @@ from typing import Any, Protocol, TypeVar, cast
 import numpy as np
 import supervision as sv
 
-from emotion_detector.crops import crop_faces
+from emotion_detector.crops import crop_faces, roll_degrees
 from emotion_detector.detection import BackgroundSearches, FaceDetector, FaceSearch, LiveDetection, SearchOptions, VideoDetection
 from emotion_detector.face_models import FaceModels, PendingOutputs
 from emotion_detector.frames import ImageLimits, decode_image
@@ -273,16 +273,18 @@ class FaceAnalyzer:
         return self.pipeline(RunningMode.IMAGE).process(data, detect=detect)
 
     def model_inputs(
-        self, images: list[np.ndarray], boxes: list[np.ndarray], due: list[np.ndarray], detector_name: str
+        self, images: list[np.ndarray], faces: list[sv.Detections], due: list[np.ndarray], detector_name: str
     ) -> dict[str, np.ndarray]:
         """One batch per model over several frames: every face's crop for the expression model, the crops of
-        faces due for age and gender (see AgeGenderSchedule) for theirs."""
+        faces due for age and gender (see AgeGenderSchedule) for theirs, each turned upright by its eye line."""
+        boxes = [found.xyxy for found in faces]
+        rolls = [roll_degrees(np.asarray(found.data["landmarks"]) if "landmarks" in found.data else None, len(found)) for found in faces]
         inputs: dict[str, np.ndarray] = {}
         for name, spec in self.client.specs().items():
             rule = spec.crop_rule(detector_name)
             crops = [
-                crop_faces(image, b if spec.every_face else b[d], rule, spec.size, spec.grey)
-                for image, b, d in zip(images, boxes, due, strict=True)
+                crop_faces(image, b if spec.every_face else b[d], rule, spec.size, spec.grey, r if spec.every_face else r[d])
+                for image, b, r, d in zip(images, boxes, rolls, due, strict=True)
                 if len(b) and (spec.every_face or d.any())
             ]
             if crops:
@@ -486,7 +488,7 @@ class FramePipeline:
     def _submit(self, frames: list[_Detected]) -> PendingOutputs | None:
         """One batched request per model for these frames' faces (None: no face to score)."""
         inputs = self.analyzer.model_inputs(
-            [f.image for f in frames], [f.detections.xyxy for f in frames], [f.due for f in frames], frames[0].detector_name
+            [f.image for f in frames], [f.detections for f in frames], [f.due for f in frames], frames[0].detector_name
         )
         return self.analyzer.client.submit(inputs) if inputs else None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections import deque
 from collections.abc import Container
 from dataclasses import dataclass, field
 
@@ -96,19 +97,58 @@ class AgeGenderSchedule:
         return due
 
 
+# Apparent age and gender do not change within a track, so they are estimated from all its measurements so far:
+# the median of its ages (robust to a frame that reads a turned or blurred face as 20 years older), and the
+# gender whose summed log-probabilities lead. Consecutive frames of one face are far from independent, so each
+# measurement counts for EVIDENCE_PER_MEASUREMENT of one (confidence grows over about a second of measurements,
+# not at once), and the sum is capped at MAX_LOG_ODDS so that a track that switched to another person can still
+# turn after as many contrary measurements (about 5 s at the default schedule) instead of never.
+AGE_MEASUREMENTS_KEPT = 256
+EVIDENCE_PER_MEASUREMENT = 0.25
+MAX_LOG_ODDS = 12.0
+_PROBABILITY_FLOOR = 0.02  # one measurement moves the log-odds by at most 0.25 * log(0.98 / 0.02) ~ 0.97
+
+
 @dataclass
 class _TrackState:
     emotion: np.ndarray
-    age_years: float
-    gender: np.ndarray
+    ages_years: deque[float]
+    gender_log_odds: np.ndarray  # (2,) summed, weighted log-probabilities; their softmax is the estimate
     last_frame: int
+    latest: tuple[float, np.ndarray] = (float("nan"), np.zeros(0))  # the last measured age and gender, as measured
+
+    @classmethod
+    def first(cls, emotion: np.ndarray, age_years: float, gender: np.ndarray, frame: int) -> _TrackState:
+        state = cls(emotion, deque(maxlen=AGE_MEASUREMENTS_KEPT), np.zeros(len(gender), np.float64), frame)
+        state.measured(age_years, gender)
+        return state
+
+    def measured(self, age_years: float, gender: np.ndarray) -> None:
+        self.latest = (age_years, gender)
+        self.ages_years.append(age_years)
+        log_p = np.log(np.clip(np.asarray(gender, np.float64), _PROBABILITY_FLOOR, 1.0))
+        self.gender_log_odds = self.gender_log_odds + EVIDENCE_PER_MEASUREMENT * (log_p - log_p.max())
+        self.gender_log_odds -= self.gender_log_odds.max()  # only differences matter; the leader sits at 0
+        np.maximum(self.gender_log_odds, -MAX_LOG_ODDS, out=self.gender_log_odds)
+
+    @property
+    def age_years(self) -> float:
+        return float(np.median(self.ages_years))
+
+    @property
+    def gender(self) -> np.ndarray:
+        odds = np.exp(self.gender_log_odds)
+        probabilities: np.ndarray = (odds / odds.sum()).astype(np.float32)
+        return probabilities
 
 
 @dataclass
 class AttributeSmoother:
-    """Exponential moving average of each track's probabilities and age, so labels don't flicker from frame
-    to frame; faces without a track id pass through unchanged. A face whose age and gender were not measured
-    on this frame (NaN, see ``AgeGenderSchedule``) keeps its track's values."""
+    """Per track: an exponential moving average of the expression probabilities (expressions change; labels
+    should not flicker), and age and gender estimated from all the track's measurements so far (see above); faces
+    without a track id pass through unchanged. A face whose age and gender were not measured on this frame (NaN,
+    see ``AgeGenderSchedule``) keeps its track's values. ``new_frame_weight`` 1 turns all smoothing off: each
+    frame shows its own measurements."""
 
     new_frame_weight: float
     forget_after_frames: int
@@ -131,14 +171,19 @@ class AttributeSmoother:
                 if not measured:
                     raise ValueError(f"face {i} (track {track_id}) has no age / gender measured and none to carry over")
                 if track_id >= 0:
-                    self._tracks[int(track_id)] = _TrackState(emotion[i], float(age[i]), gender[i], self._frame)
+                    state = self._tracks[int(track_id)] = _TrackState.first(emotion[i], float(age[i]), gender[i], self._frame)
+                    if w < 1:
+                        age[i], gender[i] = state.age_years, state.gender
                 continue
             state.emotion = (1 - w) * state.emotion + w * emotion[i]
             if measured:
-                state.age_years = (1 - w) * state.age_years + w * float(age[i])
-                state.gender = (1 - w) * state.gender + w * gender[i]
+                state.measured(float(age[i]), gender[i])
             state.last_frame = self._frame
-            emotion[i], age[i], gender[i] = state.emotion, state.age_years, state.gender
+            emotion[i] = state.emotion
+            if w < 1:
+                age[i], gender[i] = state.age_years, state.gender
+            elif not measured:  # no smoothing: the last measurements carried over
+                age[i], gender[i] = state.latest
         stale = [tid for tid, s in self._tracks.items() if self._frame - s.last_frame > self.forget_after_frames]
         for tid in stale:
             del self._tracks[tid]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import cv2
 import numpy as np
 import pytest
@@ -101,3 +103,54 @@ def test_a_measurement_lost_to_a_model_server_outage_is_made_again_on_the_next_f
     out = smoother.update(track, FaceAttributes(happy, np.array([31.0], np.float32), np.array([[0.2, 0.8]], np.float32)))
     assert out.age_years[0] == pytest.approx(31.0)
     assert schedule.due(track, carried=smoother.track_ids).tolist() == [False]
+
+
+def test_a_tracks_age_is_the_median_of_its_measurements_and_its_gender_confidence_grows_with_evidence():
+    smoother = AttributeSmoother(new_frame_weight=0.35, forget_after_frames=5)
+    happy = np.array([[0, 0, 0, 1, 0, 0, 0]], np.float32)
+    ages = [31.0, 29.0, 52.0, 30.0, 59.0, 30.5, 29.5, 31.0, 30.0, 48.0, 30.0, 29.0]  # a turned face reads 20 y older now and then
+    shown_ages, male_confidence = [], []
+    for age in ages:
+        out = smoother.update(np.array([3]), FaceAttributes(happy, np.array([age], np.float32), np.array([[0.15, 0.85]], np.float32)))
+        shown_ages.append(float(out.age_years[0]))
+        male_confidence.append(float(out.gender[0, 1]))
+    assert shown_ages[-1] == pytest.approx(30.25) and np.std(shown_ages[3:]) < 3 < np.std(ages)
+    assert male_confidence == sorted(male_confidence) and male_confidence[0] < 0.7 < 0.99 < male_confidence[-1]
+
+
+def test_a_confident_gender_does_not_flip_on_contrary_frames_but_a_switched_person_turns_it_in_the_end():
+    smoother = AttributeSmoother(new_frame_weight=0.35, forget_after_frames=5)
+    happy = np.array([[0, 0, 0, 1, 0, 0, 0]], np.float32)
+
+    def measure(gender: list[float]) -> str:
+        out = smoother.update(np.array([8]), FaceAttributes(happy, np.array([40.0], np.float32), np.array([gender], np.float32)))
+        return "female" if out.gender[0, 0] > 0.5 else "male"
+
+    shown = [measure([0.05, 0.95]) for _ in range(20)]  # 20 measurements: about 4 s of a tracked face
+    shown += [measure([0.9, 0.1]) for _ in range(6)]  # a tilted head read as the other gender, strongly
+    assert set(shown) == {"male"}
+    # The track now follows someone else (a tracker id switch): enough contrary evidence turns it, once.
+    turned = [measure([0.98, 0.02]) for _ in range(20)]
+    assert turned[-1] == "female" and sum(a != b for a, b in itertools.pairwise(turned)) == 1
+
+
+def test_a_tilting_man_and_woman_each_keep_one_gender_and_a_steady_age(shared_dir):
+    """head-pose-face-detection-female-and-male.mp4 (12.5 fps): a woman (left) and a man (right) tilt their
+    heads up to 45 degrees. Before faces were turned upright and age and gender estimated from all of a track's
+    measurements, the man was called a woman in 41 of 56 frames and his age went from 28 to 45."""
+    from emotion_detector import analyze
+    from emotion_detector.labels import GENDERS
+
+    seen: dict[int, list[tuple[float, float, str, float]]] = {}
+    for record in analyze(shared_dir / "media" / "videos" / "head-pose-face-detection-female-and-male.mp4"):
+        for face in record.faces:
+            assert face.track_id is not None
+            gender = GENDERS[int(np.argmax(face.gender_probabilities))]
+            seen.setdefault(face.track_id, []).append((face.box_xyxy[0], face.age_years, gender, float(face.gender_probabilities.max())))
+    assert len(seen) == 2 and all(len(frames) == 56 for frames in seen.values())
+    woman, man = sorted(seen.values(), key=lambda frames: frames[0][0])  # left, right
+    for frames, expected in ((woman, "female"), (man, "male")):
+        assert {gender for _, _, gender, _ in frames} == {expected}
+        confident_from = next(i for i, (_, _, _, confidence) in enumerate(frames) if confidence >= 0.9)
+        assert confident_from <= 25  # within about 2 s
+        assert np.std([age for _, age, _, _ in frames[13:]]) <= 3  # after the first second
