@@ -51,13 +51,6 @@ def test_upload_shows_progress_then_the_chart_and_a_playable_annotated_video(sta
         assert len(charts) == 2  # one per person
         assert len(charts[0].find_elements(By.CSS_SELECTOR, "path[data-emotion]")) == 7  # one line per expression
         assert len(browser.find_elements(By.CSS_SELECTOR, "#people tr")) >= 2
-        # The woman, head tilted, is hard to read: many of her frames fall below the emotion model's calibrated
-        # threshold and are counted as uncertain, not as a confident expression.
-        assert any("uncertain" in row.text for row in browser.find_elements(By.CSS_SELECTOR, "#people tr"))
-        results = requests.get(browser.current_url.replace("/videos/", "/api/v1/videos/") + "/results", timeout=10).json()
-        assert results["video"]["emotion_uncertain_below"] > 0
-        assert any(p["expression_counts"]["uncertain"] for p in results["people"])
-        assert any(face["emotion"]["uncertain"] for p in results["people"] for face in p["timeline"])
         WebDriverWait(browser, 20).until(lambda b: video_state(b)["readyState"] >= 2)
         state = video_state(browser)
         assert state["duration"] > 4 and state["error"] is None
@@ -73,6 +66,24 @@ def test_upload_shows_progress_then_the_chart_and_a_playable_annotated_video(sta
         WebDriverWait(browser, 10).until(lambda b: not video_state(b)["paused"] and video_state(b)["currentTime"] > 0.3)
         ARTIFACTS.mkdir(exist_ok=True)
         browser.save_screenshot(str(ARTIFACTS / "video-results-chromium.png"))
+    finally:
+        browser.quit()
+
+
+def test_faces_the_model_cannot_read_with_confidence_are_counted_as_uncertain(stack, shared_dir, tmp_path):
+    """classroom.mp4: four people at the back of a room, faces 14-22 px high. Some of their frames fall below the
+    emotion model's calibrated threshold: they are counted as uncertain, not as a confident expression, and the
+    people table says so. (Tilted heads were the example before faces were turned upright; now they read well.)"""
+    browser = chromium(tmp_path, camera=None, allow_camera=False)
+    try:
+        browser.get(f"{stack.web.url}/videos")
+        browser.find_element(By.ID, "file").send_keys(str(shared_dir / "media" / "videos" / "classroom.mp4"))
+        wait_for_results(browser)
+        assert any("uncertain" in row.text for row in browser.find_elements(By.CSS_SELECTOR, "#people tr"))
+        results = requests.get(browser.current_url.replace("/videos/", "/api/v1/videos/") + "/results", timeout=10).json()
+        assert results["video"]["emotion_uncertain_below"] > 0
+        assert any(p["expression_counts"]["uncertain"] for p in results["people"])
+        assert any(face["emotion"]["uncertain"] for p in results["people"] for face in p["timeline"])
     finally:
         browser.quit()
 
