@@ -9,9 +9,11 @@ import csv
 import gc
 import json
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
@@ -19,9 +21,10 @@ from emotion_detector.labels import EMOTIONS
 from emotion_detector.records import FrameRecord, Record
 
 if TYPE_CHECKING:  # the models, OpenCV and FFmpeg load when a command runs, not for --help
+    import numpy as np
+
     from emotion_detector.analyze_api import Analyzer
     from emotion_detector.sources import Source
-    from emotion_detector.videos.render import AnnotatedVideoWriter
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 CSV_COLUMNS = [
@@ -195,6 +198,40 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_OK
 
 
+class DeferredInterrupt:
+    """Ctrl-C as usual (KeyboardInterrupt), except between a record and its annotated frame: there it waits for
+    both to be written, so the records and the annotated video always hold the same frames."""
+
+    def __init__(self) -> None:
+        self._writing = self._pending = False
+
+    def __enter__(self) -> DeferredInterrupt:
+        # Only the main thread may set a handler (a caller on another thread keeps Python's own).
+        self._previous = signal.signal(signal.SIGINT, self._handle) if threading.current_thread() is threading.main_thread() else None
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _handle(self, _signum: int, _frame: object) -> None:
+        if self._writing:
+            self._pending = True
+        else:
+            raise KeyboardInterrupt
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        self._writing = True
+        try:
+            yield
+        finally:
+            self._writing = False
+        if self._pending:
+            self._pending = False
+            raise KeyboardInterrupt
+
+
 def _run(args: argparse.Namespace) -> int:
     from emotion_detector.analyze_api import Analyzer
     from emotion_detector.model_client import ModelServerError, ModelUnavailable
@@ -239,13 +276,17 @@ def _run(args: argparse.Namespace) -> int:
 
             annotated = AnnotatedVideoWriter(args.annotate, blur_faces=args.blur_faces)
             stack.callback(annotated.close)
+        interrupt = stack.enter_context(DeferredInterrupt())
         try:
             for source in sources:
                 progress.start(source)
                 faces, detection = 0, None
                 try:
-                    for record in _records(analyzer, source, args, annotated):
-                        writer.write(record)
+                    for record, image in _records(analyzer, source, args, annotated is not None):
+                        with interrupt.writing():
+                            if annotated is not None and isinstance(record, FrameRecord) and image is not None:
+                                annotated.write(image, record.faces, record.timestamp_ms)
+                            writer.write(record)
                         progress.update(record)
                         if isinstance(record, FrameRecord):
                             faces, detection = faces + len(record.faces), record.detection or detection
@@ -267,14 +308,13 @@ def _run(args: argparse.Namespace) -> int:
     return EXIT_BAD_INPUT if bad_input else EXIT_OK
 
 
-def _records(analyzer: Analyzer, source: Source, args: argparse.Namespace, annotated: AnnotatedVideoWriter | None) -> Iterator[Record]:
-    if annotated is None or not source.kind.tracked:
-        yield from analyzer.run(source, args.every, args.summary)
+def _records(analyzer: Analyzer, source: Source, args: argparse.Namespace, with_images: bool) -> Iterator[tuple[Record, np.ndarray | None]]:
+    """Each record, with its frame's picture where the annotated video needs it (else None)."""
+    if not with_images or not source.kind.tracked:
+        for record in analyzer.run(source, args.every, args.summary):
+            yield record, None
         return
-    for record, image in analyzer.run_with_images(source, args.every, args.summary):
-        if isinstance(record, FrameRecord) and image is not None:
-            annotated.write(image, record.faces, record.timestamp_ms)
-        yield record
+    yield from analyzer.run_with_images(source, args.every, args.summary)
 
 
 def _usage(message: str) -> int:

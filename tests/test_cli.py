@@ -8,6 +8,9 @@ import csv
 import io
 import itertools
 import json
+import os
+import signal
+import time
 from pathlib import Path
 
 import av
@@ -238,3 +241,19 @@ def test_the_summary_counts_people_by_the_video_results_rule_and_ends_tracks_at_
     assert all(p["seen_s"] >= 1.0 and p["mean_score"] >= 0.6 for p in counted)
     assert all(not p["counted"] for p in people if p not in counted)
     assert all(-1 <= p["valence_mean"] <= 1 and -1 <= p["arousal_mean"] <= 1 for p in people)
+
+
+def test_ctrl_c_waits_for_a_record_and_its_annotated_frame_to_be_written_together():
+    from emotion_detector.analyze_cli import DeferredInterrupt
+
+    written = []
+    with DeferredInterrupt() as interrupt:
+        with pytest.raises(KeyboardInterrupt), interrupt.writing():
+            written.append("annotated frame")
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C between the two writes
+            written.append("record")
+        assert written == ["annotated frame", "record"]
+        with pytest.raises(KeyboardInterrupt):  # elsewhere it stops at once, as usual
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Python's own handler is back
