@@ -10,7 +10,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -40,17 +40,9 @@ class BatchingOptions:
             parameters = text_format.Parse(Path(path).read_text(), tfs.BatchingParameters())
         except (OSError, text_format.ParseError) as error:
             raise ServingError(f"cannot read batching parameters file {path}: {error}") from error
-        default = cls()
-        options = cls(
-            max_batch_size=parameters.max_batch_size.value if parameters.HasField("max_batch_size") else default.max_batch_size,
-            batch_timeout_micros=(
-                parameters.batch_timeout_micros.value if parameters.HasField("batch_timeout_micros") else default.batch_timeout_micros
-            ),
-            max_enqueued_batches=(
-                parameters.max_enqueued_batches.value if parameters.HasField("max_enqueued_batches") else default.max_enqueued_batches
-            ),
-            num_batch_threads=parameters.num_batch_threads.value if parameters.HasField("num_batch_threads") else default.num_batch_threads,
-        )
+        # Each field is an Int64Value wrapper named like ours: the file's value where it sets one, else ours.
+        given = {name: getattr(parameters, name).value for name in cls.__dataclass_fields__ if parameters.HasField(name)}
+        options = replace(cls(), **given)
         if min(options.max_batch_size, options.max_enqueued_batches, options.num_batch_threads) < 1 or options.batch_timeout_micros < 0:
             raise ServingError(f"batching parameters in {path} must be positive: {options}")
         return options
